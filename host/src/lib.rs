@@ -1,0 +1,21 @@
+//! # streamtap host
+//!
+//! The host process of the streamtap data platform. Modules follow the data's path:
+//!
+//! - [`sources`]: where chat comes from (`replay` of a raw IRC log).
+//! - [`transport`]: how messages travel from collection to processing (`memory`).
+//! - [`plugins`]: the WASM plugin runtime (the only module that touches wasmtime).
+//! - [`pipeline`]: pipeline files, the step chain, hot reload and the run loop.
+//! - [`sinks`]: where processed messages are stored (`sqlite`).
+//! - [`alerts`]: delivery of alerts plugins raise (`console`).
+//! - [`metrics`]: counters each component owns, read for progress and summaries.
+//! - [`cli`]: the `streamtap` command line.
+
+pub mod plugins;
+pub mod alerts;
+pub mod cli;
+pub mod metrics;
+pub mod pipeline;
+pub mod sinks;
+pub mod sources;
+pub mod transport;

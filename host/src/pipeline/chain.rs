@@ -1,0 +1,355 @@
+//! The step chain: runs a batch through each step's plugin in order and applies the
+//! actions each step returns.
+//!
+//! A failed call (trap, timeout, out of memory, plugin error, bad output) never fails the
+//! batch: the chain replaces a poisoned instance and re-runs the batch's messages one at a
+//! time to find the ones the step fails on, then applies the step's `on_error` policy to
+//! those only. Each failure is logged with step, plugin, version, hash and message id.
+
+use crate::metrics::StepStats;
+use crate::pipeline::config::OnError;
+use crate::plugins::{CallError, Capabilities, Instance, Limits, LoadedPlugin, PluginError, Runtime};
+use std::sync::Arc;
+use std::time::Instant;
+use streamtap_plugin_sdk::codec::{self, Action, BatchWriter, ChatMessage};
+use streamtap_plugin_sdk::{Alert, Value};
+
+/// Field names plugins may not set: they are the message's own columns.
+pub const RESERVED_FIELDS: &[&str] = &[
+    "id",
+    "kind",
+    "channel",
+    "channel_id",
+    "user",
+    "user_id",
+    "display_name",
+    "text",
+    "ts",
+    "badges",
+    "emotes",
+];
+
+/// After this many one-at-a-time timeouts in one batch, the rest of the batch gets the
+/// step's `on_error` without being tried, so a plugin that hangs on everything costs at most
+/// a few deadlines per batch instead of one per message.
+const MAX_ISOLATION_TIMEOUTS: usize = 3;
+
+/// A message travelling through the chain, with its immutable part encoded once.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    pub msg: ChatMessage,
+    header: Vec<u8>,
+}
+
+impl Envelope {
+    pub fn new(msg: ChatMessage) -> Self {
+        let header = codec::encode_header(&msg);
+        Envelope { msg, header }
+    }
+}
+
+/// An alert raised by a step, with where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RaisedAlert {
+    pub alert: Alert,
+    pub step: String,
+    pub message_id: String,
+    pub channel: String,
+}
+
+/// A record (aggregate or metric sample) emitted by a step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmittedRecord {
+    pub table: String,
+    pub key: String,
+    pub value: Value,
+    pub step: String,
+}
+
+/// A message a step failed on, with the step's `dead-letter` policy.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub msg: ChatMessage,
+    pub step: String,
+    pub plugin: String,
+    pub version: String,
+    pub hash: String,
+    pub reason: String,
+}
+
+/// Everything a batch produced.
+#[derive(Debug, Default)]
+pub struct ChainOutput {
+    /// Messages that made it through every step, to store.
+    pub messages: Vec<ChatMessage>,
+    /// Messages dropped by a plugin or by an `on_error = "drop"` step: (id, step, reason).
+    pub dropped: Vec<(String, String, String)>,
+    pub dead_letters: Vec<DeadLetter>,
+    pub alerts: Vec<RaisedAlert>,
+    pub records: Vec<EmittedRecord>,
+}
+
+/// One step ready to run.
+pub struct StepRunner {
+    pub name: String,
+    pub plugin: Arc<LoadedPlugin>,
+    pub on_error: OnError,
+    config_json: String,
+    caps: Capabilities,
+    limits: Limits,
+    instance: Instance,
+    pub stats: Arc<StepStats>,
+    runtime: Arc<Runtime>,
+}
+
+impl StepRunner {
+    /// Instantiates the plugin and runs `init`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        runtime: Arc<Runtime>,
+        name: String,
+        plugin: Arc<LoadedPlugin>,
+        on_error: OnError,
+        config_json: String,
+        caps: Capabilities,
+        limits: Limits,
+        stats: Arc<StepStats>,
+    ) -> Result<Self, PluginError> {
+        let instance = runtime.instantiate(&plugin, caps.clone(), limits, &config_json)?;
+        Ok(StepRunner {
+            name,
+            plugin,
+            on_error,
+            config_json,
+            caps,
+            limits,
+            instance,
+            stats,
+            runtime,
+        })
+    }
+
+    /// Plugin name and version as reported by its `init`.
+    pub fn plugin_version(&self) -> (&str, &str) {
+        (self.instance.name(), self.instance.version())
+    }
+
+    fn ensure_healthy(&mut self) -> Result<(), PluginError> {
+        if self.instance.is_poisoned() {
+            self.instance = self.runtime.instantiate(
+                &self.plugin,
+                self.caps.clone(),
+                self.limits,
+                &self.config_json,
+            )?;
+            self.stats.restarts.inc();
+        }
+        Ok(())
+    }
+
+    fn call(&mut self, msgs: &[Envelope], buf: Vec<u8>) -> (Result<Vec<Vec<Action>>, CallError>, Vec<u8>) {
+        let mut w = BatchWriter::new(msgs.len(), buf);
+        for e in msgs {
+            w.push(&e.header, &e.msg.fields);
+        }
+        let input = w.finish();
+        let res = match self.ensure_healthy() {
+            Err(e) => Err(CallError::Trap(format!("cannot restart instance: {e}"))),
+            Ok(()) => self.instance.process(&input).and_then(|out| {
+                let lists = codec::decode_output(&out, msgs.len())
+                    .map_err(|e| CallError::BadOutput(e.to_string()))?;
+                validate_actions(&lists)?;
+                Ok(lists)
+            }),
+        };
+        (res, input)
+    }
+}
+
+fn validate_actions(lists: &[Vec<Action>]) -> Result<(), CallError> {
+    for a in lists.iter().flatten() {
+        if let Action::Set { name, .. } = a {
+            if name.is_empty() || RESERVED_FIELDS.contains(&name.as_str()) {
+                return Err(CallError::BadOutput(format!(
+                    "set-field {name:?}: reserved or empty field name"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The ordered steps of one pipeline generation.
+pub struct Chain {
+    pub steps: Vec<StepRunner>,
+    /// Reused encode buffer.
+    buf: Vec<u8>,
+}
+
+impl Chain {
+    pub fn new(steps: Vec<StepRunner>) -> Self {
+        Chain {
+            steps,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Runs a batch through every step.
+    pub fn process(&mut self, batch: Vec<ChatMessage>) -> ChainOutput {
+        let mut out = ChainOutput::default();
+        let mut msgs: Vec<Envelope> = batch.into_iter().map(Envelope::new).collect();
+        let mut buf = std::mem::take(&mut self.buf);
+        for step in &mut self.steps {
+            if msgs.is_empty() {
+                break;
+            }
+            let started = Instant::now();
+            let n = msgs.len();
+            let (res, b) = step.call(&msgs, buf);
+            buf = b;
+            step.stats.calls.inc();
+            msgs = match res {
+                Ok(lists) => apply(step, msgs, lists, &mut out),
+                Err(e) => isolate(step, msgs, e, &mut out, &mut buf),
+            };
+            step.stats.record_batch(n as u64, started.elapsed());
+        }
+        self.buf = buf;
+        out.messages = msgs.into_iter().map(|e| e.msg).collect();
+        out
+    }
+}
+
+/// Applies per-message action lists; returns the messages still in the chain.
+fn apply(
+    step: &StepRunner,
+    msgs: Vec<Envelope>,
+    lists: Vec<Vec<Action>>,
+    out: &mut ChainOutput,
+) -> Vec<Envelope> {
+    let mut kept = Vec::with_capacity(msgs.len());
+    for (mut e, actions) in msgs.into_iter().zip(lists) {
+        let mut dropped = None;
+        for a in actions {
+            match a {
+                Action::Set { name, value } => {
+                    e.msg.fields.insert(name, value);
+                }
+                Action::Drop { reason } => dropped = Some(reason),
+                Action::Alert(alert) => out.alerts.push(RaisedAlert {
+                    alert,
+                    step: step.name.clone(),
+                    message_id: e.msg.id.clone(),
+                    channel: e.msg.channel.clone(),
+                }),
+                Action::Record { table, key, value } => out.records.push(EmittedRecord {
+                    table,
+                    key,
+                    value,
+                    step: step.name.clone(),
+                }),
+                Action::Metric {
+                    name,
+                    value,
+                    labels,
+                } => out.records.push(EmittedRecord {
+                    table: "plugin_metrics".into(),
+                    key: name,
+                    value: Value::map([
+                        ("value", Value::Float(value)),
+                        (
+                            "labels",
+                            Value::Map(labels.into_iter().map(|(k, v)| (k, Value::Str(v))).collect()),
+                        ),
+                    ]),
+                    step: step.name.clone(),
+                }),
+            }
+        }
+        match dropped {
+            Some(reason) => {
+                step.stats.dropped.inc();
+                out.dropped.push((e.msg.id, step.name.clone(), reason));
+            }
+            None => kept.push(e),
+        }
+    }
+    kept
+}
+
+/// The batch call failed: find the messages the step fails on by trying them one at a time.
+fn isolate(
+    step: &mut StepRunner,
+    msgs: Vec<Envelope>,
+    batch_err: CallError,
+    out: &mut ChainOutput,
+    buf: &mut Vec<u8>,
+) -> Vec<Envelope> {
+    tracing::debug!(step = %step.name, error = %batch_err, size = msgs.len(), "batch call failed; isolating messages");
+    if msgs.len() == 1 {
+        return fail(step, msgs, &batch_err, out);
+    }
+    let mut kept = Vec::with_capacity(msgs.len());
+    let mut timeouts = 0;
+    let mut iter = msgs.into_iter();
+    for e in iter.by_ref() {
+        let one = vec![e];
+        let (res, b) = step.call(&one, std::mem::take(buf));
+        *buf = b;
+        match res {
+            Ok(lists) => kept.extend(apply(step, one, lists, out)),
+            Err(err) => {
+                if matches!(err, CallError::Timeout(_)) {
+                    timeouts += 1;
+                }
+                kept.extend(fail(step, one, &err, out));
+                if timeouts >= MAX_ISOLATION_TIMEOUTS {
+                    break;
+                }
+            }
+        }
+    }
+    let rest: Vec<Envelope> = iter.collect();
+    if !rest.is_empty() {
+        let err = CallError::Timeout(step.limits.deadline);
+        kept.extend(fail(step, rest, &err, out));
+    }
+    kept
+}
+
+/// Applies `on_error` to messages the step failed on.
+fn fail(step: &StepRunner, msgs: Vec<Envelope>, err: &CallError, out: &mut ChainOutput) -> Vec<Envelope> {
+    let (plugin, version) = step.plugin_version();
+    let reason = err.to_string();
+    let mut kept = Vec::new();
+    for e in msgs {
+        step.stats.errors.inc(err.kind());
+        tracing::warn!(
+            step = %step.name,
+            plugin,
+            version,
+            hash = step.plugin.short_hash(),
+            message_id = %e.msg.id,
+            error_kind = err.kind(),
+            error = %reason,
+            policy = ?step.on_error,
+            "plugin failed on message"
+        );
+        match step.on_error {
+            OnError::Skip => kept.push(e),
+            OnError::Drop => {
+                step.stats.dropped.inc();
+                out.dropped.push((e.msg.id, step.name.clone(), reason.clone()));
+            }
+            OnError::DeadLetter => out.dead_letters.push(DeadLetter {
+                msg: e.msg,
+                step: step.name.clone(),
+                plugin: plugin.to_owned(),
+                version: version.to_owned(),
+                hash: step.plugin.hash.clone(),
+                reason: reason.clone(),
+            }),
+        }
+    }
+    kept
+}

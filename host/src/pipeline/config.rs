@@ -1,0 +1,625 @@
+//! Pipeline files: the TOML a user writes, parsed strictly.
+//!
+//! Every table denies unknown keys and every field is documented here; `docs/PIPELINE.md`
+//! is the user-facing reference. Components are chosen by sub-table name
+//! (`[source.replay]`, `[sink.sqlite]`), which keeps each component's own keys checked with
+//! exact line and column positions. Errors name the file, line, column and the offending
+//! key or value. Config holds no runtime state: components are built from it.
+
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+
+/// A pipeline file that failed to load.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("{file}:{line}:{column}: {message}")]
+    Invalid {
+        file: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+}
+
+impl ConfigError {
+    fn at(file: &Path, text: &str, span: Option<std::ops::Range<usize>>, message: String) -> Self {
+        let (line, column) = span.map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+        ConfigError::Invalid {
+            file: file.display().to_string(),
+            line,
+            column,
+            message,
+        }
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    (line, column)
+}
+
+/// A whole pipeline file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineFile {
+    /// Pipeline name for logs. Default: the file's stem.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Where messages come from (exactly one sub-table, e.g. `[source.replay]`).
+    pub source: SourceConfig,
+    /// How messages travel from the source to the steps. Default: `[transport.memory]`.
+    #[serde(default)]
+    pub transport: TransportConfig,
+    /// The processing steps, in order.
+    #[serde(default)]
+    pub steps: Vec<StepConfig>,
+    /// Where processed messages are stored (exactly one sub-table, e.g. `[sink.sqlite]`).
+    pub sink: SinkConfig,
+    /// Where alerts raised by steps are delivered. Default: the console.
+    #[serde(default)]
+    pub alerts: AlertsConfig,
+}
+
+/// Source components.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// Replays a log of raw Twitch IRC lines.
+    Replay(ReplayConfig),
+}
+
+/// `[source.replay]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayConfig {
+    /// Log file of raw IRC lines with tags, relative to the pipeline file.
+    pub path: PathBuf,
+    /// Messages per second (a number), or `"max"` for as fast as the pipeline takes them.
+    #[serde(default)]
+    pub rate: Rate,
+    /// Start again at the top when the log ends. Replayed copies get ids suffixed `~N` and
+    /// timestamps shifted by the log's span, so they are stored as new messages.
+    #[serde(default, rename = "loop")]
+    pub repeat: bool,
+}
+
+/// Replay speed.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Rate {
+    /// No pacing.
+    #[default]
+    Max,
+    /// Messages per second.
+    PerSecond(f64),
+}
+
+impl<'de> Deserialize<'de> for Rate {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(f64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::S(s) if s == "max" => Ok(Rate::Max),
+            Raw::S(s) => Err(serde::de::Error::custom(format!(
+                "invalid rate {s:?}: expected a number of messages per second or \"max\""
+            ))),
+            Raw::N(n) if n > 0.0 && n.is_finite() => Ok(Rate::PerSecond(n)),
+            Raw::N(n) => Err(serde::de::Error::custom(format!(
+                "invalid rate {n}: must be a positive number of messages per second"
+            ))),
+        }
+    }
+}
+
+/// Transport components.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum TransportConfig {
+    /// In-process bounded queue.
+    Memory(MemoryConfig),
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig::Memory(MemoryConfig::default())
+    }
+}
+
+/// `[transport.memory]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryConfig {
+    /// Queue capacity in messages; a full queue makes the source wait (no drops).
+    #[serde(default = "default_capacity")]
+    pub capacity: usize,
+    /// Most messages handed to the steps in one batch.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+}
+
+fn default_capacity() -> usize {
+    10_000
+}
+fn default_batch_size() -> usize {
+    256
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        MemoryConfig {
+            capacity: default_capacity(),
+            batch_size: default_batch_size(),
+        }
+    }
+}
+
+/// What happens to a message when its step fails on it (trap, timeout, out of memory,
+/// plugin error, bad output).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnError {
+    /// Pass the message on unchanged by this step.
+    #[default]
+    Skip,
+    /// Drop the message (counted and logged).
+    Drop,
+    /// Store the message in the dead-letter table with the reason, plugin and version.
+    DeadLetter,
+}
+
+/// A secret's source: never written in the pipeline text itself.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum SecretRef {
+    /// Read from this environment variable.
+    Env(String),
+    /// Read from this file (relative to the pipeline file), trailing newline trimmed.
+    File(PathBuf),
+}
+
+/// One `[[steps]]` entry.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepConfig {
+    /// Unique step name (`[a-z0-9_-]`). Default: the plugin file's stem.
+    #[serde(default)]
+    pub name: Option<Spanned<String>>,
+    /// Plugin component (`.wasm`), relative to the pipeline file.
+    pub uses: Spanned<PathBuf>,
+    /// Config handed to the plugin's `init`, as JSON.
+    #[serde(default)]
+    pub with: toml::Table,
+    /// Keys added to `with` from the environment or files, so secrets stay out of the
+    /// pipeline text: `secrets = { api_key = { env = "LT_API_KEY" } }`.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, SecretRef>,
+    /// Wall-clock budget of one call into the plugin. Default `100ms`.
+    #[serde(default = "default_deadline")]
+    pub deadline: DurationValue,
+    /// Plugin memory cap. Default `64MiB`, at most `1GiB`.
+    #[serde(default = "default_memory")]
+    pub memory_limit: ByteSize,
+    /// What happens to a message the step fails on. Default `skip`.
+    #[serde(default)]
+    pub on_error: OnError,
+    /// Hosts (`host` or `host:port`) the plugin may reach over HTTP. Default: none.
+    #[serde(default)]
+    pub allow_http: Vec<Spanned<String>>,
+    /// Timeout of one HTTP request. Default `5s`.
+    #[serde(default = "default_http_timeout")]
+    pub http_timeout: DurationValue,
+    /// Largest HTTP response body accepted. Default `1MiB`.
+    #[serde(default = "default_http_max")]
+    pub http_max_response: ByteSize,
+    /// Size cap of the step's key-value state. Default `64MiB`.
+    #[serde(default = "default_memory")]
+    pub state_limit: ByteSize,
+}
+
+fn default_deadline() -> DurationValue {
+    DurationValue(Duration::from_millis(100))
+}
+fn default_memory() -> ByteSize {
+    ByteSize(64 << 20)
+}
+fn default_http_timeout() -> DurationValue {
+    DurationValue(Duration::from_secs(5))
+}
+fn default_http_max() -> ByteSize {
+    ByteSize(1 << 20)
+}
+
+/// Sink components.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum SinkConfig {
+    /// Embedded SQLite database.
+    Sqlite(SqliteConfig),
+}
+
+/// `[sink.sqlite]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqliteConfig {
+    /// Database file, relative to the pipeline file; created when missing.
+    pub path: PathBuf,
+}
+
+/// `[alerts]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Delivery for topics not listed in `topics`. Default `["console"]`.
+    #[serde(default = "default_alert_sinks")]
+    pub default: Vec<Spanned<String>>,
+    /// Delivery per alert topic: `[alerts.topics.hype] to = ["console"]`.
+    #[serde(default)]
+    pub topics: BTreeMap<String, AlertRoute>,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            default: default_alert_sinks(),
+            topics: BTreeMap::new(),
+        }
+    }
+}
+
+fn default_alert_sinks() -> Vec<Spanned<String>> {
+    vec![Spanned::new(0..0, "console".to_owned())]
+}
+
+/// `[alerts.topics.NAME]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertRoute {
+    /// Delivery sinks for this topic.
+    pub to: Vec<Spanned<String>>,
+}
+
+/// Alert delivery sinks this build knows.
+pub const ALERT_SINKS: &[&str] = &["console"];
+
+/// A duration written as `"100ms"`, `"5s"`, `"2m"`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DurationValue(pub Duration);
+
+impl<'de> Deserialize<'de> for DurationValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s)
+            .map(DurationValue)
+            .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?}: {e} (write e.g. \"100ms\", \"5s\")")))
+    }
+}
+
+/// A size written as `"64MiB"`, `"512KiB"`, `"1GB"` or a number of bytes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ByteSize(pub u64);
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} bytes", self.0)
+    }
+}
+
+impl ByteSize {
+    fn parse(s: &str) -> Result<u64, String> {
+        let t = s.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("invalid size {s:?}: expected e.g. \"64MiB\""))?;
+        let mult: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KB" => 1_000,
+            "KiB" => 1 << 10,
+            "MB" => 1_000_000,
+            "MiB" => 1 << 20,
+            "GB" => 1_000_000_000,
+            "GiB" => 1 << 30,
+            u => {
+                return Err(format!(
+                    "invalid size {s:?}: unknown unit {u:?} (use B, KB, KiB, MB, MiB, GB, GiB)"
+                ));
+            }
+        };
+        n.checked_mul(mult)
+            .ok_or_else(|| format!("invalid size {s:?}: too large"))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(ByteSize(n)),
+            Raw::S(s) => ByteSize::parse(&s).map(ByteSize).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// A step after validation: paths resolved, name decided.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    pub name: String,
+    /// Absolute or pipeline-relative path resolved against the pipeline's directory.
+    pub plugin_path: PathBuf,
+    pub config: StepConfig,
+}
+
+/// A validated pipeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pipeline {
+    /// The file it came from.
+    pub file: PathBuf,
+    pub name: String,
+    pub source: SourceConfig,
+    pub transport: TransportConfig,
+    pub steps: Vec<Step>,
+    pub sink: SinkConfig,
+    pub alerts: AlertsConfig,
+}
+
+impl Pipeline {
+    /// Directory relative paths in the file are resolved against.
+    pub fn base_dir(&self) -> PathBuf {
+        base_dir(&self.file)
+    }
+
+    /// Resolves a path from the file against its directory.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        self.base_dir().join(p)
+    }
+
+    /// Reads and validates a pipeline file.
+    pub fn load(file: &Path) -> Result<Pipeline, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+            file: file.display().to_string(),
+            source,
+        })?;
+        Self::parse(file, &text)
+    }
+
+    /// Validates pipeline text as if read from `file` (used for relative paths and errors).
+    pub fn parse(file: &Path, text: &str) -> Result<Pipeline, ConfigError> {
+        let raw: PipelineFile = toml::from_str(text)
+            .map_err(|e| ConfigError::at(file, text, e.span(), e.message().trim().to_owned()))?;
+        validate(file, text, raw)
+    }
+}
+
+fn base_dir(file: &Path) -> PathBuf {
+    match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn validate(file: &Path, text: &str, raw: PipelineFile) -> Result<Pipeline, ConfigError> {
+    let err = |span: std::ops::Range<usize>, msg: String| ConfigError::at(file, text, Some(span), msg);
+    let base = base_dir(file);
+
+    match &raw.transport {
+        TransportConfig::Memory(m) => {
+            if m.capacity == 0 || m.batch_size == 0 {
+                return Err(ConfigError::at(
+                    file,
+                    text,
+                    find_key(text, if m.capacity == 0 { "capacity" } else { "batch_size" }),
+                    "transport.memory: capacity and batch_size must be at least 1".into(),
+                ));
+            }
+        }
+    }
+
+    let mut names = HashSet::new();
+    let mut steps = Vec::with_capacity(raw.steps.len());
+    for sc in raw.steps {
+        let uses_span = sc.uses.span();
+        let plugin_path = base.join(sc.uses.get_ref());
+        let name = match &sc.name {
+            Some(n) => {
+                let ok = !n.get_ref().is_empty()
+                    && n.get_ref()
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+                if !ok {
+                    return Err(err(
+                        n.span(),
+                        format!(
+                            "invalid step name {:?}: use lowercase letters, digits, '_' and '-'",
+                            n.get_ref()
+                        ),
+                    ));
+                }
+                n.get_ref().clone()
+            }
+            None => plugin_path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        };
+        let name_span = sc.name.as_ref().map(|n| n.span()).unwrap_or(uses_span.clone());
+        if !names.insert(name.clone()) {
+            return Err(err(
+                name_span,
+                format!("duplicate step name {name:?}: step names must be unique (set `name`)"),
+            ));
+        }
+        if !plugin_path.is_file() {
+            return Err(err(
+                uses_span,
+                format!(
+                    "step {name:?}: plugin file {:?} not found (resolved to {})",
+                    sc.uses.get_ref(),
+                    plugin_path.display()
+                ),
+            ));
+        }
+        let dl = sc.deadline.0;
+        if dl.is_zero() || dl > Duration::from_secs(60) {
+            return Err(ConfigError::at(
+                file,
+                text,
+                find_key_after(text, "deadline", uses_span.start),
+                format!("step {name:?}: deadline {dl:?} must be between 1ms and 60s"),
+            ));
+        }
+        let mem = sc.memory_limit.0;
+        if !((1 << 20)..=crate::plugins::MAX_MEMORY_LIMIT).contains(&mem) {
+            return Err(ConfigError::at(
+                file,
+                text,
+                find_key_after(text, "memory_limit", uses_span.start),
+                format!("step {name:?}: memory_limit {mem} bytes must be between 1MiB and 1GiB"),
+            ));
+        }
+        for h in &sc.allow_http {
+            let v = h.get_ref();
+            let ok = !v.is_empty()
+                && !v.contains(['/', '@', ' ', '?', '#'])
+                && v.split(':').count() <= 2
+                && v.rsplit_once(':').is_none_or(|(_, p)| p.parse::<u16>().is_ok());
+            if !ok {
+                return Err(err(
+                    h.span(),
+                    format!("step {name:?}: allow_http entry {v:?} must be a host or host:port (no scheme or path)"),
+                ));
+            }
+        }
+        for key in sc.secrets.keys() {
+            if sc.with.contains_key(key) {
+                return Err(ConfigError::at(
+                    file,
+                    text,
+                    find_key_after(text, key, uses_span.start),
+                    format!("step {name:?}: key {key:?} is set both in `with` and in `secrets`"),
+                ));
+            }
+        }
+        steps.push(Step {
+            name,
+            plugin_path,
+            config: sc,
+        });
+    }
+
+    for s in raw.alerts.default.iter().chain(raw.alerts.topics.values().flat_map(|r| r.to.iter())) {
+        if !ALERT_SINKS.contains(&s.get_ref().as_str()) {
+            return Err(err(
+                s.span(),
+                format!(
+                    "unknown alert sink {:?} (available: {})",
+                    s.get_ref(),
+                    ALERT_SINKS.join(", ")
+                ),
+            ));
+        }
+    }
+
+    let name = raw.name.unwrap_or_else(|| {
+        file.file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "pipeline".into())
+    });
+    Ok(Pipeline {
+        file: file.to_owned(),
+        name,
+        source: raw.source,
+        transport: raw.transport,
+        steps,
+        sink: raw.sink,
+        alerts: raw.alerts,
+    })
+}
+
+/// Span of the first `key =` in the text (for errors found after deserialization, where
+/// serde no longer has positions).
+fn find_key(text: &str, key: &str) -> Option<std::ops::Range<usize>> {
+    find_key_after(text, key, 0)
+}
+
+fn find_key_after(text: &str, key: &str, from: usize) -> Option<std::ops::Range<usize>> {
+    let mut off = 0;
+    for line in text.lines() {
+        let start = off;
+        off += line.len() + 1;
+        if start < from {
+            continue;
+        }
+        let t = line.trim_start();
+        if let Some(rest) = t.strip_prefix(key)
+            && rest.trim_start().starts_with('=')
+        {
+            let col = line.len() - t.len();
+            return Some(start + col..start + col + key.len());
+        }
+    }
+    None
+}
+
+/// Converts a step's `with` table (plus resolved secrets) to the JSON handed to `init`.
+pub fn step_config_json(pipeline: &Pipeline, step: &Step) -> Result<String, String> {
+    let mut v = serde_json::to_value(&step.config.with)
+        .map_err(|e| format!("step {:?}: `with` cannot be converted to JSON: {e}", step.name))?;
+    if let serde_json::Value::Object(map) = &mut v {
+        for (key, r) in &step.config.secrets {
+            let secret = match r {
+                SecretRef::Env(var) => std::env::var(var).map_err(|_| {
+                    format!("step {:?}: secret {key:?}: environment variable {var:?} is not set", step.name)
+                })?,
+                SecretRef::File(p) => {
+                    let path = pipeline.resolve(p);
+                    std::fs::read_to_string(&path)
+                        .map_err(|e| {
+                            format!("step {:?}: secret {key:?}: cannot read {}: {e}", step.name, path.display())
+                        })?
+                        .trim_end_matches(['\n', '\r'])
+                        .to_owned()
+                }
+            };
+            map.insert(key.clone(), serde_json::Value::String(secret));
+        }
+    }
+    Ok(v.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_col_counts_from_one() {
+        assert_eq!(line_col("ab\ncd", 0), (1, 1));
+        assert_eq!(line_col("ab\ncd", 4), (2, 2));
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(ByteSize::parse("64MiB").unwrap(), 64 << 20);
+        assert_eq!(ByteSize::parse("10").unwrap(), 10);
+        assert!(ByteSize::parse("10 parsecs").is_err());
+    }
+}

@@ -1,0 +1,472 @@
+//! The WASM plugin runtime: the one module that uses wasmtime.
+//!
+//! - One [`Runtime`] per process owns the `Engine` (pooling allocator, epoch interruption),
+//!   the `Linker` with the capabilities plugins may import, and the compiled-component cache
+//!   (in memory by content hash, on disk keyed by content hash + engine compatibility).
+//! - [`Runtime::load`] compiles (or loads from cache) a plugin file into a [`LoadedPlugin`]
+//!   holding an `InstancePre`, so instantiation on a hot path is only slot allocation.
+//! - [`Runtime::instantiate`] gives an [`Instance`]: its own `Store` with a memory limit,
+//!   a per-call epoch deadline and the step's capabilities (key-value state, allowlisted
+//!   HTTP). A trap, timeout or out-of-memory in a call is returned as a [`CallError`]; the
+//!   instance is then poisoned and must be replaced, the host carries on.
+//!
+//! Plugins are sandboxed: WASI is linked (Rust's std imports it) but the context grants no
+//! preopened directories, no environment, no arguments, no stdio and no sockets.
+
+mod host_api;
+
+pub use host_api::{HttpPolicy, KvStore};
+
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "plugin",
+});
+
+/// How often the epoch advances; deadlines are rounded up to whole ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// Largest linear memory any plugin may have; per-step limits must be at most this.
+pub const MAX_MEMORY_LIMIT: u64 = 1 << 30;
+
+/// Concurrent plugin instances the pooling allocator reserves slots for.
+const POOL_INSTANCES: u32 = 256;
+
+/// Errors loading or instantiating a plugin.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("cannot read plugin {path:?}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("plugin {path:?} is not a valid streamtap component: {reason}")]
+    Compile { path: PathBuf, reason: String },
+    #[error("plugin {path:?} cannot be instantiated: {reason}")]
+    Instantiate { path: PathBuf, reason: String },
+    #[error("plugin {path:?} init failed: {reason}")]
+    Init { path: PathBuf, reason: String },
+    #[error("cannot start the wasm engine: {0}")]
+    Engine(String),
+}
+
+/// Why one `process` call failed. Every kind leaves the host running.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CallError {
+    #[error("trap: {0}")]
+    Trap(String),
+    #[error("deadline of {0:?} exceeded")]
+    Timeout(Duration),
+    #[error("memory limit of {0} bytes reached")]
+    OutOfMemory(u64),
+    #[error("plugin returned an error: {0}")]
+    Plugin(String),
+    #[error("bad output: {0}")]
+    BadOutput(String),
+}
+
+impl CallError {
+    /// A short label for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CallError::Trap(_) => "trap",
+            CallError::Timeout(_) => "timeout",
+            CallError::OutOfMemory(_) => "oom",
+            CallError::Plugin(_) => "plugin_error",
+            CallError::BadOutput(_) => "bad_output",
+        }
+    }
+}
+
+/// Per-instance state inside a wasmtime `Store`.
+pub struct StepState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: MemoryLimiter,
+    caps: Capabilities,
+}
+
+impl WasiView for StepState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// What a step's plugin may do beyond computing: granted by the pipeline file.
+#[derive(Clone)]
+pub struct Capabilities {
+    /// Step name, for log lines.
+    pub step: Arc<str>,
+    /// The step's key-value state (shared across reloads of the step).
+    pub kv: Arc<KvStore>,
+    /// Outbound HTTP policy; an empty allowlist denies everything.
+    pub http: Arc<HttpPolicy>,
+}
+
+/// Limits for one instance.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Wall-clock budget of one `process` (or `init`) call.
+    pub deadline: Duration,
+    /// Linear memory cap in bytes.
+    pub memory: u64,
+}
+
+/// Refuses memory growth beyond the step's limit and remembers that it did, so a trap that
+/// follows (Rust aborts on allocation failure) is reported as out-of-memory.
+struct MemoryLimiter {
+    max: u64,
+    denied: bool,
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired as u64 > self.max {
+            self.denied = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+/// A compiled plugin, ready to instantiate.
+pub struct LoadedPlugin {
+    /// File it was loaded from.
+    pub path: PathBuf,
+    /// Hex SHA-256 of the file's bytes: the plugin's identity in logs, caches and metrics.
+    pub hash: String,
+    pre: PluginPre<StepState>,
+}
+
+impl LoadedPlugin {
+    /// First 12 hex digits of the content hash, for log lines.
+    pub fn short_hash(&self) -> &str {
+        &self.hash[..12]
+    }
+}
+
+/// Stops and joins the epoch thread when the runtime is dropped.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The process-wide plugin runtime.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<StepState>,
+    cache_dir: Option<PathBuf>,
+    /// Compiled components by content hash: a reload of an unchanged file costs nothing.
+    compiled: Mutex<HashMap<String, Component>>,
+    _ticker: EpochTicker,
+}
+
+impl Runtime {
+    /// Builds the engine and linker. `cache_dir` holds compiled components across runs.
+    pub fn new(cache_dir: Option<PathBuf>) -> Result<Arc<Self>, PluginError> {
+        let mut cfg = Config::new();
+        cfg.epoch_interruption(true);
+        cfg.wasm_component_model(true);
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(POOL_INSTANCES)
+            .total_core_instances(POOL_INSTANCES * 8)
+            .total_memories(POOL_INSTANCES * 2)
+            .total_tables(POOL_INSTANCES * 8)
+            .total_stacks(POOL_INSTANCES)
+            .max_memory_size(MAX_MEMORY_LIMIT as usize);
+        cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&cfg).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+
+        let mut linker: Linker<StepState> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+        Plugin::add_to_linker::<StepState, HasSelf<StepState>>(&mut linker, |s| s)
+            .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let engine = engine.clone();
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("wasm-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| PluginError::Engine(e.to_string()))?
+        };
+
+        if let Some(dir) = &cache_dir {
+            // A cache we cannot create only costs compile time; say so and go on.
+            if let Err(e) = std::fs::create_dir_all(dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot create plugin cache dir");
+            }
+        }
+        Ok(Arc::new(Runtime {
+            engine,
+            linker,
+            cache_dir,
+            compiled: Mutex::new(HashMap::new()),
+            _ticker: EpochTicker {
+                stop,
+                thread: Some(thread),
+            },
+        }))
+    }
+
+    /// The default on-disk cache: `$STREAMTAP_CACHE_DIR`, else `$XDG_CACHE_HOME/streamtap`,
+    /// else `~/.cache/streamtap`.
+    pub fn default_cache_dir() -> Option<PathBuf> {
+        if let Some(d) = std::env::var_os("STREAMTAP_CACHE_DIR") {
+            return Some(PathBuf::from(d));
+        }
+        if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
+            return Some(PathBuf::from(d).join("streamtap"));
+        }
+        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/streamtap"))
+    }
+
+    fn engine_key(&self) -> String {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut h);
+        format!("{:016x}", h.finish())
+    }
+
+    /// Compiles a plugin file (or takes it from cache) and pre-links it.
+    pub fn load(&self, path: &Path) -> Result<Arc<LoadedPlugin>, PluginError> {
+        let bytes = std::fs::read(path).map_err(|source| PluginError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let hash = hex::encode(Sha256::digest(&bytes));
+        let component = self.component(path, &hash, &bytes)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| PluginError::Instantiate {
+                path: path.to_owned(),
+                reason: format!("{e:#}"),
+            })?;
+        let pre = PluginPre::new(pre).map_err(|e| PluginError::Instantiate {
+            path: path.to_owned(),
+            reason: format!("{e:#}"),
+        })?;
+        Ok(Arc::new(LoadedPlugin {
+            path: path.to_owned(),
+            hash,
+            pre,
+        }))
+    }
+
+    fn component(&self, path: &Path, hash: &str, bytes: &[u8]) -> Result<Component, PluginError> {
+        if let Some(c) = self.compiled.lock().expect("cache lock").get(hash) {
+            return Ok(c.clone());
+        }
+        let cached = self
+            .cache_dir
+            .as_ref()
+            .map(|d| d.join(format!("{hash}-{}.cwasm", self.engine_key())));
+        if let Some(file) = cached.as_ref().filter(|f| f.exists()) {
+            // SAFETY: the file was written by `Component::serialize` of this same engine
+            // configuration (its name carries the engine compatibility hash) into our own
+            // cache directory; wasmtime additionally checks the header and version.
+            match unsafe { Component::deserialize_file(&self.engine, file) } {
+                Ok(c) => {
+                    self.remember(hash, &c);
+                    return Ok(c);
+                }
+                Err(e) => {
+                    tracing::warn!(file = %file.display(), error = %e, "ignoring unusable cached component");
+                }
+            }
+        }
+        let c = Component::new(&self.engine, bytes).map_err(|e| PluginError::Compile {
+            path: path.to_owned(),
+            reason: format!("{e:#}"),
+        })?;
+        if let Some(file) = cached {
+            if let Err(e) = c.serialize().and_then(|b| {
+                // Write then rename, so a concurrent reader never sees half a file.
+                let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+                std::fs::write(&tmp, b)?;
+                std::fs::rename(&tmp, &file)?;
+                Ok(())
+            }) {
+                tracing::warn!(file = %file.display(), error = %e, "cannot write component cache");
+            }
+        }
+        self.remember(hash, &c);
+        Ok(c)
+    }
+
+    fn remember(&self, hash: &str, c: &Component) {
+        self.compiled
+            .lock()
+            .expect("cache lock")
+            .insert(hash.to_owned(), c.clone());
+    }
+
+    /// Instantiates a loaded plugin and runs its `init` with the JSON config.
+    pub fn instantiate(
+        &self,
+        plugin: &Arc<LoadedPlugin>,
+        caps: Capabilities,
+        limits: Limits,
+        config_json: &str,
+    ) -> Result<Instance, PluginError> {
+        // Nothing from the host leaks in: no dirs, env, args, stdio or network.
+        let wasi = WasiCtx::builder()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let state = StepState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter {
+                max: limits.memory,
+                denied: false,
+            },
+            caps,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(deadline_ticks(limits.deadline));
+        let bindings = plugin
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| PluginError::Instantiate {
+                path: plugin.path.clone(),
+                reason: classify(&e, &store, limits).to_string(),
+            })?;
+        let mut inst = Instance {
+            store,
+            bindings,
+            plugin: plugin.clone(),
+            limits,
+            info: PluginInfo {
+                name: String::new(),
+                version: String::new(),
+            },
+            poisoned: false,
+        };
+        inst.store.set_epoch_deadline(deadline_ticks(limits.deadline));
+        match inst.bindings.call_init(&mut inst.store, config_json) {
+            Ok(Ok(info)) => {
+                inst.info = info;
+                Ok(inst)
+            }
+            Ok(Err(reason)) => Err(PluginError::Init {
+                path: plugin.path.clone(),
+                reason,
+            }),
+            Err(e) => Err(PluginError::Init {
+                path: plugin.path.clone(),
+                reason: classify(&e, &inst.store, limits).to_string(),
+            }),
+        }
+    }
+}
+
+fn deadline_ticks(d: Duration) -> u64 {
+    let tick = EPOCH_TICK.as_nanos();
+    (d.as_nanos().div_ceil(tick) as u64).max(1)
+}
+
+fn classify(e: &wasmtime::Error, store: &Store<StepState>, limits: Limits) -> CallError {
+    if store.data().limiter.denied {
+        return CallError::OutOfMemory(limits.memory);
+    }
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => CallError::Timeout(limits.deadline),
+        _ => CallError::Trap(format!("{e:#}")),
+    }
+}
+
+/// A live plugin instance with its own store.
+pub struct Instance {
+    store: Store<StepState>,
+    bindings: Plugin,
+    plugin: Arc<LoadedPlugin>,
+    limits: Limits,
+    info: PluginInfo,
+    poisoned: bool,
+}
+
+impl Instance {
+    /// Plugin name and version as reported by `init`.
+    pub fn name(&self) -> &str {
+        &self.info.name
+    }
+
+    pub fn version(&self) -> &str {
+        &self.info.version
+    }
+
+    pub fn plugin(&self) -> &Arc<LoadedPlugin> {
+        &self.plugin
+    }
+
+    /// True after a trap: the instance must not be called again.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    /// Runs `process` on an encoded batch, under the deadline and memory limit.
+    pub fn process(&mut self, batch: &[u8]) -> Result<Vec<u8>, CallError> {
+        if self.poisoned {
+            return Err(CallError::Trap("instance poisoned by an earlier trap".into()));
+        }
+        self.store.data_mut().limiter.denied = false;
+        self.store
+            .set_epoch_deadline(deadline_ticks(self.limits.deadline));
+        match self.bindings.call_process(&mut self.store, batch) {
+            Ok(Ok(out)) => Ok(out),
+            Ok(Err(msg)) => Err(CallError::Plugin(msg)),
+            Err(e) => {
+                self.poisoned = true;
+                Err(classify(&e, &self.store, self.limits))
+            }
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! Sources: where chat messages come from.
+//!
+//! - [`irc`]: normalises one raw Twitch IRC line into a [`ChatMessage`](streamtap_plugin_sdk::ChatMessage).
+//! - [`replay`]: replays a log of raw IRC lines at a configured rate (the embedded default).
+
+pub mod irc;
+pub mod replay;

@@ -1,0 +1,978 @@
+//! The batch wire format (version 1) shared by host and guest.
+//!
+//! One `process` call carries a whole batch as one byte buffer, because lifting a typed WIT
+//! record per message costs far more than copying one buffer (see `wit/plugin.wit`). Both
+//! sides use this module, so the format is defined exactly once.
+//!
+//! ```text
+//! batch    := u8 version=1, varint count, message*
+//! message  := varint body_len, body
+//! body     := str id, str kind, str channel, str channel_id, str user, str user_id,
+//!             str display_name, str text, zigzag ts_ms,
+//!             varint n, (str name, str version)*          -- badges
+//!             varint n, (str id, varint start, varint end)* -- emotes (char positions)
+//!             varint n, (str name, value)*                 -- fields set so far
+//! value    := 0 null | 1 false | 2 true | 3 zigzag int | 4 f64 LE | 5 str
+//!           | 6 varint n, value* | 7 varint n, (str key, value)*
+//! str      := varint len, UTF-8 bytes
+//!
+//! output   := u8 version=1, varint count, (u32 LE n, action*)*   -- one list per message
+//! action   := 0 set      str name, value
+//!           | 1 drop     str reason
+//!           | 2 alert    str topic, str severity, str title, str body, str dedupe_key,
+//!                        varint n, (str key, str value)*
+//!           | 3 record   str table, str key, value
+//!           | 4 metric   str name, f64 LE value, varint n, (str key, str value)*
+//! ```
+//!
+//! Decoding never panics: every read is bounds-checked and returns [`DecodeError`], because
+//! either side may be handed garbage (a buggy plugin, a corrupted buffer).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Format version written as the first byte of every buffer.
+pub const FORMAT_VERSION: u8 = 1;
+
+/// Nesting limit for values, so a hostile buffer cannot overflow the decoder's stack.
+const MAX_DEPTH: usize = 64;
+
+/// Why a buffer could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError {
+    /// Byte offset where decoding stopped.
+    pub offset: usize,
+    /// What was wrong there.
+    pub reason: &'static str,
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} at byte {}", self.reason, self.offset)
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// A JSON-like value: what plugins set on messages and emit in records.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Value {
+    #[default]
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    List(Vec<Value>),
+    Map(BTreeMap<String, Value>),
+}
+
+impl Value {
+    /// Builds a map value from key/value pairs.
+    pub fn map<K: Into<String>, I: IntoIterator<Item = (K, Value)>>(pairs: I) -> Value {
+        Value::Map(pairs.into_iter().map(|(k, v)| (k.into(), v)).collect())
+    }
+
+    /// The value as a float, when it is a number.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::Int(i) => Some(*i as f64),
+            Value::Float(f) => Some(*f),
+            _ => None,
+        }
+    }
+
+    /// The value as a string slice, when it is a string.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Looks up a key, when the value is a map.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        match self {
+            Value::Map(m) => m.get(key),
+            _ => None,
+        }
+    }
+
+    /// Converts from JSON. Integers that do not fit `i64` become floats.
+    pub fn from_json(v: serde_json::Value) -> Value {
+        match v {
+            serde_json::Value::Null => Value::Null,
+            serde_json::Value::Bool(b) => Value::Bool(b),
+            serde_json::Value::Number(n) => match n.as_i64() {
+                Some(i) => Value::Int(i),
+                None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+            },
+            serde_json::Value::String(s) => Value::Str(s),
+            serde_json::Value::Array(a) => Value::List(a.into_iter().map(Value::from_json).collect()),
+            serde_json::Value::Object(o) => {
+                Value::Map(o.into_iter().map(|(k, v)| (k, Value::from_json(v))).collect())
+            }
+        }
+    }
+
+    /// Converts to JSON. Non-finite floats become `null` (JSON has no NaN).
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Value::Null => serde_json::Value::Null,
+            Value::Bool(b) => serde_json::Value::Bool(*b),
+            Value::Int(i) => serde_json::Value::from(*i),
+            Value::Float(f) => serde_json::Number::from_f64(*f)
+                .map(serde_json::Value::Number)
+                .unwrap_or(serde_json::Value::Null),
+            Value::Str(s) => serde_json::Value::String(s.clone()),
+            Value::List(l) => serde_json::Value::Array(l.iter().map(Value::to_json).collect()),
+            Value::Map(m) => serde_json::Value::Object(
+                m.iter().map(|(k, v)| (k.clone(), v.to_json())).collect(),
+            ),
+        }
+    }
+}
+
+impl From<bool> for Value {
+    fn from(v: bool) -> Self {
+        Value::Bool(v)
+    }
+}
+impl From<i64> for Value {
+    fn from(v: i64) -> Self {
+        Value::Int(v)
+    }
+}
+impl From<u32> for Value {
+    fn from(v: u32) -> Self {
+        Value::Int(v.into())
+    }
+}
+impl From<f64> for Value {
+    fn from(v: f64) -> Self {
+        Value::Float(v)
+    }
+}
+impl From<&str> for Value {
+    fn from(v: &str) -> Self {
+        Value::Str(v.to_owned())
+    }
+}
+impl From<String> for Value {
+    fn from(v: String) -> Self {
+        Value::Str(v)
+    }
+}
+impl From<Vec<Value>> for Value {
+    fn from(v: Vec<Value>) -> Self {
+        Value::List(v)
+    }
+}
+
+/// An emote occurrence: Twitch emote id and inclusive character positions in the text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Emote {
+    pub id: String,
+    pub start: u32,
+    pub end: u32,
+}
+
+/// A chat badge (`subscriber/12`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Badge {
+    pub name: String,
+    pub version: String,
+}
+
+/// An owned chat message: what sources produce, the host carries and sinks store.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ChatMessage {
+    /// Twitch message id (`id` tag); unique, the storage key.
+    pub id: String,
+    /// Event kind: `privmsg`, or a USERNOTICE/CLEARCHAT/CLEARMSG kind.
+    pub kind: String,
+    /// Channel login without `#`.
+    pub channel: String,
+    pub channel_id: String,
+    /// Sender login.
+    pub user: String,
+    pub user_id: String,
+    pub display_name: String,
+    pub text: String,
+    /// `tmi-sent-ts`: milliseconds since the Unix epoch.
+    pub ts_ms: i64,
+    pub badges: Vec<Badge>,
+    pub emotes: Vec<Emote>,
+    /// Fields set by the source and by plugin steps, by name.
+    pub fields: BTreeMap<String, Value>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn put_zigzag(out: &mut Vec<u8>, v: i64) {
+    put_varint(out, ((v << 1) ^ (v >> 63)) as u64);
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    put_varint(out, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Appends one encoded value.
+pub fn put_value(out: &mut Vec<u8>, v: &Value) {
+    match v {
+        Value::Null => out.push(0),
+        Value::Bool(false) => out.push(1),
+        Value::Bool(true) => out.push(2),
+        Value::Int(i) => {
+            out.push(3);
+            put_zigzag(out, *i);
+        }
+        Value::Float(f) => {
+            out.push(4);
+            out.extend_from_slice(&f.to_le_bytes());
+        }
+        Value::Str(s) => {
+            out.push(5);
+            put_str(out, s);
+        }
+        Value::List(l) => {
+            out.push(6);
+            put_varint(out, l.len() as u64);
+            for item in l {
+                put_value(out, item);
+            }
+        }
+        Value::Map(m) => {
+            out.push(7);
+            put_varint(out, m.len() as u64);
+            for (k, item) in m {
+                put_str(out, k);
+                put_value(out, item);
+            }
+        }
+    }
+}
+
+/// The part of a message body that no plugin changes (everything before `fields`).
+///
+/// The host encodes it once per message and reuses it for every step, so a chain of N steps
+/// pays for re-encoding only the fields.
+pub fn encode_header(m: &ChatMessage) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + m.text.len() + m.id.len() + 2 * m.channel.len());
+    for s in [
+        &m.id,
+        &m.kind,
+        &m.channel,
+        &m.channel_id,
+        &m.user,
+        &m.user_id,
+        &m.display_name,
+        &m.text,
+    ] {
+        put_str(&mut out, s);
+    }
+    put_zigzag(&mut out, m.ts_ms);
+    put_varint(&mut out, m.badges.len() as u64);
+    for b in &m.badges {
+        put_str(&mut out, &b.name);
+        put_str(&mut out, &b.version);
+    }
+    put_varint(&mut out, m.emotes.len() as u64);
+    for e in &m.emotes {
+        put_str(&mut out, &e.id);
+        put_varint(&mut out, e.start.into());
+        put_varint(&mut out, e.end.into());
+    }
+    out
+}
+
+/// Builds a batch buffer message by message.
+pub struct BatchWriter {
+    buf: Vec<u8>,
+    scratch: Vec<u8>,
+}
+
+impl BatchWriter {
+    /// Starts a batch of `count` messages; exactly that many must be pushed.
+    pub fn new(count: usize, reuse: Vec<u8>) -> Self {
+        let mut buf = reuse;
+        buf.clear();
+        buf.push(FORMAT_VERSION);
+        put_varint(&mut buf, count as u64);
+        BatchWriter {
+            buf,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Appends a message from its pre-encoded header and its current fields.
+    pub fn push(&mut self, header: &[u8], fields: &BTreeMap<String, Value>) {
+        self.scratch.clear();
+        put_varint(&mut self.scratch, fields.len() as u64);
+        for (k, v) in fields {
+            put_str(&mut self.scratch, k);
+            put_value(&mut self.scratch, v);
+        }
+        put_varint(&mut self.buf, (header.len() + self.scratch.len()) as u64);
+        self.buf.extend_from_slice(header);
+        self.buf.extend_from_slice(&self.scratch);
+    }
+
+    /// The finished buffer.
+    pub fn finish(self) -> Vec<u8> {
+        self.buf
+    }
+}
+
+/// Encodes a whole batch of owned messages (convenience for tests and tools).
+pub fn encode_batch(msgs: &[ChatMessage]) -> Vec<u8> {
+    let mut w = BatchWriter::new(msgs.len(), Vec::new());
+    for m in msgs {
+        w.push(&encode_header(m), &m.fields);
+    }
+    w.finish()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading
+
+/// A bounds-checked cursor over a buffer.
+pub struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
+        Reader { buf, pos: 0 }
+    }
+
+    fn err(&self, reason: &'static str) -> DecodeError {
+        DecodeError {
+            offset: self.pos,
+            reason,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pos >= self.buf.len()
+    }
+
+    pub fn u8(&mut self) -> Result<u8, DecodeError> {
+        let b = *self.buf.get(self.pos).ok_or(self.err("unexpected end of buffer"))?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    pub fn varint(&mut self) -> Result<u64, DecodeError> {
+        let mut v: u64 = 0;
+        for shift in (0..64).step_by(7) {
+            let b = self.u8()?;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(self.err("varint longer than 10 bytes"))
+    }
+
+    /// A length or count, checked against what the buffer could possibly hold so a hostile
+    /// count cannot make the reader pre-allocate gigabytes.
+    pub fn len(&mut self) -> Result<usize, DecodeError> {
+        let v = self.varint()?;
+        let remaining = (self.buf.len() - self.pos) as u64;
+        if v > remaining {
+            return Err(self.err("length exceeds buffer"));
+        }
+        Ok(v as usize)
+    }
+
+    pub fn zigzag(&mut self) -> Result<i64, DecodeError> {
+        let v = self.varint()?;
+        Ok(((v >> 1) as i64) ^ -((v & 1) as i64))
+    }
+
+    pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        let end = self.pos.checked_add(n).ok_or(self.err("length overflow"))?;
+        let s = self.buf.get(self.pos..end).ok_or(self.err("unexpected end of buffer"))?;
+        self.pos = end;
+        Ok(s)
+    }
+
+    pub fn str(&mut self) -> Result<&'a str, DecodeError> {
+        let n = self.len()?;
+        let start = self.pos;
+        let b = self.bytes(n)?;
+        std::str::from_utf8(b).map_err(|_| DecodeError {
+            offset: start,
+            reason: "string is not valid UTF-8",
+        })
+    }
+
+    pub fn u32_le(&mut self) -> Result<u32, DecodeError> {
+        let b = self.bytes(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    pub fn f64_le(&mut self) -> Result<f64, DecodeError> {
+        let b = self.bytes(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(f64::from_le_bytes(a))
+    }
+
+    pub fn value(&mut self) -> Result<Value, DecodeError> {
+        self.value_at(0)
+    }
+
+    fn value_at(&mut self, depth: usize) -> Result<Value, DecodeError> {
+        if depth > MAX_DEPTH {
+            return Err(self.err("value nested too deeply"));
+        }
+        Ok(match self.u8()? {
+            0 => Value::Null,
+            1 => Value::Bool(false),
+            2 => Value::Bool(true),
+            3 => Value::Int(self.zigzag()?),
+            4 => Value::Float(self.f64_le()?),
+            5 => Value::Str(self.str()?.to_owned()),
+            6 => {
+                let n = self.len()?;
+                let mut l = Vec::with_capacity(n);
+                for _ in 0..n {
+                    l.push(self.value_at(depth + 1)?);
+                }
+                Value::List(l)
+            }
+            7 => {
+                let n = self.len()?;
+                let mut m = BTreeMap::new();
+                for _ in 0..n {
+                    let k = self.str()?.to_owned();
+                    m.insert(k, self.value_at(depth + 1)?);
+                }
+                Value::Map(m)
+            }
+            _ => return Err(self.err("unknown value tag")),
+        })
+    }
+
+    fn skip_value(&mut self, depth: usize) -> Result<(), DecodeError> {
+        if depth > MAX_DEPTH {
+            return Err(self.err("value nested too deeply"));
+        }
+        match self.u8()? {
+            0..=2 => {}
+            3 => {
+                self.varint()?;
+            }
+            4 => {
+                self.bytes(8)?;
+            }
+            5 => {
+                self.str()?;
+            }
+            6 => {
+                for _ in 0..self.len()? {
+                    self.skip_value(depth + 1)?;
+                }
+            }
+            7 => {
+                for _ in 0..self.len()? {
+                    self.str()?;
+                    self.skip_value(depth + 1)?;
+                }
+            }
+            _ => return Err(self.err("unknown value tag")),
+        }
+        Ok(())
+    }
+}
+
+/// A message borrowed from a batch buffer: the zero-copy view plugins receive.
+///
+/// Badges, emotes and fields stay encoded until asked for, so a step that reads only the
+/// text pays nothing for them.
+#[derive(Debug, Clone, Copy)]
+pub struct Message<'a> {
+    pub id: &'a str,
+    pub kind: &'a str,
+    pub channel: &'a str,
+    pub channel_id: &'a str,
+    pub user: &'a str,
+    pub user_id: &'a str,
+    pub display_name: &'a str,
+    pub text: &'a str,
+    /// Milliseconds since the Unix epoch (`tmi-sent-ts`).
+    pub ts_ms: i64,
+    badges: &'a [u8],
+    emotes: &'a [u8],
+    fields: &'a [u8],
+}
+
+impl<'a> Message<'a> {
+    fn decode(body: &'a [u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(body);
+        let id = r.str()?;
+        let kind = r.str()?;
+        let channel = r.str()?;
+        let channel_id = r.str()?;
+        let user = r.str()?;
+        let user_id = r.str()?;
+        let display_name = r.str()?;
+        let text = r.str()?;
+        let ts_ms = r.zigzag()?;
+        let start = r.pos;
+        for _ in 0..r.len()? {
+            r.str()?;
+            r.str()?;
+        }
+        let badges = &body[start..r.pos];
+        let start = r.pos;
+        for _ in 0..r.len()? {
+            r.str()?;
+            r.varint()?;
+            r.varint()?;
+        }
+        let emotes = &body[start..r.pos];
+        let start = r.pos;
+        for _ in 0..r.len()? {
+            r.str()?;
+            r.skip_value(0)?;
+        }
+        let fields = &body[start..r.pos];
+        if !r.is_empty() {
+            return Err(r.err("trailing bytes after message"));
+        }
+        Ok(Message {
+            id,
+            kind,
+            channel,
+            channel_id,
+            user,
+            user_id,
+            display_name,
+            text,
+            ts_ms,
+            badges,
+            emotes,
+            fields,
+        })
+    }
+
+    /// Badges as `(name, version)` pairs (already validated when the message was decoded).
+    pub fn badges(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        let mut r = Reader::new(self.badges);
+        let n = r.len().unwrap_or(0);
+        (0..n).map_while(move |_| Some((r.str().ok()?, r.str().ok()?)))
+    }
+
+    /// Emotes as `(id, start, end)`, character positions inclusive.
+    pub fn emotes(&self) -> impl Iterator<Item = (&'a str, u32, u32)> + 'a {
+        let mut r = Reader::new(self.emotes);
+        let n = r.len().unwrap_or(0);
+        (0..n).map_while(move |_| {
+            let id = r.str().ok()?;
+            let s = u32::try_from(r.varint().ok()?).ok()?;
+            let e = u32::try_from(r.varint().ok()?).ok()?;
+            Some((id, s, e))
+        })
+    }
+
+    /// A field an earlier step (or the source) set, decoded.
+    pub fn field(&self, name: &str) -> Option<Value> {
+        let mut r = Reader::new(self.fields);
+        let n = r.len().ok()?;
+        for _ in 0..n {
+            let k = r.str().ok()?;
+            if k == name {
+                return r.value().ok();
+            }
+            r.skip_value(0).ok()?;
+        }
+        None
+    }
+
+    /// All fields, decoded.
+    pub fn fields(&self) -> Vec<(&'a str, Value)> {
+        let mut r = Reader::new(self.fields);
+        let n = r.len().unwrap_or(0);
+        (0..n)
+            .map_while(|_| Some((r.str().ok()?, r.value().ok()?)))
+            .collect()
+    }
+
+    /// Copies the view into an owned message.
+    pub fn to_owned_message(&self) -> ChatMessage {
+        ChatMessage {
+            id: self.id.into(),
+            kind: self.kind.into(),
+            channel: self.channel.into(),
+            channel_id: self.channel_id.into(),
+            user: self.user.into(),
+            user_id: self.user_id.into(),
+            display_name: self.display_name.into(),
+            text: self.text.into(),
+            ts_ms: self.ts_ms,
+            badges: self
+                .badges()
+                .map(|(n, v)| Badge {
+                    name: n.into(),
+                    version: v.into(),
+                })
+                .collect(),
+            emotes: self
+                .emotes()
+                .map(|(id, start, end)| Emote {
+                    id: id.into(),
+                    start,
+                    end,
+                })
+                .collect(),
+            fields: self
+                .fields()
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+        }
+    }
+}
+
+/// Decodes a batch buffer into borrowed messages.
+pub fn decode_batch(buf: &[u8]) -> Result<Vec<Message<'_>>, DecodeError> {
+    let mut r = Reader::new(buf);
+    if r.u8()? != FORMAT_VERSION {
+        return Err(DecodeError {
+            offset: 0,
+            reason: "unsupported batch format version",
+        });
+    }
+    let n = r.len()?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let len = r.len()?;
+        let body = r.bytes(len)?;
+        out.push(Message::decode(body)?);
+    }
+    if !r.is_empty() {
+        return Err(r.err("trailing bytes after batch"));
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Actions
+
+/// An alert a plugin raises. The host routes it by `topic` to the sinks in `[alerts]`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Alert {
+    /// Alert topic, mapped to delivery sinks in the pipeline's `[alerts]` table.
+    pub topic: String,
+    /// `info`, `warning`, `critical`, ...
+    pub severity: String,
+    /// One-line summary (the SNS subject).
+    pub title: String,
+    /// Human-readable body.
+    pub body: String,
+    /// Identifies the alert occurrence; the host delivers each key at most once.
+    pub dedupe_key: String,
+    /// Key/value attributes subscribers can filter on.
+    pub attributes: Vec<(String, String)>,
+}
+
+/// What a plugin asks the host to do with a message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Set (or replace) a field on the message.
+    Set { name: String, value: Value },
+    /// Drop the message: later steps and the sink never see it.
+    Drop { reason: String },
+    /// Raise an alert.
+    Alert(Alert),
+    /// Emit a record (for example a per-window aggregate) into a named table.
+    Record {
+        table: String,
+        key: String,
+        value: Value,
+    },
+    /// Report a metric sample.
+    Metric {
+        name: String,
+        value: f64,
+        labels: Vec<(String, String)>,
+    },
+}
+
+fn put_pairs(out: &mut Vec<u8>, pairs: &[(String, String)]) {
+    put_varint(out, pairs.len() as u64);
+    for (k, v) in pairs {
+        put_str(out, k);
+        put_str(out, v);
+    }
+}
+
+/// Appends one encoded action.
+pub fn put_action(out: &mut Vec<u8>, a: &Action) {
+    match a {
+        Action::Set { name, value } => {
+            out.push(0);
+            put_str(out, name);
+            put_value(out, value);
+        }
+        Action::Drop { reason } => {
+            out.push(1);
+            put_str(out, reason);
+        }
+        Action::Alert(al) => {
+            out.push(2);
+            for s in [&al.topic, &al.severity, &al.title, &al.body, &al.dedupe_key] {
+                put_str(out, s);
+            }
+            put_pairs(out, &al.attributes);
+        }
+        Action::Record { table, key, value } => {
+            out.push(3);
+            put_str(out, table);
+            put_str(out, key);
+            put_value(out, value);
+        }
+        Action::Metric {
+            name,
+            value,
+            labels,
+        } => {
+            out.push(4);
+            put_str(out, name);
+            out.extend_from_slice(&value.to_le_bytes());
+            put_pairs(out, labels);
+        }
+    }
+}
+
+/// Writes the output buffer: one action list per message, in order.
+pub struct OutputWriter {
+    buf: Vec<u8>,
+    count_at: Option<usize>,
+    count: u32,
+}
+
+impl OutputWriter {
+    pub fn new(messages: usize) -> Self {
+        let mut buf = Vec::with_capacity(8 + messages * 8);
+        buf.push(FORMAT_VERSION);
+        put_varint(&mut buf, messages as u64);
+        OutputWriter {
+            buf,
+            count_at: None,
+            count: 0,
+        }
+    }
+
+    fn close_message(&mut self) {
+        if let Some(at) = self.count_at.take() {
+            self.buf[at..at + 4].copy_from_slice(&self.count.to_le_bytes());
+        }
+    }
+
+    /// Starts the action list of the next message.
+    pub fn begin_message(&mut self) {
+        self.close_message();
+        self.count_at = Some(self.buf.len());
+        self.count = 0;
+        self.buf.extend_from_slice(&[0; 4]);
+    }
+
+    /// Appends an action to the current message's list.
+    pub fn action(&mut self, a: &Action) {
+        put_action(&mut self.buf, a);
+        self.count += 1;
+    }
+
+    pub fn finish(mut self) -> Vec<u8> {
+        self.close_message();
+        self.buf
+    }
+}
+
+fn pairs(r: &mut Reader<'_>) -> Result<Vec<(String, String)>, DecodeError> {
+    let n = r.len()?;
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        v.push((r.str()?.to_owned(), r.str()?.to_owned()));
+    }
+    Ok(v)
+}
+
+/// Decodes a plugin's output: one action list per message. `expected` is the batch size;
+/// any other count is an error, so a plugin cannot silently lose or invent messages.
+pub fn decode_output(buf: &[u8], expected: usize) -> Result<Vec<Vec<Action>>, DecodeError> {
+    let mut r = Reader::new(buf);
+    if r.u8()? != FORMAT_VERSION {
+        return Err(DecodeError {
+            offset: 0,
+            reason: "unsupported output format version",
+        });
+    }
+    let n = r.len()?;
+    if n != expected {
+        return Err(DecodeError {
+            offset: 1,
+            reason: "output has a different number of action lists than the batch had messages",
+        });
+    }
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let count = r.u32_le()? as usize;
+        if count > buf.len() {
+            return Err(r.err("action count exceeds buffer"));
+        }
+        let mut actions = Vec::with_capacity(count);
+        for _ in 0..count {
+            let a = match r.u8()? {
+                0 => Action::Set {
+                    name: r.str()?.to_owned(),
+                    value: r.value()?,
+                },
+                1 => Action::Drop {
+                    reason: r.str()?.to_owned(),
+                },
+                2 => Action::Alert(Alert {
+                    topic: r.str()?.to_owned(),
+                    severity: r.str()?.to_owned(),
+                    title: r.str()?.to_owned(),
+                    body: r.str()?.to_owned(),
+                    dedupe_key: r.str()?.to_owned(),
+                    attributes: pairs(&mut r)?,
+                }),
+                3 => Action::Record {
+                    table: r.str()?.to_owned(),
+                    key: r.str()?.to_owned(),
+                    value: r.value()?,
+                },
+                4 => Action::Metric {
+                    name: r.str()?.to_owned(),
+                    value: r.f64_le()?,
+                    labels: pairs(&mut r)?,
+                },
+                _ => return Err(r.err("unknown action tag")),
+            };
+            actions.push(a);
+        }
+        out.push(actions);
+    }
+    if !r.is_empty() {
+        return Err(r.err("trailing bytes after output"));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> ChatMessage {
+        ChatMessage {
+            id: "a1".into(),
+            kind: "privmsg".into(),
+            channel: "chan".into(),
+            channel_id: "42".into(),
+            user: "bob".into(),
+            user_id: "7".into(),
+            display_name: "Bob".into(),
+            text: "hello Kappa ünïcode".into(),
+            ts_ms: 1_700_000_000_123,
+            badges: vec![Badge {
+                name: "subscriber".into(),
+                version: "12".into(),
+            }],
+            emotes: vec![Emote {
+                id: "25".into(),
+                start: 6,
+                end: 10,
+            }],
+            fields: [(
+                "sentiment".to_string(),
+                Value::map([("compound", Value::Float(0.5)), ("n", Value::Int(-3))]),
+            )]
+            .into_iter()
+            .collect(),
+        }
+    }
+
+    #[test]
+    fn batch_round_trips() {
+        let msgs = vec![sample(), ChatMessage::default()];
+        let buf = encode_batch(&msgs);
+        let views = decode_batch(&buf).unwrap();
+        assert_eq!(views.len(), 2);
+        assert_eq!(views[0].to_owned_message(), msgs[0]);
+        assert_eq!(views[1].to_owned_message(), msgs[1]);
+        assert_eq!(
+            views[0].field("sentiment").unwrap().get("n"),
+            Some(&Value::Int(-3))
+        );
+        assert_eq!(views[0].field("missing"), None);
+    }
+
+    #[test]
+    fn output_round_trips() {
+        let mut w = OutputWriter::new(2);
+        w.begin_message();
+        let set = Action::Set {
+            name: "x".into(),
+            value: Value::List(vec![Value::Null, Value::Bool(true), "s".into()]),
+        };
+        w.action(&set);
+        w.begin_message();
+        let al = Action::Alert(Alert {
+            topic: "t".into(),
+            attributes: vec![("k".into(), "v".into())],
+            ..Alert::default()
+        });
+        w.action(&al);
+        let m = Action::Metric {
+            name: "m".into(),
+            value: 1.5,
+            labels: vec![],
+        };
+        w.action(&m);
+        let buf = w.finish();
+        assert_eq!(decode_output(&buf, 2).unwrap(), vec![vec![set], vec![al, m]]);
+        assert!(decode_output(&buf, 3).is_err());
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let good = encode_batch(&[sample(), sample()]);
+        // Every truncation and every single-byte corruption must decode or fail cleanly.
+        for cut in 0..good.len() {
+            let _ = decode_batch(&good[..cut]);
+        }
+        for i in 0..good.len() {
+            for b in [0u8, 0x7f, 0x80, 0xff] {
+                let mut bad = good.clone();
+                bad[i] = b;
+                if let Ok(v) = decode_batch(&bad) {
+                    for m in v {
+                        let _ = m.to_owned_message();
+                    }
+                }
+            }
+        }
+        assert!(decode_output(&[1, 0xff, 0xff, 0xff, 0xff, 0x0f], 1).is_err());
+        // version, one list, one action: set "" to a list nested 200 deep.
+        let mut deep = vec![1u8, 1, 1, 0, 0, 0, 0, 0];
+        deep.extend(std::iter::repeat_n(6u8, 200).flat_map(|t| [t, 1]));
+        assert!(decode_output(&deep, 1).is_err());
+    }
+}

@@ -1,0 +1,430 @@
+//! The guest side: the [`Plugin`] trait, the [`export!`](crate::export) macro, host
+//! capabilities, and native test helpers.
+
+use crate::codec::{self, Action, Alert, Message, OutputWriter, Value};
+use std::cell::RefCell;
+
+/// Bindings generated from `wit/` (the one WIT package). Not for plugin authors: use
+/// [`Plugin`], [`export!`](crate::export) and [`host`].
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "plugin",
+        path: "../wit",
+        pub_export_macro: true,
+        export_macro_name: "__export_plugin_world",
+        default_bindings_module: "::streamtap_plugin_sdk::bindings",
+    });
+}
+
+/// The actions a plugin returns for one message.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Actions {
+    list: Vec<Action>,
+}
+
+impl Actions {
+    /// Sets (or replaces) a field on the message. Later steps and the sink see it.
+    pub fn set(&mut self, name: impl Into<String>, value: impl Into<Value>) {
+        self.list.push(Action::Set {
+            name: name.into(),
+            value: value.into(),
+        });
+    }
+
+    /// Sets a field from any serde-serializable value.
+    pub fn set_serialized<T: serde::Serialize>(
+        &mut self,
+        name: impl Into<String>,
+        value: &T,
+    ) -> Result<(), String> {
+        let json = serde_json::to_value(value).map_err(|e| e.to_string())?;
+        self.set(name, Value::from_json(json));
+        Ok(())
+    }
+
+    /// Drops the message: later steps and the sink never see it.
+    pub fn drop_message(&mut self, reason: impl Into<String>) {
+        self.list.push(Action::Drop {
+            reason: reason.into(),
+        });
+    }
+
+    /// Raises an alert (delivered at most once per `dedupe_key`).
+    pub fn alert(&mut self, alert: Alert) {
+        self.list.push(Action::Alert(alert));
+    }
+
+    /// Emits a record (for example a window aggregate) into `table`, keyed by `key`.
+    pub fn record(&mut self, table: impl Into<String>, key: impl Into<String>, value: Value) {
+        self.list.push(Action::Record {
+            table: table.into(),
+            key: key.into(),
+            value,
+        });
+    }
+
+    /// Reports a metric sample.
+    pub fn metric(&mut self, name: impl Into<String>, value: f64, labels: Vec<(String, String)>) {
+        self.list.push(Action::Metric {
+            name: name.into(),
+            value,
+            labels,
+        });
+    }
+
+    /// The actions pushed so far.
+    pub fn as_slice(&self) -> &[Action] {
+        &self.list
+    }
+}
+
+/// The action lists of a whole batch, one [`Actions`] per input message.
+#[derive(Debug, Default)]
+pub struct BatchOutput {
+    lists: Vec<Actions>,
+}
+
+impl BatchOutput {
+    fn new(n: usize) -> Self {
+        BatchOutput {
+            lists: vec![Actions::default(); n],
+        }
+    }
+
+    /// The actions for message `index` of the batch. Out-of-range indexes get a throwaway
+    /// list rather than a panic, since generated code must never panic on plugin mistakes.
+    pub fn message(&mut self, index: usize) -> &mut Actions {
+        if index >= self.lists.len() {
+            self.lists.push(Actions::default());
+            // Kept past the end and ignored by `encode`, so the batch size stays right.
+            return self.lists.last_mut().expect("just pushed");
+        }
+        &mut self.lists[index]
+    }
+
+    fn encode(&self, n: usize) -> Vec<u8> {
+        let mut w = OutputWriter::new(n);
+        for l in self.lists.iter().take(n) {
+            w.begin_message();
+            for a in &l.list {
+                w.action(a);
+            }
+        }
+        w.finish()
+    }
+}
+
+/// A pipeline step. Implement this and call [`export!`](crate::export) on the type.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a streamtap plugin",
+    label = "export!() needs a type that implements streamtap_plugin_sdk::Plugin",
+    note = "implement `Plugin` for `{Self}`: `type Config`, `fn init(Config) -> Result<Self, String>` and `fn process(&mut self, &Message<'_>, &mut Actions)`"
+)]
+pub trait Plugin: Sized + 'static {
+    /// The step's `with` table, deserialized. Use `#[serde(deny_unknown_fields)]` so typos
+    /// in pipeline files are reported, and `#[serde(default)]` for optional keys.
+    type Config: serde::de::DeserializeOwned;
+
+    /// Builds the plugin from its config. An `Err` fails the pipeline check or reload with
+    /// this message; the previous pipeline keeps running.
+    fn init(config: Self::Config) -> Result<Self, String>;
+
+    /// Processes one message.
+    fn process(&mut self, msg: &Message<'_>, out: &mut Actions);
+
+    /// Processes a batch; override to work across messages (one HTTP request for many).
+    fn process_batch(&mut self, msgs: &[Message<'_>], out: &mut BatchOutput) {
+        for (i, m) in msgs.iter().enumerate() {
+            self.process(m, out.message(i));
+        }
+    }
+}
+
+#[doc(hidden)]
+pub mod __private {
+    use super::*;
+
+    pub use crate::bindings::PluginInfo;
+
+    pub fn init<P: Plugin>(
+        state: &RefCell<Option<P>>,
+        name: &str,
+        version: &str,
+        config: String,
+    ) -> Result<PluginInfo, String> {
+        let cfg: P::Config =
+            serde_json::from_str(&config).map_err(|e| format!("invalid `with` config: {e}"))?;
+        let p = P::init(cfg)?;
+        *state.borrow_mut() = Some(p);
+        Ok(PluginInfo {
+            name: name.to_owned(),
+            version: version.to_owned(),
+        })
+    }
+
+    pub fn process<P: Plugin>(state: &RefCell<Option<P>>, batch: Vec<u8>) -> Result<Vec<u8>, String> {
+        let mut st = state
+            .try_borrow_mut()
+            .map_err(|_| "process re-entered".to_string())?;
+        let plugin = st.as_mut().ok_or("process called before init")?;
+        process_with(plugin, &batch)
+    }
+
+    /// Decode, run, encode: the one code path both the export glue and native tests use.
+    pub fn process_with<P: Plugin>(plugin: &mut P, batch: &[u8]) -> Result<Vec<u8>, String> {
+        let msgs = codec::decode_batch(batch).map_err(|e| format!("bad input batch: {e}"))?;
+        let mut out = BatchOutput::new(msgs.len());
+        plugin.process_batch(&msgs, &mut out);
+        Ok(out.encode(msgs.len()))
+    }
+}
+
+/// Exports a [`Plugin`] implementation as the component's `plugin` world.
+///
+/// Use once per plugin crate, at the crate root: `export!(MyPlugin);`.
+#[macro_export]
+macro_rules! export {
+    ($plugin:ty) => {
+        #[doc(hidden)]
+        pub struct __StreamtapExport;
+
+        ::std::thread_local! {
+            static __STREAMTAP_STATE: ::std::cell::RefCell<::std::option::Option<$plugin>> =
+                const { ::std::cell::RefCell::new(::std::option::Option::None) };
+        }
+
+        impl $crate::bindings::Guest for __StreamtapExport {
+            fn init(
+                config: ::std::string::String,
+            ) -> ::std::result::Result<$crate::__private::PluginInfo, ::std::string::String> {
+                __STREAMTAP_STATE.with(|s| {
+                    $crate::__private::init::<$plugin>(
+                        s,
+                        env!("CARGO_PKG_NAME"),
+                        env!("CARGO_PKG_VERSION"),
+                        config,
+                    )
+                })
+            }
+
+            fn process(
+                batch: ::std::vec::Vec<u8>,
+            ) -> ::std::result::Result<::std::vec::Vec<u8>, ::std::string::String> {
+                __STREAMTAP_STATE.with(|s| $crate::__private::process::<$plugin>(s, batch))
+            }
+        }
+
+        $crate::bindings::__export_plugin_world!(__StreamtapExport with_types_in $crate::bindings);
+    };
+}
+
+/// Capabilities the host grants. Natively (in `cargo test`) they have in-process stand-ins:
+/// logs go to stderr, key-value state to a thread-local map, HTTP to [`testing::set_http`].
+pub mod host {
+    #[cfg(target_arch = "wasm32")]
+    use crate::bindings::streamtap::plugin as wit;
+
+    /// Log levels.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Level {
+        Trace,
+        Debug,
+        Info,
+        Warn,
+        Error,
+    }
+
+    /// Writes to the host log, tagged with the step name.
+    pub fn log(level: Level, message: &str) {
+        #[cfg(target_arch = "wasm32")]
+        {
+            let l = match level {
+                Level::Trace => wit::host::Level::Trace,
+                Level::Debug => wit::host::Level::Debug,
+                Level::Info => wit::host::Level::Info,
+                Level::Warn => wit::host::Level::Warn,
+                Level::Error => wit::host::Level::Error,
+            };
+            wit::host::log(l, message);
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        eprintln!("[{level:?}] {message}");
+    }
+
+    /// Host wall-clock time, milliseconds since the Unix epoch.
+    pub fn now_ms() -> i64 {
+        #[cfg(target_arch = "wasm32")]
+        {
+            wit::host::now_ms()
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0)
+        }
+    }
+
+    /// Per-step key-value state that survives hot reloads.
+    pub mod kv {
+        #[cfg(not(target_arch = "wasm32"))]
+        thread_local! {
+            static MAP: std::cell::RefCell<std::collections::HashMap<String, Vec<u8>>> =
+                Default::default();
+        }
+
+        pub fn get(key: &str) -> Option<Vec<u8>> {
+            #[cfg(target_arch = "wasm32")]
+            {
+                super::wit::kv::get(key)
+            }
+            #[cfg(not(target_arch = "wasm32"))]
+            MAP.with(|m| m.borrow().get(key).cloned())
+        }
+
+        /// Stores a value; fails when the step's state would exceed the host's cap.
+        pub fn set(key: &str, value: &[u8]) -> Result<(), String> {
+            #[cfg(target_arch = "wasm32")]
+            {
+                super::wit::kv::set(key, value)
+            }
+            #[cfg(not(target_arch = "wasm32"))]
+            {
+                MAP.with(|m| m.borrow_mut().insert(key.to_owned(), value.to_vec()));
+                Ok(())
+            }
+        }
+
+        pub fn delete(key: &str) {
+            #[cfg(target_arch = "wasm32")]
+            super::wit::kv::delete(key);
+            #[cfg(not(target_arch = "wasm32"))]
+            MAP.with(|m| m.borrow_mut().remove(key));
+        }
+    }
+
+    /// Outbound HTTP to the hosts the step's `allow_http` lists.
+    pub mod http {
+        /// An HTTP request.
+        #[derive(Debug, Clone, Default, PartialEq)]
+        pub struct Request {
+            pub method: String,
+            pub url: String,
+            pub headers: Vec<(String, String)>,
+            pub body: Vec<u8>,
+            pub timeout_ms: Option<u32>,
+        }
+
+        /// An HTTP response.
+        #[derive(Debug, Clone, Default, PartialEq)]
+        pub struct Response {
+            pub status: u16,
+            pub headers: Vec<(String, String)>,
+            pub body: Vec<u8>,
+        }
+
+        /// Why a request failed.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum Error {
+            NotAllowed(String),
+            Timeout,
+            TooLarge(u64),
+            Transport(String),
+        }
+
+        impl std::fmt::Display for Error {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                match self {
+                    Error::NotAllowed(h) => write!(f, "host {h:?} is not in allow_http"),
+                    Error::Timeout => write!(f, "request timed out"),
+                    Error::TooLarge(n) => write!(f, "response larger than {n} bytes"),
+                    Error::Transport(e) => write!(f, "transport error: {e}"),
+                }
+            }
+        }
+
+        #[cfg(not(target_arch = "wasm32"))]
+        type Handler = Box<dyn Fn(&Request) -> Result<Response, Error>>;
+
+        #[cfg(not(target_arch = "wasm32"))]
+        thread_local! {
+            pub(crate) static HANDLER: std::cell::RefCell<Option<Handler>> = const { std::cell::RefCell::new(None) };
+        }
+
+        /// Sends a request through the host.
+        pub fn send(req: &Request) -> Result<Response, Error> {
+            #[cfg(target_arch = "wasm32")]
+            {
+                use super::wit::http as w;
+                let r = w::Request {
+                    method: req.method.clone(),
+                    url: req.url.clone(),
+                    headers: req.headers.clone(),
+                    body: req.body.clone(),
+                    timeout_ms: req.timeout_ms,
+                };
+                match w::send(&r) {
+                    Ok(resp) => Ok(Response {
+                        status: resp.status,
+                        headers: resp.headers,
+                        body: resp.body,
+                    }),
+                    Err(w::HttpError::NotAllowed(h)) => Err(Error::NotAllowed(h)),
+                    Err(w::HttpError::Timeout) => Err(Error::Timeout),
+                    Err(w::HttpError::TooLarge(n)) => Err(Error::TooLarge(n)),
+                    Err(w::HttpError::Transport(e)) => Err(Error::Transport(e)),
+                }
+            }
+            #[cfg(not(target_arch = "wasm32"))]
+            HANDLER.with(|h| match &*h.borrow() {
+                Some(f) => f(req),
+                None => Err(Error::NotAllowed(
+                    "no HTTP handler set (testing::set_http)".into(),
+                )),
+            })
+        }
+    }
+}
+
+/// Native test helpers: run a plugin through the real codec, without a host.
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing {
+    use super::*;
+    use crate::codec::ChatMessage;
+
+    /// Builds a message with the given channel, user and text, and sensible other fields.
+    pub fn message(channel: &str, user: &str, text: &str) -> ChatMessage {
+        ChatMessage {
+            id: format!("{channel}-{user}-{}", text.len()),
+            kind: "privmsg".into(),
+            channel: channel.into(),
+            channel_id: "1".into(),
+            user: user.into(),
+            user_id: "2".into(),
+            display_name: user.into(),
+            text: text.into(),
+            ts_ms: 1_700_000_000_000,
+            ..ChatMessage::default()
+        }
+    }
+
+    /// Initialises `P` from a JSON `with` table, as the host would.
+    pub fn init<P: Plugin>(with: serde_json::Value) -> Result<P, String> {
+        let cfg: P::Config = serde_json::from_value(with).map_err(|e| format!("invalid `with` config: {e}"))?;
+        P::init(cfg)
+    }
+
+    /// Runs one batch through `plugin` via the wire format, returning each message's actions.
+    pub fn run<P: Plugin>(plugin: &mut P, msgs: &[ChatMessage]) -> Vec<Vec<Action>> {
+        let buf = codec::encode_batch(msgs);
+        let out = __private::process_with(plugin, &buf).expect("process");
+        codec::decode_output(&out, msgs.len()).expect("decode output")
+    }
+
+    /// Routes [`host::http::send`] to `f` in native tests.
+    pub fn set_http(f: impl Fn(&host::http::Request) -> Result<host::http::Response, host::http::Error> + 'static) {
+        host::http::HANDLER.with(|h| *h.borrow_mut() = Some(Box::new(f)));
+    }
+}

@@ -1,0 +1,102 @@
+//! Read-only lookups into the tables `build.rs` generates from `data/` and VADER's word
+//! lists.
+
+/// Booster (+0.293) or dampener (-0.293), as in the reference's `BOOSTER_DICT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Boost {
+    Incr,
+    Decr,
+}
+
+/// Everything the per-token rules need to know about a lowercased word.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct WordInfo {
+    /// Mean valence in `vader_lexicon.txt`, when the word is in it.
+    pub valence: Option<f64>,
+    /// Whether the word is a single-word booster/dampener.
+    pub boost: Option<Boost>,
+    /// Whether the word is in the reference's `NEGATE` list.
+    pub negation: bool,
+}
+
+include!(concat!(env!("OUT_DIR"), "/tables.rs"));
+
+/// What VADER knows about `word`, which must already be lowercased (the reference looks
+/// up `token.lower()`).
+pub(crate) fn word_info(word: &str) -> Option<&'static WordInfo> {
+    let mask = SLOTS.len() - 1;
+    let h = crate::hash::fnv1a(word.as_bytes());
+    let tag = (h >> 48) as u32;
+    // Truncating the hash is intended: only the low bits select a slot, exactly as in
+    // build.rs (the table is far smaller than 2^32 slots, so 32-bit targets agree).
+    let mut slot = h as usize & mask;
+    // The table is at most half full, so an empty slot always ends the walk; the bound
+    // merely makes termination obvious.
+    for _ in 0..SLOTS.len() {
+        let entry = *SLOTS.get(slot)?;
+        if entry == u32::MAX {
+            return None;
+        }
+        if entry >> 16 == tag {
+            let (key, info) = WORDS.get((entry & 0xffff) as usize)?;
+            if *key == word {
+                return Some(info);
+            }
+        }
+        slot = (slot + 1) & mask;
+    }
+    None
+}
+
+/// The description the reference substitutes for the single-code-point emoji `c`.
+pub(crate) fn emoji_description(c: char) -> Option<&'static str> {
+    // Every key is outside ASCII; most chat characters are ASCII, so skip the search.
+    if c.is_ascii() {
+        return None;
+    }
+    EMOJI
+        .binary_search_by_key(&c, |(k, _)| *k)
+        .ok()
+        .and_then(|i| EMOJI.get(i))
+        .map(|(_, d)| *d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_word_is_reachable_through_the_index() {
+        for (word, info) in WORDS.iter() {
+            assert_eq!(word_info(word), Some(info), "{word:?}");
+        }
+        assert_eq!(word_info("definitely-not-a-word"), None);
+        assert_eq!(word_info(""), None);
+    }
+
+    #[test]
+    fn data_quirks_match_the_reference_loader() {
+        let valence = |w| word_info(w).and_then(|i| i.valence);
+        // 7,520 lines, 14 duplicate keys (the reference's dict keeps the last line).
+        assert_eq!(
+            WORDS.iter().filter(|(_, i)| i.valence.is_some()).count(),
+            7506
+        );
+        assert_eq!(valence("no"), Some(-1.2));
+        assert_eq!(valence(":)"), Some(2.0));
+        assert_eq!(valence("kind"), Some(2.4));
+        // Booster words outside the lexicon, negations, and both lists at once.
+        assert_eq!(
+            word_info("very").map(|i| (i.valence, i.boost)),
+            Some((None, Some(Boost::Incr)))
+        );
+        assert_eq!(word_info("kinda").and_then(|i| i.boost), Some(Boost::Decr));
+        assert!(word_info("without").is_some_and(|i| i.negation));
+        assert!(word_info("good").is_some_and(|i| !i.negation && i.boost.is_none()));
+        assert_eq!(emoji_description('😀'), Some("grinning face"));
+        assert_eq!(emoji_description('❤'), Some("red heart"));
+        assert_eq!(emoji_description('a'), None);
+        assert!(EMOJI.windows(2).all(|w| w[0].0 < w[1].0));
+        assert!(WORDS.windows(2).all(|w| w[0].0 < w[1].0));
+    }
+}

@@ -1,0 +1,735 @@
+//! VADER scoring, behaving exactly like `SentimentIntensityAnalyzer.polarity_scores` of the
+//! PyPI release vaderSentiment 3.3.2.
+//!
+//! The pipeline for one text:
+//!
+//! 1. every code point that is a key of the emoji lexicon is replaced by its description
+//!    (multi-code-point emoji are therefore seen one code point at a time, as in the
+//!    reference);
+//! 2. the text is split on whitespace and each token loses surrounding ASCII punctuation
+//!    unless that would leave two characters or fewer (emoticons such as `:)` survive); no
+//!    token is dropped, not even one-character ones;
+//! 3. each token gets a valence: 0 unless it is a lexicon word, then adjusted by the
+//!    rules in `Context::valence` (ALL-CAPS emphasis, boosters and dampeners in the three
+//!    preceding tokens, negation, "no", "least", idioms);
+//! 4. valences around the first "but" are rescaled (`but_check`);
+//! 5. the sum plus `!`/`?` emphasis is normalised into `compound`, and the per-token
+//!    valences into the `pos`/`neu`/`neg` proportions (`score_valence`).
+//!
+//! The reference's single-word `BOOSTER_DICT` entries and its `NEGATE` list are compiled
+//! by `build.rs` into the same static hash table as the lexicon, so one lookup per token
+//! answers "valence?", "booster?" and "negation?"; the multi-word entries (idioms, "kind
+//! of") are matched here.
+//!
+//! Where the reference has quirks, they are reproduced on purpose, because parity with the
+//! published package is the point: a "fix" here would make the scores disagree with every
+//! other VADER user. Each quirk is marked `Reference quirk:` below.
+//!
+//! The reference also defines `SENTIMENT_LADEN_IDIOMS` and `_sentiment_laden_idioms_check`
+//! ("cut the mustard", "under the weather", ...), but 3.3.2 never calls them, so they have
+//! no effect on scores and are not ported.
+
+use crate::pystr;
+use crate::tables::{self, Boost};
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
+use std::ops::Range;
+
+/// Booster/dampener step (empirical mean intensity change of a degree adverb).
+const B_INCR: f64 = 0.293;
+const B_DECR: f64 = -0.293;
+/// Extra intensity of an ALL-CAPS word in a text that is not all caps.
+const C_INCR: f64 = 0.733;
+/// Multiplier applied to a negated valence.
+const N_SCALAR: f64 = -0.74;
+/// Normalisation constant: compound = sum / sqrt(sum² + ALPHA).
+const ALPHA: f64 = 15.0;
+
+/// The four VADER scores, rounded as the reference rounds them (`compound` to 4 decimals,
+/// the proportions to 3).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Scores {
+    /// Proportion of the text that is negative.
+    pub neg: f64,
+    /// Proportion of the text that is neutral.
+    pub neu: f64,
+    /// Proportion of the text that is positive.
+    pub pos: f64,
+    /// Normalised, weighted sum in `[-1, 1]`.
+    pub compound: f64,
+}
+
+/// Scores `text` exactly as vaderSentiment 3.3.2's `polarity_scores` does.
+///
+/// This is the plain, reference-compatible entry point (no Twitch handling). It runs on a
+/// per-thread [`Scorer`], so repeated calls do not allocate for ordinary texts.
+pub fn polarity_scores(text: &str) -> Scores {
+    const NO_EMOTES: EmoteLexicon = EmoteLexicon::empty();
+    thread_local! {
+        static SCORER: RefCell<Scorer> = RefCell::new(Scorer::new());
+    }
+    SCORER
+        .try_with(|cell| {
+            cell.try_borrow_mut()
+                .ok()
+                .map(|mut scorer| scorer.score(text, &NO_EMOTES))
+        })
+        .ok()
+        .flatten()
+        // Only during thread teardown: fall back to a throwaway scorer.
+        .unwrap_or_else(|| Scorer::new().score(text, &NO_EMOTES))
+}
+
+/// Extra lexicon entries matched on the *exact* token rather than its lowercase form: Twitch
+/// emote names, which are case-sensitive (`LUL` is an emote, "lul" is not).
+///
+/// An entry behaves like a VADER lexicon word in every rule (boosters and negations before
+/// it, "but", punctuation emphasis) except ALL-CAPS emphasis: emote names have fixed
+/// spelling, so `LUL` is not shouting, and emote tokens are left out of the "some but not
+/// all words are caps" test so that adding an emote never changes how the words are scored.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EmoteLexicon {
+    /// Sorted by name, names unique: a binary search beats hashing for the handful of
+    /// entries a channel configures, and needs no hasher state.
+    entries: Vec<(String, f64)>,
+}
+
+impl EmoteLexicon {
+    /// No entries: plain VADER.
+    pub const fn empty() -> Self {
+        EmoteLexicon {
+            entries: Vec::new(),
+        }
+    }
+
+    /// Builds the table; a later duplicate name replaces an earlier one.
+    pub fn new(entries: impl IntoIterator<Item = (String, f64)>) -> Self {
+        let mut entries: Vec<(String, f64)> = entries.into_iter().collect();
+        // Stable sort keeps input order among equal names; keep the last of each run.
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut unique: Vec<(String, f64)> = Vec::with_capacity(entries.len());
+        for e in entries {
+            match unique.last_mut() {
+                Some(last) if last.0 == e.0 => *last = e,
+                _ => unique.push(e),
+            }
+        }
+        EmoteLexicon { entries: unique }
+    }
+
+    /// The valence of the emote called exactly `name`.
+    pub fn get(&self, name: &str) -> Option<f64> {
+        self.entries
+            .binary_search_by(|(k, _)| k.as_str().cmp(name))
+            .ok()
+            .and_then(|i| self.entries.get(i))
+            .map(|(_, v)| *v)
+    }
+
+    /// Whether there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// What the rules need to know about one token, computed once per token.
+#[derive(Debug, Clone)]
+struct Token {
+    /// The lowercased token, as a range of [`Scorer::lower`]: the reference compares
+    /// `token.lower()` everywhere.
+    lower: Range<usize>,
+    /// Lexicon (or emote) valence: `Some` means "in the lexicon" for every rule.
+    valence: Option<f64>,
+    /// Booster/dampener increment when the token is a single-word booster.
+    booster: Option<f64>,
+    /// Python `isupper()` of the stripped token (always false for emotes).
+    upper: bool,
+    /// Whether the token negates on its own (a NEGATE word or contains "n't").
+    negation: bool,
+}
+
+/// A reusable VADER scorer: identical results to [`polarity_scores`], but the per-text
+/// buffers (token table, lowercase text, valences) survive between calls, so steady-state
+/// scoring does not allocate for texts without emoji.
+#[derive(Debug, Default)]
+pub struct Scorer {
+    /// The text with emoji replaced by their descriptions (only when it had any).
+    replaced: String,
+    /// All lowercased tokens, back to back.
+    lower: String,
+    tokens: Vec<Token>,
+    sentiments: Vec<f64>,
+}
+
+impl Scorer {
+    /// An empty scorer.
+    pub fn new() -> Self {
+        Scorer::default()
+    }
+
+    /// Scores `text`; `emotes` adds case-sensitive lexicon entries (pass
+    /// [`EmoteLexicon::empty`] for plain VADER).
+    pub fn score(&mut self, text: &str, emotes: &EmoteLexicon) -> Scores {
+        let Scorer {
+            replaced,
+            lower,
+            tokens,
+            sentiments,
+        } = self;
+        let text = if replace_emoji(text, replaced) {
+            replaced.as_str()
+        } else {
+            text
+        };
+
+        lower.clear();
+        tokens.clear();
+        let (mut words, mut caps) = (0usize, 0usize);
+        for raw in pystr::split_words(text) {
+            let word = pystr::strip_punc_if_word(raw);
+            let start = lower.len();
+            pystr::push_lower(word, lower);
+            let range = start..lower.len();
+            let lowered = lower.get(range.clone()).unwrap_or("");
+            // Emote names are tried on the raw token too, so names with punctuation at the
+            // edges (`(puke)`) still match after the stripping above would have cut them.
+            let emote = if emotes.is_empty() {
+                None
+            } else {
+                emotes.get(word).or_else(|| emotes.get(raw))
+            };
+            let upper = emote.is_none() && pystr::is_upper(word);
+            if emote.is_none() {
+                words += 1;
+                caps += usize::from(upper);
+            }
+            let info = tables::word_info(lowered);
+            tokens.push(Token {
+                valence: emote.or_else(|| info.and_then(|i| i.valence)),
+                booster: info.and_then(|i| i.boost).map(|b| match b {
+                    Boost::Incr => B_INCR,
+                    Boost::Decr => B_DECR,
+                }),
+                upper,
+                // The reference's `negated([word])`: a NEGATE word, or any "n't" form.
+                negation: info.is_some_and(|i| i.negation) || lowered.contains("n't"),
+                lower: range,
+            });
+        }
+
+        let ctx = Context {
+            tokens,
+            lower,
+            // "Some but not all words are ALL CAPS".
+            cap_diff: caps > 0 && caps < words,
+        };
+        sentiments.clear();
+        for i in 0..tokens.len() {
+            let v = if tokens.get(i).is_some_and(|t| t.booster.is_some()) {
+                // Boosters only modify their neighbours, even those in the lexicon.
+                0.0
+            } else if ctx.word(i) == "kind" && ctx.word(i + 1) == "of" {
+                // "kind" is a positive lexicon word, but not in "kind of".
+                0.0
+            } else {
+                ctx.valence(i)
+            };
+            sentiments.push(v);
+        }
+
+        if let Some(bi) = (0..tokens.len()).find(|&i| ctx.word(i) == "but") {
+            but_check(sentiments, bi);
+        }
+
+        let (bangs, questions) = text.bytes().fold((0usize, 0usize), |(b, q), c| {
+            (b + usize::from(c == b'!'), q + usize::from(c == b'?'))
+        });
+        let scores = score_valence(sentiments, bangs, questions);
+        self.release_oversized();
+        scores
+    }
+
+    /// Drops buffers a huge text grew, so one giant message does not pin its memory for
+    /// the scorer's lifetime; chat-sized buffers are kept for reuse.
+    fn release_oversized(&mut self) {
+        const KEEP_BYTES: usize = 64 * 1024;
+        const KEEP_TOKENS: usize = 8 * 1024;
+        if self.replaced.capacity() > KEEP_BYTES {
+            self.replaced = String::new();
+        }
+        if self.lower.capacity() > KEEP_BYTES {
+            self.lower = String::new();
+        }
+        if self.tokens.capacity() > KEEP_TOKENS {
+            self.tokens = Vec::new();
+        }
+        if self.sentiments.capacity() > KEEP_TOKENS {
+            self.sentiments = Vec::new();
+        }
+    }
+}
+
+/// Step 1: writes `text` with emoji replaced into `out` and returns true, or returns false
+/// (leaving `out` alone) when there is nothing to replace.
+///
+/// Reference quirk: a description is preceded by a space unless the previous character was
+/// an ASCII space (or it starts the text), but never followed by one, so `😀abc` becomes
+/// `grinning faceabc`, and `❤️` (U+2764 U+FE0F) becomes `red heart` + U+FE0F.
+fn replace_emoji(text: &str, out: &mut String) -> bool {
+    if text.is_ascii() {
+        return false; // every emoji key is outside ASCII
+    }
+    let Some(first) = text.find(|c| tables::emoji_description(c).is_some()) else {
+        return false;
+    };
+    out.clear();
+    out.reserve(text.len() + 32);
+    let (head, tail) = text.split_at(first);
+    out.push_str(head);
+    let mut prev_space = head.is_empty() || head.ends_with(' ');
+    for c in tail.chars() {
+        if let Some(description) = tables::emoji_description(c) {
+            if !prev_space {
+                out.push(' ');
+            }
+            out.push_str(description);
+            prev_space = false;
+        } else {
+            out.push(c);
+            prev_space = c == ' ';
+        }
+    }
+    true
+}
+
+/// Two- and three-word boosters, as the reference matches them against joined n-grams.
+fn booster_phrase(words: &[&str]) -> Option<f64> {
+    match words {
+        ["just", "enough"] | ["kind", "of"] | ["sort", "of"] => Some(B_DECR),
+        _ => None,
+    }
+}
+
+/// `SPECIAL_CASES`: idioms whose valence replaces the word's. The reference also lists the
+/// single word "badass", which can never match an n-gram of two or more words.
+fn special_case(words: &[&str]) -> Option<f64> {
+    match words {
+        ["the", "shit"] | ["the", "bomb"] | ["to", "die", "for"] => Some(3.0),
+        ["bad", "ass"] => Some(1.5),
+        ["bus", "stop"] => Some(0.0),
+        ["yeah", "right"] => Some(-2.0),
+        ["kiss", "of", "death"] => Some(-1.5),
+        ["beating", "heart"] => Some(3.5),
+        _ => None,
+    }
+}
+
+/// The token table of one text, with the rules that read it.
+struct Context<'a> {
+    tokens: &'a [Token],
+    lower: &'a str,
+    cap_diff: bool,
+}
+
+impl Context<'_> {
+    /// Lowercased token `i`, or "" past either end (so lookahead never panics).
+    fn word(&self, i: usize) -> &str {
+        self.tokens
+            .get(i)
+            .and_then(|t| self.lower.get(t.lower.clone()))
+            .unwrap_or("")
+    }
+
+    /// Whether token `i` is a lexicon (or emote) word.
+    fn in_lexicon(&self, i: usize) -> bool {
+        self.tokens.get(i).is_some_and(|t| t.valence.is_some())
+    }
+
+    /// Step 3: the valence of token `i` in context (0 for words outside the lexicon).
+    fn valence(&self, i: usize) -> f64 {
+        let Some(token) = self.tokens.get(i) else {
+            return 0.0;
+        };
+        let Some(base) = token.valence else {
+            return 0.0;
+        };
+        let mut valence = base;
+
+        // "no" directly before another lexicon word negates that word instead of counting
+        // as negative itself.
+        if self.word(i) == "no" && self.in_lexicon(i + 1) {
+            valence = 0.0;
+        }
+        // Reference quirk: this test runs after the one above and overrides it, so in
+        // "no no good" the second "no" gets its own (negated) valence back.
+        if (i > 0 && self.word(i - 1) == "no")
+            || (i > 1 && self.word(i - 2) == "no")
+            || (i > 2 && self.word(i - 3) == "no" && matches!(self.word(i - 1), "or" | "nor"))
+        {
+            valence = base * N_SCALAR;
+        }
+
+        // Reference quirk: a zero valence (a "no" neutralised above) is pushed negative.
+        if token.upper && self.cap_diff {
+            if valence > 0.0 {
+                valence += C_INCR;
+            } else {
+                valence -= C_INCR;
+            }
+        }
+
+        // Look back up to three tokens; each one outside the lexicon may boost, dampen or
+        // negate, with farther boosters counting less.
+        for distance in 1..=3 {
+            if i < distance || self.in_lexicon(i - distance) {
+                continue;
+            }
+            let mut scalar = self.scalar_inc_dec(i - distance, valence);
+            if scalar != 0.0 {
+                match distance {
+                    2 => scalar *= 0.95,
+                    3 => scalar *= 0.9,
+                    _ => {}
+                }
+            }
+            valence += scalar;
+            valence = self.negation_check(valence, i, distance);
+            if distance == 3 {
+                valence = self.special_idioms(valence, i);
+            }
+        }
+
+        self.least_check(valence, i)
+    }
+
+    /// Booster contribution of token `j` to a word of the given valence: it pushes away
+    /// from zero (boosters) or towards it (dampeners), more so when shouted.
+    fn scalar_inc_dec(&self, j: usize, valence: f64) -> f64 {
+        let Some(token) = self.tokens.get(j) else {
+            return 0.0;
+        };
+        let Some(mut scalar) = token.booster else {
+            return 0.0;
+        };
+        if valence < 0.0 {
+            scalar = -scalar;
+        }
+        if token.upper && self.cap_diff {
+            if valence > 0.0 {
+                scalar += C_INCR;
+            } else {
+                scalar -= C_INCR;
+            }
+        }
+        scalar
+    }
+
+    fn negates(&self, j: usize) -> bool {
+        self.tokens.get(j).is_some_and(|t| t.negation)
+    }
+
+    /// Negation by the token `distance` places before word `i` (only called when that
+    /// token is outside the lexicon and exists).
+    fn negation_check(&self, valence: f64, i: usize, distance: usize) -> f64 {
+        let so_or_this = |w: &str| w == "so" || w == "this";
+        match distance {
+            1 => {
+                if self.negates(i - 1) {
+                    return valence * N_SCALAR;
+                }
+            }
+            2 => {
+                let (w2, w1) = (self.word(i - 2), self.word(i - 1));
+                if w2 == "never" && so_or_this(w1) {
+                    // "never so good": emphasis, not negation.
+                    return valence * 1.25;
+                }
+                if w2 == "without" && w1 == "doubt" {
+                    return valence;
+                }
+                if self.negates(i - 2) {
+                    return valence * N_SCALAR;
+                }
+            }
+            _ => {
+                let (w3, w2, w1) = (self.word(i - 3), self.word(i - 2), self.word(i - 1));
+                // Reference quirk: operator precedence makes this
+                // `(never and (so|this)) or (w1 is so|this)`, so any word right after "so"
+                // or "this" is amplified once its third-previous token is reached.
+                if (w3 == "never" && so_or_this(w2)) || so_or_this(w1) {
+                    return valence * 1.25;
+                }
+                if w3 == "without" && (w2 == "doubt" || w1 == "doubt") {
+                    return valence;
+                }
+                if self.negates(i - 3) {
+                    return valence * N_SCALAR;
+                }
+            }
+        }
+        valence
+    }
+
+    /// Idioms around word `i` (only reached with `i >= 3`).
+    fn special_idioms(&self, mut valence: f64, i: usize) -> f64 {
+        let (w3, w2, w1, w0) = (
+            self.word(i - 3),
+            self.word(i - 2),
+            self.word(i - 1),
+            self.word(i),
+        );
+        // The first preceding idiom found replaces the valence...
+        let preceding: [&[&str]; 5] = [
+            &[w1, w0],
+            &[w2, w1, w0],
+            &[w2, w1],
+            &[w3, w2, w1],
+            &[w3, w2],
+        ];
+        if let Some(v) = preceding.iter().find_map(|seq| special_case(seq)) {
+            valence = v;
+        }
+        // ...then idioms starting at the word itself override it.
+        let n = self.tokens.len();
+        if i + 1 < n
+            && let Some(v) = special_case(&[w0, self.word(i + 1)])
+        {
+            valence = v;
+        }
+        if i + 2 < n
+            && let Some(v) = special_case(&[w0, self.word(i + 1), self.word(i + 2)])
+        {
+            valence = v;
+        }
+        // Two-word dampeners ("kind of") before the word add up.
+        for seq in [&[w3, w2, w1][..], &[w3, w2], &[w2, w1]] {
+            if let Some(b) = booster_phrase(seq) {
+                valence += b;
+            }
+        }
+        valence
+    }
+
+    /// "least" before a word negates it, except in "at least" / "very least".
+    fn least_check(&self, valence: f64, i: usize) -> f64 {
+        if i == 0 || self.in_lexicon(i - 1) || self.word(i - 1) != "least" {
+            return valence;
+        }
+        if i > 1 && matches!(self.word(i - 2), "at" | "very") {
+            return valence;
+        }
+        valence * N_SCALAR
+    }
+}
+
+/// Step 4: halve valences before the first "but", multiply those after it by 1.5.
+///
+/// Reference quirk: the reference walks the list while locating each value with
+/// `list.index(value)`, i.e. the *first* position holding an equal value, and rescales
+/// that position instead. With repeated valences an earlier word can be rescaled twice and
+/// a later one not at all. This reproduces it: for each position `k` in order, take the
+/// current value `v = s[k]`, find the first `j <= k` with `s[j] == v`, and rescale `s[j]`.
+fn but_check(sentiments: &mut [f64], but_index: usize) {
+    // The direct simulation is quadratic; above a chat-message-sized input switch to an
+    // index of positions by value, which gives the same answers in O(n log n).
+    if sentiments.len() <= 128 {
+        for k in 0..sentiments.len() {
+            let Some(&v) = sentiments.get(k) else { break };
+            let first = sentiments.iter().position(|&x| x == v).unwrap_or(k);
+            if let Some(slot) = sentiments.get_mut(first) {
+                *slot = but_scale(v, first, but_index);
+            }
+        }
+    } else {
+        but_check_indexed(sentiments, but_index);
+    }
+}
+
+fn but_scale(v: f64, position: usize, but_index: usize) -> f64 {
+    match position.cmp(&but_index) {
+        std::cmp::Ordering::Less => v * 0.5,
+        std::cmp::Ordering::Greater => v * 1.5,
+        std::cmp::Ordering::Equal => v,
+    }
+}
+
+/// [`but_check`] for long inputs: `positions[value]` holds the positions `<= k` currently
+/// holding `value` (bit pattern with -0.0 folded into 0.0, since they compare equal).
+fn but_check_indexed(sentiments: &mut [f64], but_index: usize) {
+    let key = |v: f64| (v + 0.0).to_bits();
+    let mut positions: HashMap<u64, BTreeSet<usize>> = HashMap::new();
+    for k in 0..sentiments.len() {
+        let Some(&v) = sentiments.get(k) else { break };
+        let set = positions.entry(key(v)).or_default();
+        set.insert(k);
+        let first = set.first().copied().unwrap_or(k);
+        if first == but_index {
+            continue;
+        }
+        set.remove(&first);
+        let scaled = but_scale(v, first, but_index);
+        if let Some(slot) = sentiments.get_mut(first) {
+            *slot = scaled;
+        }
+        positions.entry(key(scaled)).or_default().insert(first);
+    }
+}
+
+/// Step 5: from per-token valences and the text's `!`/`?` counts to rounded scores.
+fn score_valence(sentiments: &[f64], bangs: usize, questions: usize) -> Scores {
+    if sentiments.is_empty() {
+        // Reference quirk: an empty text is all zeros, including `neu`.
+        return Scores::default();
+    }
+    // Plain left-to-right summation, like CPython 3.11's sum() (3.12+ compensates).
+    let mut sum = sentiments.iter().fold(0.0, |acc, &v| acc + v);
+
+    // Emphasis: up to 4 "!" at 0.292 each; 2-3 "?" at 0.18 each, 4+ capped at 0.96.
+    let bang_amp = bangs.min(4) as f64 * 0.292;
+    let question_amp = match questions {
+        0 | 1 => 0.0,
+        2 | 3 => questions as f64 * 0.18,
+        _ => 0.96,
+    };
+    let emphasis = bang_amp + question_amp;
+    // Emphasis pushes away from zero; a text summing to exactly zero gets none.
+    if sum > 0.0 {
+        sum += emphasis;
+    } else if sum < 0.0 {
+        sum -= emphasis;
+    }
+    let compound = normalize(sum);
+
+    // Each non-neutral word weighs 1 + |valence|, each neutral one 1.
+    let (mut pos_sum, mut neg_sum, mut neu_count) = (0.0f64, 0.0f64, 0usize);
+    for &v in sentiments {
+        if v > 0.0 {
+            pos_sum += v + 1.0;
+        } else if v < 0.0 {
+            neg_sum += v - 1.0;
+        } else {
+            neu_count += 1;
+        }
+    }
+    // Reference quirk: the emphasis goes to the dominant side judged by the weights, not
+    // by the sign of the sum, so it can land on `pos` while `compound` got none.
+    if pos_sum > neg_sum.abs() {
+        pos_sum += emphasis;
+    } else if pos_sum < neg_sum.abs() {
+        neg_sum -= emphasis;
+    }
+    let total = pos_sum + neg_sum.abs() + neu_count as f64;
+
+    Scores {
+        neg: pystr::round((neg_sum / total).abs(), 3),
+        neu: pystr::round((neu_count as f64 / total).abs(), 3),
+        pos: pystr::round((pos_sum / total).abs(), 3),
+        compound: pystr::round(compound, 4),
+    }
+}
+
+/// Maps a sum onto [-1, 1] (approaches ±1 as |sum| grows; ALPHA sets how fast).
+fn normalize(score: f64) -> f64 {
+    (score / (score * score + ALPHA).sqrt()).clamp(-1.0, 1.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(neg: f64, neu: f64, pos: f64, compound: f64) -> Scores {
+        Scores {
+            neg,
+            neu,
+            pos,
+            compound,
+        }
+    }
+
+    #[test]
+    fn reference_examples() {
+        // Values printed by vaderSentiment 3.3.2's own demo.
+        assert_eq!(
+            polarity_scores("VADER is smart, handsome, and funny."),
+            s(0.0, 0.254, 0.746, 0.8316)
+        );
+        assert_eq!(
+            polarity_scores("VADER is VERY SMART, handsome, and FUNNY!!!"),
+            s(0.0, 0.233, 0.767, 0.9342)
+        );
+        assert_eq!(
+            polarity_scores("Not bad at all"),
+            s(0.0, 0.513, 0.487, 0.431)
+        );
+        assert_eq!(polarity_scores(""), s(0.0, 0.0, 0.0, 0.0));
+        assert_eq!(polarity_scores("!!!"), s(0.0, 1.0, 0.0, 0.0));
+    }
+
+    #[test]
+    fn never_panics_on_odd_input() {
+        let long = "but ".repeat(5_000) + &"good bad ".repeat(5_000);
+        for text in [
+            "\u{0}",
+            "🔛🆙",
+            "❤️❤️❤️",
+            "\u{1c}\u{1f}\u{200b}",
+            "İ\u{212a}ǅ",
+            "no",
+            "kind",
+            "least",
+            "but",
+            "the shit",
+            long.as_str(),
+        ] {
+            let r = polarity_scores(text);
+            assert!(r.compound.is_finite() && (-1.0..=1.0).contains(&r.compound));
+        }
+    }
+
+    #[test]
+    fn indexed_but_check_matches_the_direct_simulation() {
+        // Small value alphabet so duplicates (the interesting case) are frequent.
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let alphabet = [0.0, -0.0, 1.0, 2.0, 0.5, 0.25, 4.0, -1.0, -0.5, 1.5, 3.0];
+        for round in 0..500 {
+            let n = 1 + (next() % 200) as usize;
+            let values: Vec<f64> = (0..n)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                .collect();
+            let bi = (next() % n as u64) as usize;
+            let mut direct = values.clone();
+            for k in 0..direct.len() {
+                let v = direct[k];
+                let first = direct.iter().position(|&x| x == v).unwrap();
+                direct[first] = but_scale(v, first, bi);
+            }
+            let mut indexed = values.clone();
+            but_check_indexed(&mut indexed, bi);
+            assert_eq!(direct, indexed, "round {round}: {values:?} but@{bi}");
+        }
+    }
+
+    #[test]
+    fn emote_entries_act_as_case_sensitive_words_without_caps_emphasis() {
+        let emotes = EmoteLexicon::new([("LUL".to_string(), 1.5), ("Kappa".to_string(), 0.0)]);
+        let mut scorer = Scorer::new();
+        let with = scorer.score("that was great LUL", &emotes);
+        assert!(with.compound > polarity_scores("that was great").compound);
+        // Lowercase is not the emote.
+        assert_eq!(
+            scorer.score("that was great lul", &emotes),
+            polarity_scores("that was great lul")
+        );
+        // An emote does not turn "GREAT" into shouting in an otherwise all-caps text.
+        assert_eq!(
+            scorer.score("GREAT Kappa", &emotes).compound,
+            polarity_scores("GREAT").compound
+        );
+    }
+}
