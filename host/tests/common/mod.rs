@@ -1,0 +1,64 @@
+//! Shared helpers for the host's integration tests: building real guest plugins and
+//! writing chat logs.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+static BUILD_LOCK: Mutex<()> = Mutex::new(());
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Builds a plugin crate of this workspace for wasm32-wasip2 (a no-op when up to date,
+/// e.g. after `make plugins`) and returns the component's path. `features` selects a build
+/// variant, which gets its own target directory so variants do not overwrite each other.
+pub fn plugin(package: &str, features: &[&str]) -> PathBuf {
+    let _g = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let root = workspace_root();
+    let target = if features.is_empty() {
+        root.join("target")
+    } else {
+        root.join("target").join(format!("variant-{}", features.join("-")))
+    };
+    let mut cmd = Command::new(option_env!("CARGO").unwrap_or("cargo"));
+    cmd.current_dir(&root)
+        .args(["build", "--quiet", "--release", "--target", "wasm32-wasip2", "-p", package])
+        .arg("--target-dir")
+        .arg(&target);
+    if !features.is_empty() {
+        cmd.arg("--features").arg(features.join(","));
+    }
+    let status = cmd.status().expect("run cargo build for a test plugin");
+    assert!(status.success(), "building test plugin {package} failed");
+    let wasm = target.join("wasm32-wasip2/release").join(format!("{}.wasm", package.replace('-', "_")));
+    assert!(wasm.is_file(), "{} missing after build", wasm.display());
+    wasm
+}
+
+/// One raw Twitch IRC PRIVMSG line with tags.
+pub fn irc_line(i: usize, channel: &str, text: &str, ts_ms: i64) -> String {
+    format!(
+        "@badge-info=;badges=;color=;display-name=User{u};emotes=;first-msg=0;flags=;id=msg-{i:06};mod=0;room-id=9{c};subscriber=0;tmi-sent-ts={ts_ms};turbo=0;user-id={u};user-type= :user{u}!user{u}@user{u}.tmi.twitch.tv PRIVMSG #{channel} :{text}",
+        u = i % 50,
+        c = channel.len(),
+    )
+}
+
+/// Writes `n` messages over `channels` to `path`.
+pub fn write_log(path: &Path, n: usize, channels: &[&str]) {
+    let mut s = String::new();
+    for i in 0..n {
+        let ch = channels[i % channels.len()];
+        s.push_str(&irc_line(i, ch, &format!("message number {i} hello chat"), 1_732_700_000_000 + i as i64));
+        s.push('\n');
+    }
+    std::fs::write(path, s).expect("write chat log");
+}
+
+/// The `streamtap` binary built for this test run.
+pub fn streamtap_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_streamtap"))
+}
