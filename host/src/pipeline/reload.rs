@@ -121,6 +121,7 @@ impl Reloader {
         let mut files = self.watched_files();
         let mut dirs = BTreeSet::new();
         Self::sync_watches(&mut watcher, &files, &mut dirs)?;
+        tracing::debug!(?files, ?dirs, "watching for changes");
 
         loop {
             // Wait for a relevant event.
@@ -131,12 +132,19 @@ impl Reloader {
                     Some(ev) => if !Self::relevant(&ev, &files) { continue },
                 },
             }
-            // Debounce: wait until the files are quiet.
+            // Debounce: wait until the watched files are quiet. Only their events count:
+            // the directories also hold busy files (a SQLite database, logs).
+            let mut quiet_at = tokio::time::Instant::now() + DEBOUNCE;
             loop {
                 tokio::select! {
                     _ = cancel.cancelled() => return Ok(()),
-                    _ = tokio::time::sleep(DEBOUNCE) => break,
-                    ev = rx.recv() => if ev.is_none() { return Err(WatchError::Stopped) },
+                    _ = tokio::time::sleep_until(quiet_at) => break,
+                    ev = rx.recv() => match ev {
+                        None => return Err(WatchError::Stopped),
+                        Some(ev) => if Self::relevant(&ev, &files) {
+                            quiet_at = tokio::time::Instant::now() + DEBOUNCE;
+                        },
+                    },
                 }
             }
             self.reload().await;
@@ -148,6 +156,7 @@ impl Reloader {
     fn relevant(ev: &notify::Result<notify::Event>, files: &BTreeSet<PathBuf>) -> bool {
         match ev {
             Ok(e) => {
+                tracing::trace!(event = ?e, "file event");
                 !matches!(e.kind, notify::EventKind::Access(_))
                     && e.paths.iter().any(|p| files.contains(&absolute(p)))
             }

@@ -284,11 +284,11 @@ impl Runtime {
             .instantiate_pre(&component)
             .map_err(|e| PluginError::Instantiate {
                 path: path.to_owned(),
-                reason: format!("{e:#}"),
+                reason: one_line(&e),
             })?;
         let pre = PluginPre::new(pre).map_err(|e| PluginError::Instantiate {
             path: path.to_owned(),
-            reason: format!("{e:#}"),
+            reason: one_line(&e),
         })?;
         Ok(Arc::new(LoadedPlugin {
             path: path.to_owned(),
@@ -321,7 +321,7 @@ impl Runtime {
         }
         let c = Component::new(&self.engine, bytes).map_err(|e| PluginError::Compile {
             path: path.to_owned(),
-            reason: format!("{e:#}"),
+            reason: one_line(&e),
         })?;
         if let Some(file) = cached {
             if let Err(e) = c.serialize().and_then(|b| {
@@ -408,6 +408,12 @@ impl Runtime {
     }
 }
 
+/// An error chain on one line: wasmtime's parse errors carry multi-line debug dumps, which
+/// break log lines and `check` output.
+fn one_line(e: &wasmtime::Error) -> String {
+    format!("{e:#}").split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 fn deadline_ticks(d: Duration) -> u64 {
     let tick = EPOCH_TICK.as_nanos();
     (d.as_nanos().div_ceil(tick) as u64).max(1)
@@ -419,7 +425,7 @@ fn classify(e: &wasmtime::Error, store: &Store<StepState>, limits: Limits) -> Ca
     }
     match e.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => CallError::Timeout(limits.deadline),
-        _ => CallError::Trap(format!("{e:#}")),
+        _ => CallError::Trap(one_line(e)),
     }
 }
 
