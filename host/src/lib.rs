@@ -11,11 +11,11 @@
 //! - [`metrics`]: counters each component owns, read for progress and summaries.
 //! - [`cli`]: the `streamtap` command line.
 
-pub mod plugins;
 pub mod alerts;
 pub mod cli;
 pub mod metrics;
 pub mod pipeline;
+pub mod plugins;
 pub mod sinks;
 pub mod sources;
 pub mod transport;

@@ -28,7 +28,9 @@ path = "out.db"
 }
 
 fn count(db: &Path, sql: &str) -> i64 {
-    let Ok(conn) = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY) else {
+    let Ok(conn) =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+    else {
         return 0;
     };
     conn.query_row(sql, [], |r| r.get(0)).unwrap_or(0)
@@ -79,30 +81,55 @@ fn reload_under_load_loses_nothing_and_processes_nothing_twice() {
         .unwrap();
     let stderr = || std::fs::read_to_string(&log).unwrap_or_default();
 
-    wait_for(&mut child, "4,000 stored messages", Duration::from_secs(30), || {
-        count(&db, "SELECT COUNT(*) FROM messages") >= 4000
-    });
+    wait_for(
+        &mut child,
+        "4,000 stored messages",
+        Duration::from_secs(30),
+        || count(&db, "SELECT COUNT(*) FROM messages") >= 4000,
+    );
     overwrite(&d.join("plugin.wasm"), &v2);
-    wait_for(&mut child, "the first v2 message", Duration::from_secs(15), || {
-        count(&db, "SELECT COUNT(*) FROM messages WHERE json_extract(fields, '$.version') = 'v2'") > 0
-    });
+    wait_for(
+        &mut child,
+        "the first v2 message",
+        Duration::from_secs(15),
+        || {
+            count(
+                &db,
+                "SELECT COUNT(*) FROM messages WHERE json_extract(fields, '$.version') = 'v2'",
+            ) > 0
+        },
+    );
 
     std::fs::write(&pfile, pipeline("b", false)).unwrap();
-    wait_for(&mut child, "the first message tagged b", Duration::from_secs(15), || {
-        count(&db, "SELECT COUNT(*) FROM messages WHERE json_extract(fields, '$.tag') = 'b'") > 0
-    });
+    wait_for(
+        &mut child,
+        "the first message tagged b",
+        Duration::from_secs(15),
+        || {
+            count(
+                &db,
+                "SELECT COUNT(*) FROM messages WHERE json_extract(fields, '$.tag') = 'b'",
+            ) > 0
+        },
+    );
 
     // Broken generation 1: `init` fails. The running v2/b generation must stay.
     std::fs::write(&pfile, pipeline("c", true)).unwrap();
-    wait_for(&mut child, "the init failure to be reported", Duration::from_secs(15), || {
-        stderr().contains("fail_init is set")
-    });
+    wait_for(
+        &mut child,
+        "the init failure to be reported",
+        Duration::from_secs(15),
+        || stderr().contains("fail_init is set"),
+    );
     std::fs::write(&pfile, pipeline("b", false)).unwrap();
     // Broken generation 2: the plugin file is not a component.
     overwrite(&d.join("plugin.wasm"), b"this is not wasm");
-    wait_for(&mut child, "the compile failure to be reported", Duration::from_secs(15), || {
-        stderr().contains("is not a valid streamtap component")
-    });
+    wait_for(
+        &mut child,
+        "the compile failure to be reported",
+        Duration::from_secs(15),
+        || stderr().contains("is not a valid streamtap component"),
+    );
     let stored_at_break = count(&db, "SELECT COUNT(*) FROM messages");
     assert!(
         (stored_at_break as usize) < TOTAL,
@@ -113,7 +140,11 @@ fn reload_under_load_loses_nothing_and_processes_nothing_twice() {
     let log_text = stderr();
     assert!(out.status.success(), "streamtap failed: {log_text}");
     // One process served the whole run: it was never restarted between edits.
-    assert_eq!(log_text.matches("runner: loaded step").count(), 1, "{log_text}");
+    assert_eq!(
+        log_text.matches("runner: loaded step").count(),
+        1,
+        "{log_text}"
+    );
 
     let conn = rusqlite::Connection::open(&db).unwrap();
     let mut stmt = conn
@@ -135,21 +166,37 @@ fn reload_under_load_loses_nothing_and_processes_nothing_twice() {
     let first_v2 = rows.iter().position(|r| r.1 == "v2").unwrap();
     assert!(first_v2 > 0, "no v1 prefix");
     assert!(rows[..first_v2].iter().all(|r| r.1 == "v1"));
-    assert!(rows[first_v2..].iter().all(|r| r.1 == "v2"), "a v1 message after the swap");
+    assert!(
+        rows[first_v2..].iter().all(|r| r.1 == "v2"),
+        "a v1 message after the swap"
+    );
     let first_b = rows.iter().position(|r| r.2 == "b").unwrap();
     assert!(rows[..first_b].iter().all(|r| r.2 == "a"));
-    assert!(rows[first_b..].iter().all(|r| r.2 == "b"), "a message outside tag a/b order");
+    assert!(
+        rows[first_b..].iter().all(|r| r.2 == "b"),
+        "a message outside tag a/b order"
+    );
     assert!(first_b > first_v2);
 
     // The step's key-value counter survived both reloads and counted each message once:
     // processed twice would skip a number, lost state would restart at 1.
     for (i, r) in rows.iter().enumerate() {
-        assert_eq!(r.3, i as i64 + 1, "message {} ({}) saw counter {}", i, r.0, r.3);
+        assert_eq!(
+            r.3,
+            i as i64 + 1,
+            "message {} ({}) saw counter {}",
+            i,
+            r.0,
+            r.3
+        );
     }
 
     let rejected = log_text.matches("reload rejected").count();
     assert!(rejected >= 2, "expected two rejected reloads: {log_text}");
-    assert!(log_text.contains("plugin.wasm"), "rejection does not name the file: {log_text}");
+    assert!(
+        log_text.contains("plugin.wasm"),
+        "rejection does not name the file: {log_text}"
+    );
     let summary = String::from_utf8_lossy(&out.stdout);
     assert!(summary.contains(&format!("{TOTAL} stored")), "{summary}");
 }

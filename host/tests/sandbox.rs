@@ -16,11 +16,16 @@ use streamtap_plugin_sdk::codec::{self, Action};
 use streamtap_plugin_sdk::{ChatMessage, Value};
 
 fn runtime() -> Arc<Runtime> {
-    Runtime::new(Some(common::workspace_root().join("target/test-plugin-cache"))).expect("runtime")
+    Runtime::new(Some(
+        common::workspace_root().join("target/test-plugin-cache"),
+    ))
+    .expect("runtime")
 }
 
 fn instance(rt: &Runtime, allow: Vec<String>, limits: Limits) -> Instance {
-    let plugin = rt.load(&common::plugin("hostile", &[])).expect("load hostile");
+    let plugin = rt
+        .load(&common::plugin("hostile", &[]))
+        .expect("load hostile");
     let caps = Capabilities {
         step: "hostile".into(),
         kv: Arc::new(KvStore::new(1 << 20)),
@@ -30,7 +35,8 @@ fn instance(rt: &Runtime, allow: Vec<String>, limits: Limits) -> Instance {
             max_response: 1 << 16,
         }),
     };
-    rt.instantiate(&plugin, caps, limits, "{}").expect("instantiate")
+    rt.instantiate(&plugin, caps, limits, "{}")
+        .expect("instantiate")
 }
 
 const LIMITS: Limits = Limits {
@@ -77,11 +83,17 @@ fn plugin_cannot_open_files_sockets_or_env() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap();
-    let net = field(&run(&mut inst, &format!("net {addr}")).unwrap(), "net_result");
+    let net = field(
+        &run(&mut inst, &format!("net {addr}")).unwrap(),
+        "net_result",
+    );
     assert!(net.as_str().unwrap().starts_with("denied"), "{net:?}");
     assert!(listener.accept().is_err(), "the plugin reached a socket");
 
-    assert_eq!(field(&run(&mut inst, "env").unwrap(), "env_count"), Value::Int(0));
+    assert_eq!(
+        field(&run(&mut inst, "env").unwrap(), "env_count"),
+        Value::Int(0)
+    );
 }
 
 /// A one-shot HTTP server answering `body` to each request.
@@ -98,7 +110,11 @@ fn http_server(body: &'static str) -> (String, std::thread::JoinHandle<usize>) {
                     s.set_nonblocking(false).unwrap();
                     let mut buf = [0u8; 1024];
                     let _ = s.read(&mut buf);
-                    let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                    let _ = write!(
+                        s,
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
                     served += 1;
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(5)),
@@ -120,17 +136,34 @@ fn http_reaches_only_allowlisted_hosts() {
     let denied_addr = denied.local_addr().unwrap();
     let mut inst = instance(&rt, vec![allowed.clone()], LIMITS);
 
-    let ok = field(&run(&mut inst, &format!("http http://{allowed}/x")).unwrap(), "http_result");
+    let ok = field(
+        &run(&mut inst, &format!("http http://{allowed}/x")).unwrap(),
+        "http_result",
+    );
     assert_eq!(ok, Value::Str("200 hi".into()));
     assert_eq!(server.join().unwrap(), 1);
 
-    let no = field(&run(&mut inst, &format!("http http://{denied_addr}/x")).unwrap(), "http_result");
-    assert_eq!(no, Value::Str(format!("error: host \"{denied_addr}\" is not in allow_http")));
-    assert!(denied.accept().is_err(), "a denied request reached the server");
+    let no = field(
+        &run(&mut inst, &format!("http http://{denied_addr}/x")).unwrap(),
+        "http_result",
+    );
+    assert_eq!(
+        no,
+        Value::Str(format!(
+            "error: host \"{denied_addr}\" is not in allow_http"
+        ))
+    );
+    assert!(
+        denied.accept().is_err(),
+        "a denied request reached the server"
+    );
 
     // No allowlist: nothing is reachable.
     let mut closed = instance(&rt, vec![], LIMITS);
-    let no = field(&run(&mut closed, &format!("http http://{allowed}/x")).unwrap(), "http_result");
+    let no = field(
+        &run(&mut closed, &format!("http http://{allowed}/x")).unwrap(),
+        "http_result",
+    );
     assert!(no.as_str().unwrap().contains("not in allow_http"), "{no:?}");
 }
 
@@ -146,7 +179,10 @@ fn infinite_loop_is_interrupted_and_host_carries_on() {
     assert!(took < Duration::from_secs(5), "interrupt took {took:?}");
     assert!(inst.is_poisoned());
     let mut fresh = instance(&rt, vec![], LIMITS);
-    assert_eq!(field(&run(&mut fresh, "hello").unwrap(), "ok"), Value::Bool(true));
+    assert_eq!(
+        field(&run(&mut fresh, "hello").unwrap(), "ok"),
+        Value::Bool(true)
+    );
 }
 
 #[test]
@@ -156,7 +192,10 @@ fn memory_bomb_is_refused_at_the_limit() {
     let err = run(&mut inst, "oom").unwrap_err();
     assert_eq!(err, CallError::OutOfMemory(16 << 20));
     let mut fresh = instance(&rt, vec![], LIMITS);
-    assert_eq!(field(&run(&mut fresh, "hello").unwrap(), "ok"), Value::Bool(true));
+    assert_eq!(
+        field(&run(&mut fresh, "hello").unwrap(), "ok"),
+        Value::Bool(true)
+    );
 }
 
 fn chain_with(on_error: &str, dir: &std::path::Path) -> streamtap::pipeline::chain::Chain {
@@ -210,7 +249,14 @@ fn trap_follows_on_error_dead_letter() {
     assert_eq!(ids, ["m0", "m3"]);
     assert_eq!(out.dead_letters.len(), 2);
     let trap = &out.dead_letters[0];
-    assert_eq!((trap.msg.id.as_str(), trap.plugin.as_str(), trap.version.as_str()), ("m1", "hostile", "0.1.0"));
+    assert_eq!(
+        (
+            trap.msg.id.as_str(),
+            trap.plugin.as_str(),
+            trap.version.as_str()
+        ),
+        ("m1", "hostile", "0.1.0")
+    );
     assert!(trap.reason.starts_with("trap:"), "{}", trap.reason);
     assert_eq!(trap.hash.len(), 64);
     let bad = &out.dead_letters[1];

@@ -7,10 +7,14 @@
 //! ```text
 //! batch    := u8 version=1, varint count, message*
 //! message  := varint body_len, body
-//! body     := str id, str kind, str channel, str channel_id, str user, str user_id,
-//!             str display_name, str text, zigzag ts_ms,
-//!             varint n, (str name, str version)*          -- badges
-//!             varint n, (str id, varint start, varint end)* -- emotes (char positions)
+//! body     := varint strs_len, strs,                        -- all of the message's strings,
+//!                                                            -- concatenated, UTF-8
+//!             varint×8 lengths of id, kind, channel, channel_id, user, user_id,
+//!                      display_name, text (in that order, from the start of strs),
+//!             zigzag ts_ms,
+//!             varint n, (varint name_len, varint version_len)*  -- badges, strings next in strs
+//!             varint n, (varint id_len, varint start, varint end)* -- emotes (char positions),
+//!                                                                   -- ids next in strs
 //!             varint n, (str name, value)*                 -- fields set so far
 //! value    := 0 null | 1 false | 2 true | 3 zigzag int | 4 f64 LE | 5 str
 //!           | 6 varint n, value* | 7 varint n, (str key, value)*
@@ -27,6 +31,10 @@
 //!
 //! Decoding never panics: every read is bounds-checked and returns [`DecodeError`], because
 //! either side may be handed garbage (a buggy plugin, a corrupted buffer).
+//!
+//! Why a message's strings sit together: UTF-8 validation has a fixed cost per call, so the
+//! guest validates each message's strings with one `from_utf8` and then slices them with
+//! `str::get` (a char-boundary check), instead of validating ten short strings one by one.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -108,10 +116,14 @@ impl Value {
                 None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
             },
             serde_json::Value::String(s) => Value::Str(s),
-            serde_json::Value::Array(a) => Value::List(a.into_iter().map(Value::from_json).collect()),
-            serde_json::Value::Object(o) => {
-                Value::Map(o.into_iter().map(|(k, v)| (k, Value::from_json(v))).collect())
+            serde_json::Value::Array(a) => {
+                Value::List(a.into_iter().map(Value::from_json).collect())
             }
+            serde_json::Value::Object(o) => Value::Map(
+                o.into_iter()
+                    .map(|(k, v)| (k, Value::from_json(v)))
+                    .collect(),
+            ),
         }
     }
 
@@ -126,9 +138,9 @@ impl Value {
                 .unwrap_or(serde_json::Value::Null),
             Value::Str(s) => serde_json::Value::String(s.clone()),
             Value::List(l) => serde_json::Value::Array(l.iter().map(Value::to_json).collect()),
-            Value::Map(m) => serde_json::Value::Object(
-                m.iter().map(|(k, v)| (k.clone(), v.to_json())).collect(),
-            ),
+            Value::Map(m) => {
+                serde_json::Value::Object(m.iter().map(|(k, v)| (k.clone(), v.to_json())).collect())
+            }
         }
     }
 }
@@ -268,8 +280,7 @@ pub fn put_value(out: &mut Vec<u8>, v: &Value) {
 /// The host encodes it once per message and reuses it for every step, so a chain of N steps
 /// pays for re-encoding only the fields.
 pub fn encode_header(m: &ChatMessage) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64 + m.text.len() + m.id.len() + 2 * m.channel.len());
-    for s in [
+    let core = [
         &m.id,
         &m.kind,
         &m.channel,
@@ -278,18 +289,37 @@ pub fn encode_header(m: &ChatMessage) -> Vec<u8> {
         &m.user_id,
         &m.display_name,
         &m.text,
-    ] {
-        put_str(&mut out, s);
+    ];
+    let strs_len: usize = core.iter().map(|s| s.len()).sum::<usize>()
+        + m.badges
+            .iter()
+            .map(|b| b.name.len() + b.version.len())
+            .sum::<usize>()
+        + m.emotes.iter().map(|e| e.id.len()).sum::<usize>();
+    let mut out = Vec::with_capacity(strs_len + 32 + 4 * (m.badges.len() + m.emotes.len()));
+    put_varint(&mut out, strs_len as u64);
+    for s in core {
+        out.extend_from_slice(s.as_bytes());
+    }
+    for b in &m.badges {
+        out.extend_from_slice(b.name.as_bytes());
+        out.extend_from_slice(b.version.as_bytes());
+    }
+    for e in &m.emotes {
+        out.extend_from_slice(e.id.as_bytes());
+    }
+    for s in core {
+        put_varint(&mut out, s.len() as u64);
     }
     put_zigzag(&mut out, m.ts_ms);
     put_varint(&mut out, m.badges.len() as u64);
     for b in &m.badges {
-        put_str(&mut out, &b.name);
-        put_str(&mut out, &b.version);
+        put_varint(&mut out, b.name.len() as u64);
+        put_varint(&mut out, b.version.len() as u64);
     }
     put_varint(&mut out, m.emotes.len() as u64);
     for e in &m.emotes {
-        put_str(&mut out, &e.id);
+        put_varint(&mut out, e.id.len() as u64);
         put_varint(&mut out, e.start.into());
         put_varint(&mut out, e.end.into());
     }
@@ -368,26 +398,45 @@ impl<'a> Reader<'a> {
         self.pos >= self.buf.len()
     }
 
+    #[inline]
     pub fn u8(&mut self) -> Result<u8, DecodeError> {
-        let b = *self.buf.get(self.pos).ok_or(self.err("unexpected end of buffer"))?;
+        let Some(&b) = self.buf.get(self.pos) else {
+            return Err(self.err("unexpected end of buffer"));
+        };
         self.pos += 1;
         Ok(b)
     }
 
+    #[inline]
     pub fn varint(&mut self) -> Result<u64, DecodeError> {
+        // Fast path: most lengths and counts fit in one byte.
+        if let Some(&b) = self.buf.get(self.pos)
+            && b < 0x80
+        {
+            self.pos += 1;
+            return Ok(u64::from(b));
+        }
+        self.varint_slow()
+    }
+
+    #[cold]
+    fn varint_slow(&mut self) -> Result<u64, DecodeError> {
         let mut v: u64 = 0;
-        for shift in (0..64).step_by(7) {
+        let mut shift = 0;
+        while shift < 64 {
             let b = self.u8()?;
             v |= u64::from(b & 0x7f) << shift;
             if b & 0x80 == 0 {
                 return Ok(v);
             }
+            shift += 7;
         }
         Err(self.err("varint longer than 10 bytes"))
     }
 
     /// A length or count, checked against what the buffer could possibly hold so a hostile
     /// count cannot make the reader pre-allocate gigabytes.
+    #[inline]
     pub fn len(&mut self) -> Result<usize, DecodeError> {
         let v = self.varint()?;
         let remaining = (self.buf.len() - self.pos) as u64;
@@ -397,6 +446,7 @@ impl<'a> Reader<'a> {
         Ok(v as usize)
     }
 
+    #[inline]
     pub fn zigzag(&mut self) -> Result<i64, DecodeError> {
         let v = self.varint()?;
         Ok(((v >> 1) as i64) ^ -((v & 1) as i64))
@@ -404,7 +454,10 @@ impl<'a> Reader<'a> {
 
     pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         let end = self.pos.checked_add(n).ok_or(self.err("length overflow"))?;
-        let s = self.buf.get(self.pos..end).ok_or(self.err("unexpected end of buffer"))?;
+        let s = self
+            .buf
+            .get(self.pos..end)
+            .ok_or(self.err("unexpected end of buffer"))?;
         self.pos = end;
         Ok(s)
     }
@@ -515,36 +568,73 @@ pub struct Message<'a> {
     pub text: &'a str,
     /// Milliseconds since the Unix epoch (`tmi-sent-ts`).
     pub ts_ms: i64,
+    /// Badge strings then emote ids, as laid out in the buffer.
+    extra_strs: &'a str,
     badges: &'a [u8],
     emotes: &'a [u8],
+    /// Where emote ids start in `extra_strs`.
+    emote_strs_at: usize,
     fields: &'a [u8],
+}
+
+/// Takes the next `len` bytes of an already validated string region.
+fn take_str<'a>(
+    strs: &'a str,
+    at: &mut usize,
+    len: u64,
+    offset: usize,
+) -> Result<&'a str, DecodeError> {
+    let end = usize::try_from(len)
+        .ok()
+        .and_then(|l| at.checked_add(l))
+        .ok_or(DecodeError {
+            offset,
+            reason: "string length overflow",
+        })?;
+    let s = strs.get(*at..end).ok_or(DecodeError {
+        offset,
+        reason: "string outside its region or not on a character boundary",
+    })?;
+    *at = end;
+    Ok(s)
 }
 
 impl<'a> Message<'a> {
     fn decode(body: &'a [u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(body);
-        let id = r.str()?;
-        let kind = r.str()?;
-        let channel = r.str()?;
-        let channel_id = r.str()?;
-        let user = r.str()?;
-        let user_id = r.str()?;
-        let display_name = r.str()?;
-        let text = r.str()?;
+        let n = r.len()?;
+        let start = r.pos;
+        let strs = std::str::from_utf8(r.bytes(n)?).map_err(|_| DecodeError {
+            offset: start,
+            reason: "strings are not valid UTF-8",
+        })?;
+        let mut at = 0;
+        let mut core = [""; 8];
+        for c in &mut core {
+            let len = r.varint()?;
+            *c = take_str(strs, &mut at, len, r.pos)?;
+        }
         let ts_ms = r.zigzag()?;
+        let extra_start = at;
         let start = r.pos;
         for _ in 0..r.len()? {
-            r.str()?;
-            r.str()?;
+            let (a, b) = (r.varint()?, r.varint()?);
+            take_str(strs, &mut at, a, r.pos)?;
+            take_str(strs, &mut at, b, r.pos)?;
         }
         let badges = &body[start..r.pos];
+        let emote_strs_at = at - extra_start;
         let start = r.pos;
         for _ in 0..r.len()? {
-            r.str()?;
-            r.varint()?;
-            r.varint()?;
+            let len = r.varint()?;
+            take_str(strs, &mut at, len, r.pos)?;
+            u32::try_from(r.varint()?).map_err(|_| r.err("emote position too large"))?;
+            u32::try_from(r.varint()?).map_err(|_| r.err("emote position too large"))?;
         }
         let emotes = &body[start..r.pos];
+        if at != strs.len() {
+            return Err(r.err("string region longer than its strings"));
+        }
         let start = r.pos;
         for _ in 0..r.len()? {
             r.str()?;
@@ -554,6 +644,16 @@ impl<'a> Message<'a> {
         if !r.is_empty() {
             return Err(r.err("trailing bytes after message"));
         }
+        let [
+            id,
+            kind,
+            channel,
+            channel_id,
+            user,
+            user_id,
+            display_name,
+            text,
+        ] = core;
         Ok(Message {
             id,
             kind,
@@ -564,8 +664,10 @@ impl<'a> Message<'a> {
             display_name,
             text,
             ts_ms,
+            extra_strs: &strs[extra_start..],
             badges,
             emotes,
+            emote_strs_at,
             fields,
         })
     }
@@ -573,16 +675,27 @@ impl<'a> Message<'a> {
     /// Badges as `(name, version)` pairs (already validated when the message was decoded).
     pub fn badges(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
         let mut r = Reader::new(self.badges);
+        let strs = self.extra_strs;
+        let mut at = 0;
         let n = r.len().unwrap_or(0);
-        (0..n).map_while(move |_| Some((r.str().ok()?, r.str().ok()?)))
+        (0..n).map_while(move |_| {
+            let (a, b) = (r.varint().ok()?, r.varint().ok()?);
+            Some((
+                take_str(strs, &mut at, a, 0).ok()?,
+                take_str(strs, &mut at, b, 0).ok()?,
+            ))
+        })
     }
 
     /// Emotes as `(id, start, end)`, character positions inclusive.
     pub fn emotes(&self) -> impl Iterator<Item = (&'a str, u32, u32)> + 'a {
         let mut r = Reader::new(self.emotes);
+        let strs = self.extra_strs;
+        let mut at = self.emote_strs_at;
         let n = r.len().unwrap_or(0);
         (0..n).map_while(move |_| {
-            let id = r.str().ok()?;
+            let len = r.varint().ok()?;
+            let id = take_str(strs, &mut at, len, 0).ok()?;
             let s = u32::try_from(r.varint().ok()?).ok()?;
             let e = u32::try_from(r.varint().ok()?).ok()?;
             Some((id, s, e))
@@ -947,7 +1060,10 @@ mod tests {
         };
         w.action(&m);
         let buf = w.finish();
-        assert_eq!(decode_output(&buf, 2).unwrap(), vec![vec![set], vec![al, m]]);
+        assert_eq!(
+            decode_output(&buf, 2).unwrap(),
+            vec![vec![set], vec![al, m]]
+        );
         assert!(decode_output(&buf, 3).is_err());
     }
 

@@ -163,7 +163,10 @@ pub mod __private {
         })
     }
 
-    pub fn process<P: Plugin>(state: &RefCell<Option<P>>, batch: Vec<u8>) -> Result<Vec<u8>, String> {
+    pub fn process<P: Plugin>(
+        state: &RefCell<Option<P>>,
+        batch: Vec<u8>,
+    ) -> Result<Vec<u8>, String> {
         let mut st = state
             .try_borrow_mut()
             .map_err(|_| "process re-entered".to_string())?;
@@ -412,7 +415,8 @@ pub mod testing {
 
     /// Initialises `P` from a JSON `with` table, as the host would.
     pub fn init<P: Plugin>(with: serde_json::Value) -> Result<P, String> {
-        let cfg: P::Config = serde_json::from_value(with).map_err(|e| format!("invalid `with` config: {e}"))?;
+        let cfg: P::Config =
+            serde_json::from_value(with).map_err(|e| format!("invalid `with` config: {e}"))?;
         P::init(cfg)
     }
 
@@ -424,7 +428,9 @@ pub mod testing {
     }
 
     /// Routes [`host::http::send`] to `f` in native tests.
-    pub fn set_http(f: impl Fn(&host::http::Request) -> Result<host::http::Response, host::http::Error> + 'static) {
+    pub fn set_http(
+        f: impl Fn(&host::http::Request) -> Result<host::http::Response, host::http::Error> + 'static,
+    ) {
         host::http::HANDLER.with(|h| *h.borrow_mut() = Some(Box::new(f)));
     }
 }

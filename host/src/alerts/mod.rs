@@ -35,7 +35,9 @@ impl AlertRouter {
     /// Builds the router; sink names were validated with the pipeline file.
     pub fn new(cfg: &AlertsConfig) -> Self {
         let sinks = |v: &[toml::Spanned<String>]| -> Vec<AlertSink> {
-            v.iter().filter_map(|s| AlertSink::from_name(s.get_ref())).collect()
+            v.iter()
+                .filter_map(|s| AlertSink::from_name(s.get_ref()))
+                .collect()
         };
         AlertRouter {
             default: sinks(&cfg.default),
@@ -67,8 +69,16 @@ impl AlertRouter {
                         a.alert.topic,
                         a.channel,
                         a.alert.title,
-                        if a.alert.body.is_empty() { String::new() } else { format!(" — {}", a.alert.body) },
-                        if attrs.is_empty() { String::new() } else { format!(" ({})", attrs.join(", ")) },
+                        if a.alert.body.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" — {}", a.alert.body)
+                        },
+                        if attrs.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({})", attrs.join(", "))
+                        },
                     )?;
                 }
             }

@@ -18,7 +18,11 @@ use streamtap_plugin_sdk::{Badge, ChatMessage, Emote, Value};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "streamtap", version, about = "Twitch chat through WASM plugin pipelines")]
+#[command(
+    name = "streamtap",
+    version,
+    about = "Twitch chat through WASM plugin pipelines"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -121,13 +125,19 @@ pub fn main() -> anyhow::Result<()> {
             format,
         } => cmd_query(&pipeline, channel, since, limit, format),
         Command::Plugin { command } => match command {
-            PluginCommand::New { name, dir, sdk_path } => {
-                let sdk = sdk_path.unwrap_or_else(|| {
-                    Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugin-sdk")
-                });
+            PluginCommand::New {
+                name,
+                dir,
+                sdk_path,
+            } => {
+                let sdk = sdk_path
+                    .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugin-sdk"));
                 let created = scaffold::create(&dir, &name, &sdk)?;
                 println!("created {}", created.display());
-                println!("build:  cd {} && cargo build --release --target wasm32-wasip2", created.display());
+                println!(
+                    "build:  cd {} && cargo build --release --target wasm32-wasip2",
+                    created.display()
+                );
                 println!("test:   cargo test");
                 Ok(())
             }
@@ -197,7 +207,11 @@ fn parse_since(s: &str) -> anyhow::Result<i64> {
     }
     chrono::DateTime::parse_from_rfc3339(s)
         .map(|t| t.timestamp_millis())
-        .map_err(|_| anyhow::anyhow!("invalid --since {s:?}: expected a duration like 10m or an RFC 3339 time"))
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "invalid --since {s:?}: expected a duration like 10m or an RFC 3339 time"
+            )
+        })
 }
 
 fn cmd_query(
@@ -229,7 +243,17 @@ fn cmd_query(
 }
 
 const CORE_COLUMNS: &[&str] = &[
-    "id", "kind", "channel", "channel_id", "user", "user_id", "display_name", "text", "ts", "badges", "emotes",
+    "id",
+    "kind",
+    "channel",
+    "channel_id",
+    "user",
+    "user_id",
+    "display_name",
+    "text",
+    "ts",
+    "badges",
+    "emotes",
 ];
 
 fn cut(s: &str, n: usize) -> String {
@@ -243,7 +267,11 @@ fn cut(s: &str, n: usize) -> String {
 }
 
 fn write_table(out: &mut impl Write, rows: &[serde_json::Value]) -> std::io::Result<()> {
-    writeln!(out, "{:<24} {:<14} {:<16} {:<42} fields", "ts", "channel", "user", "text")?;
+    writeln!(
+        out,
+        "{:<24} {:<14} {:<16} {:<42} fields",
+        "ts", "channel", "user", "text"
+    )?;
     for r in rows {
         let get = |k: &str| r.get(k).and_then(|v| v.as_str()).unwrap_or("").to_owned();
         let fields: serde_json::Map<String, serde_json::Value> = r
@@ -300,9 +328,11 @@ fn parse_input(line: &str, n: usize) -> anyhow::Result<ChatMessage> {
     if t.starts_with('@') || t.starts_with(':') {
         return crate::sources::irc::parse_line(t).map_err(|e| anyhow::anyhow!("line {n}: {e}"));
     }
-    let v: serde_json::Value =
-        serde_json::from_str(t).with_context(|| format!("line {n}: neither an IRC line nor JSON"))?;
-    let obj = v.as_object().with_context(|| format!("line {n}: expected a JSON object"))?;
+    let v: serde_json::Value = serde_json::from_str(t)
+        .with_context(|| format!("line {n}: neither an IRC line nor JSON"))?;
+    let obj = v
+        .as_object()
+        .with_context(|| format!("line {n}: expected a JSON object"))?;
     let s = |k: &str| obj.get(k).and_then(|v| v.as_str()).map(str::to_owned);
     let text = s("text").with_context(|| format!("line {n}: missing \"text\""))?;
     let ts_ms = match obj.get("ts") {
@@ -384,7 +414,11 @@ fn action_json(a: &Action) -> serde_json::Value {
         Action::Record { table, key, value } => {
             serde_json::json!({"record": {"table": table, "key": key, "value": value.to_json()}})
         }
-        Action::Metric { name, value, labels } => serde_json::json!({"metric": {
+        Action::Metric {
+            name,
+            value,
+            labels,
+        } => serde_json::json!({"metric": {
             "name": name, "value": value,
             "labels": pairs_json(labels),
         }}),
@@ -439,16 +473,30 @@ fn cmd_plugin_test(
             }
         };
         let buf = codec::encode_batch(std::slice::from_ref(&msg));
-        let res = inst
-            .process(&buf)
-            .and_then(|o| codec::decode_output(&o, 1).map_err(|e| crate::plugins::CallError::BadOutput(e.to_string())));
+        let res = inst.process(&buf).and_then(|o| {
+            codec::decode_output(&o, 1)
+                .map_err(|e| crate::plugins::CallError::BadOutput(e.to_string()))
+        });
         match res {
             Ok(mut lists) => {
-                let actions: Vec<_> = lists.pop().unwrap_or_default().iter().map(action_json).collect();
-                writeln!(out, "{}", serde_json::json!({"id": msg.id, "actions": actions}))?;
+                let actions: Vec<_> = lists
+                    .pop()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(action_json)
+                    .collect();
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"id": msg.id, "actions": actions})
+                )?;
             }
             Err(e) => {
-                writeln!(out, "{}", serde_json::json!({"id": msg.id, "error": e.to_string(), "kind": e.kind()}))?;
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"id": msg.id, "error": e.to_string(), "kind": e.kind()})
+                )?;
                 failures += 1;
                 if inst.is_poisoned() {
                     inst = rt.instantiate(&loaded, caps.clone(), limits, &config)?;

@@ -83,9 +83,13 @@ fn camel(name: &str) -> String {
 pub fn create(dir: &Path, name: &str, sdk: &Path) -> anyhow::Result<PathBuf> {
     let ok = !name.is_empty()
         && name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
     if !ok {
-        bail!("invalid plugin name {name:?}: use lowercase letters, digits, '-' and '_', starting with a letter");
+        bail!(
+            "invalid plugin name {name:?}: use lowercase letters, digits, '-' and '_', starting with a letter"
+        );
     }
     let root = dir.join(name);
     if root.exists() {

@@ -33,7 +33,12 @@ pub struct LabeledCounter(Mutex<BTreeMap<&'static str, u64>>);
 
 impl LabeledCounter {
     pub fn inc(&self, label: &'static str) {
-        *self.0.lock().expect("counter lock").entry(label).or_default() += 1;
+        *self
+            .0
+            .lock()
+            .expect("counter lock")
+            .entry(label)
+            .or_default() += 1;
     }
 
     pub fn snapshot(&self) -> BTreeMap<&'static str, u64> {

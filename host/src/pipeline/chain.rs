@@ -8,7 +8,9 @@
 
 use crate::metrics::StepStats;
 use crate::pipeline::config::OnError;
-use crate::plugins::{CallError, Capabilities, Instance, Limits, LoadedPlugin, PluginError, Runtime};
+use crate::plugins::{
+    CallError, Capabilities, Instance, Limits, LoadedPlugin, PluginError, Runtime,
+};
 use std::sync::Arc;
 use std::time::Instant;
 use streamtap_plugin_sdk::codec::{self, Action, BatchWriter, ChatMessage};
@@ -147,7 +149,11 @@ impl StepRunner {
         Ok(())
     }
 
-    fn call(&mut self, msgs: &[Envelope], buf: Vec<u8>) -> (Result<Vec<Vec<Action>>, CallError>, Vec<u8>) {
+    fn call(
+        &mut self,
+        msgs: &[Envelope],
+        buf: Vec<u8>,
+    ) -> (Result<Vec<Vec<Action>>, CallError>, Vec<u8>) {
         let mut w = BatchWriter::new(msgs.len(), buf);
         for e in msgs {
             w.push(&e.header, &e.msg.fields);
@@ -259,7 +265,12 @@ fn apply(
                         ("value", Value::Float(value)),
                         (
                             "labels",
-                            Value::Map(labels.into_iter().map(|(k, v)| (k, Value::Str(v))).collect()),
+                            Value::Map(
+                                labels
+                                    .into_iter()
+                                    .map(|(k, v)| (k, Value::Str(v)))
+                                    .collect(),
+                            ),
                         ),
                     ]),
                     step: step.name.clone(),
@@ -318,7 +329,12 @@ fn isolate(
 }
 
 /// Applies `on_error` to messages the step failed on.
-fn fail(step: &StepRunner, msgs: Vec<Envelope>, err: &CallError, out: &mut ChainOutput) -> Vec<Envelope> {
+fn fail(
+    step: &StepRunner,
+    msgs: Vec<Envelope>,
+    err: &CallError,
+    out: &mut ChainOutput,
+) -> Vec<Envelope> {
     let (plugin, version) = step.plugin_version();
     let reason = err.to_string();
     let mut kept = Vec::new();
@@ -339,7 +355,8 @@ fn fail(step: &StepRunner, msgs: Vec<Envelope>, err: &CallError, out: &mut Chain
             OnError::Skip => kept.push(e),
             OnError::Drop => {
                 step.stats.dropped.inc();
-                out.dropped.push((e.msg.id, step.name.clone(), reason.clone()));
+                out.dropped
+                    .push((e.msg.id, step.name.clone(), reason.clone()));
             }
             OnError::DeadLetter => out.dead_letters.push(DeadLetter {
                 msg: e.msg,

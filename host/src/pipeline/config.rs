@@ -45,7 +45,12 @@ impl ConfigError {
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count())
+        .unwrap_or(0)
+        + 1;
     (line, column)
 }
 
@@ -304,7 +309,11 @@ impl<'de> Deserialize<'de> for DurationValue {
         let s = String::deserialize(d)?;
         humantime::parse_duration(&s)
             .map(DurationValue)
-            .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?}: {e} (write e.g. \"100ms\", \"5s\")")))
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "invalid duration {s:?}: {e} (write e.g. \"100ms\", \"5s\")"
+                ))
+            })
     }
 }
 
@@ -355,7 +364,9 @@ impl<'de> Deserialize<'de> for ByteSize {
         }
         match Raw::deserialize(d)? {
             Raw::N(n) => Ok(ByteSize(n)),
-            Raw::S(s) => ByteSize::parse(&s).map(ByteSize).map_err(serde::de::Error::custom),
+            Raw::S(s) => ByteSize::parse(&s)
+                .map(ByteSize)
+                .map_err(serde::de::Error::custom),
         }
     }
 }
@@ -418,7 +429,8 @@ fn base_dir(file: &Path) -> PathBuf {
 }
 
 fn validate(file: &Path, text: &str, raw: PipelineFile) -> Result<Pipeline, ConfigError> {
-    let err = |span: std::ops::Range<usize>, msg: String| ConfigError::at(file, text, Some(span), msg);
+    let err =
+        |span: std::ops::Range<usize>, msg: String| ConfigError::at(file, text, Some(span), msg);
     let base = base_dir(file);
 
     match &raw.transport {
@@ -427,7 +439,14 @@ fn validate(file: &Path, text: &str, raw: PipelineFile) -> Result<Pipeline, Conf
                 return Err(ConfigError::at(
                     file,
                     text,
-                    find_key(text, if m.capacity == 0 { "capacity" } else { "batch_size" }),
+                    find_key(
+                        text,
+                        if m.capacity == 0 {
+                            "capacity"
+                        } else {
+                            "batch_size"
+                        },
+                    ),
                     "transport.memory: capacity and batch_size must be at least 1".into(),
                 ));
             }
@@ -442,9 +461,9 @@ fn validate(file: &Path, text: &str, raw: PipelineFile) -> Result<Pipeline, Conf
         let name = match &sc.name {
             Some(n) => {
                 let ok = !n.get_ref().is_empty()
-                    && n.get_ref()
-                        .chars()
-                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+                    && n.get_ref().chars().all(|c| {
+                        c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-'
+                    });
                 if !ok {
                     return Err(err(
                         n.span(),
@@ -461,7 +480,11 @@ fn validate(file: &Path, text: &str, raw: PipelineFile) -> Result<Pipeline, Conf
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default(),
         };
-        let name_span = sc.name.as_ref().map(|n| n.span()).unwrap_or(uses_span.clone());
+        let name_span = sc
+            .name
+            .as_ref()
+            .map(|n| n.span())
+            .unwrap_or(uses_span.clone());
         if !names.insert(name.clone()) {
             return Err(err(
                 name_span,
@@ -501,11 +524,14 @@ fn validate(file: &Path, text: &str, raw: PipelineFile) -> Result<Pipeline, Conf
             let ok = !v.is_empty()
                 && !v.contains(['/', '@', ' ', '?', '#'])
                 && v.split(':').count() <= 2
-                && v.rsplit_once(':').is_none_or(|(_, p)| p.parse::<u16>().is_ok());
+                && v.rsplit_once(':')
+                    .is_none_or(|(_, p)| p.parse::<u16>().is_ok());
             if !ok {
                 return Err(err(
                     h.span(),
-                    format!("step {name:?}: allow_http entry {v:?} must be a host or host:port (no scheme or path)"),
+                    format!(
+                        "step {name:?}: allow_http entry {v:?} must be a host or host:port (no scheme or path)"
+                    ),
                 ));
             }
         }
@@ -526,7 +552,12 @@ fn validate(file: &Path, text: &str, raw: PipelineFile) -> Result<Pipeline, Conf
         });
     }
 
-    for s in raw.alerts.default.iter().chain(raw.alerts.topics.values().flat_map(|r| r.to.iter())) {
+    for s in raw
+        .alerts
+        .default
+        .iter()
+        .chain(raw.alerts.topics.values().flat_map(|r| r.to.iter()))
+    {
         if !ALERT_SINKS.contains(&s.get_ref().as_str()) {
             return Err(err(
                 s.span(),
@@ -582,19 +613,30 @@ fn find_key_after(text: &str, key: &str, from: usize) -> Option<std::ops::Range<
 
 /// Converts a step's `with` table (plus resolved secrets) to the JSON handed to `init`.
 pub fn step_config_json(pipeline: &Pipeline, step: &Step) -> Result<String, String> {
-    let mut v = serde_json::to_value(&step.config.with)
-        .map_err(|e| format!("step {:?}: `with` cannot be converted to JSON: {e}", step.name))?;
+    let mut v = serde_json::to_value(&step.config.with).map_err(|e| {
+        format!(
+            "step {:?}: `with` cannot be converted to JSON: {e}",
+            step.name
+        )
+    })?;
     if let serde_json::Value::Object(map) = &mut v {
         for (key, r) in &step.config.secrets {
             let secret = match r {
                 SecretRef::Env(var) => std::env::var(var).map_err(|_| {
-                    format!("step {:?}: secret {key:?}: environment variable {var:?} is not set", step.name)
+                    format!(
+                        "step {:?}: secret {key:?}: environment variable {var:?} is not set",
+                        step.name
+                    )
                 })?,
                 SecretRef::File(p) => {
                     let path = pipeline.resolve(p);
                     std::fs::read_to_string(&path)
                         .map_err(|e| {
-                            format!("step {:?}: secret {key:?}: cannot read {}: {e}", step.name, path.display())
+                            format!(
+                                "step {:?}: secret {key:?}: cannot read {}: {e}",
+                                step.name,
+                                path.display()
+                            )
                         })?
                         .trim_end_matches(['\n', '\r'])
                         .to_owned()

@@ -84,7 +84,12 @@ pub fn build_chain(
             step: s.name.as_str().into(),
             kv,
             http: Arc::new(HttpPolicy {
-                allow: s.config.allow_http.iter().map(|h| h.get_ref().clone()).collect(),
+                allow: s
+                    .config
+                    .allow_http
+                    .iter()
+                    .map(|h| h.get_ref().clone())
+                    .collect(),
                 timeout: s.config.http_timeout.0,
                 max_response: s.config.http_max_response.0,
             }),

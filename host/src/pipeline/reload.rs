@@ -44,13 +44,18 @@ pub type PendingSlot = Arc<Mutex<Option<Generation>>>;
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
     #[error("cannot watch {path:?}: {source}")]
-    Watch { path: PathBuf, source: notify::Error },
+    Watch {
+        path: PathBuf,
+        source: notify::Error,
+    },
     #[error("file watcher stopped unexpectedly")]
     Stopped,
 }
 
 fn hash_file(p: &Path) -> Option<String> {
-    std::fs::read(p).ok().map(|b| hex::encode(Sha256::digest(&b)))
+    std::fs::read(p)
+        .ok()
+        .map(|b| hex::encode(Sha256::digest(&b)))
 }
 
 fn plugin_hashes(p: &Pipeline) -> HashMap<PathBuf, Option<String>> {
@@ -62,7 +67,10 @@ fn plugin_hashes(p: &Pipeline) -> HashMap<PathBuf, Option<String>> {
 
 /// Absolute form of a path whose file may not exist right now (mid-save).
 fn absolute(p: &Path) -> PathBuf {
-    let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = p
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
     match p.file_name() {
         Some(n) => dir.join(n),

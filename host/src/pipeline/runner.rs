@@ -190,7 +190,11 @@ async fn process_loop(
     while let Some(batch) = rx.recv_batch().await {
         // Swap only between batches: the batch in hand goes wholly to one generation.
         if let Some(g) = pending.lock().expect("pending lock").take() {
-            tracing::info!(generation = g.id, steps = g.chain.steps.len(), "swapped in new pipeline generation");
+            tracing::info!(
+                generation = g.id,
+                steps = g.chain.steps.len(),
+                "swapped in new pipeline generation"
+            );
             chain = g.chain;
             generation.store(g.id, std::sync::atomic::Ordering::Relaxed);
             stats.reloads_ok.inc();
@@ -235,7 +239,9 @@ async fn sink_loop(
             stats.alerts_fired.inc();
             match router.deliver(a) {
                 Ok(()) => stats.alerts_delivered.inc(),
-                Err(e) => tracing::error!(topic = %a.alert.topic, error = %e, "alert delivery failed"),
+                Err(e) => {
+                    tracing::error!(topic = %a.alert.topic, error = %e, "alert delivery failed")
+                }
             }
         }
     }

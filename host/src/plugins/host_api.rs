@@ -193,7 +193,12 @@ fn send_http(
     let headers = resp
         .headers()
         .iter()
-        .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
     let mut body = Vec::new();
     let mut reader = resp.into_body().into_reader().take(max + 1);
@@ -227,11 +232,18 @@ mod tests {
         assert!(p.check("https://api.example.com/x").is_ok());
         assert!(p.check("https://api.example.com:8443/x").is_ok());
         assert!(p.check("http://127.0.0.1:5000/translate").is_ok());
-        assert_eq!(p.check("http://127.0.0.1:5001/").unwrap_err(), "127.0.0.1:5001");
+        assert_eq!(
+            p.check("http://127.0.0.1:5001/").unwrap_err(),
+            "127.0.0.1:5001"
+        );
         assert!(p.check("http://evil.com/?api.example.com").is_err());
         assert!(p.check("http://api.example.com@evil.com/").is_err());
         assert!(p.check("file:///etc/passwd").is_err());
-        assert!(HttpPolicy::deny_all().check("http://api.example.com/").is_err());
+        assert!(
+            HttpPolicy::deny_all()
+                .check("http://api.example.com/")
+                .is_err()
+        );
     }
 
     #[test]

@@ -279,13 +279,13 @@ impl Runtime {
         })?;
         let hash = hex::encode(Sha256::digest(&bytes));
         let component = self.component(path, &hash, &bytes)?;
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| PluginError::Instantiate {
-                path: path.to_owned(),
-                reason: one_line(&e),
-            })?;
+        let pre =
+            self.linker
+                .instantiate_pre(&component)
+                .map_err(|e| PluginError::Instantiate {
+                    path: path.to_owned(),
+                    reason: one_line(&e),
+                })?;
         let pre = PluginPre::new(pre).map_err(|e| PluginError::Instantiate {
             path: path.to_owned(),
             reason: one_line(&e),
@@ -372,13 +372,14 @@ impl Runtime {
         store.limiter(|s| &mut s.limiter);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(deadline_ticks(limits.deadline));
-        let bindings = plugin
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| PluginError::Instantiate {
-                path: plugin.path.clone(),
-                reason: classify(&e, &store, limits).to_string(),
-            })?;
+        let bindings =
+            plugin
+                .pre
+                .instantiate(&mut store)
+                .map_err(|e| PluginError::Instantiate {
+                    path: plugin.path.clone(),
+                    reason: classify(&e, &store, limits).to_string(),
+                })?;
         let mut inst = Instance {
             store,
             bindings,
@@ -390,7 +391,8 @@ impl Runtime {
             },
             poisoned: false,
         };
-        inst.store.set_epoch_deadline(deadline_ticks(limits.deadline));
+        inst.store
+            .set_epoch_deadline(deadline_ticks(limits.deadline));
         match inst.bindings.call_init(&mut inst.store, config_json) {
             Ok(Ok(info)) => {
                 inst.info = info;
@@ -411,7 +413,10 @@ impl Runtime {
 /// An error chain on one line: wasmtime's parse errors carry multi-line debug dumps, which
 /// break log lines and `check` output.
 fn one_line(e: &wasmtime::Error) -> String {
-    format!("{e:#}").split_whitespace().collect::<Vec<_>>().join(" ")
+    format!("{e:#}")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn deadline_ticks(d: Duration) -> u64 {
@@ -461,7 +466,9 @@ impl Instance {
     /// Runs `process` on an encoded batch, under the deadline and memory limit.
     pub fn process(&mut self, batch: &[u8]) -> Result<Vec<u8>, CallError> {
         if self.poisoned {
-            return Err(CallError::Trap("instance poisoned by an earlier trap".into()));
+            return Err(CallError::Trap(
+                "instance poisoned by an earlier trap".into(),
+            ));
         }
         self.store.data_mut().limiter.denied = false;
         self.store

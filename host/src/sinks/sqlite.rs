@@ -215,7 +215,9 @@ impl SqliteSink {
                 .map_err(&e)?;
             }
             let mut dr = tx
-                .prepare_cached("INSERT OR IGNORE INTO dropped (id, step, reason, at) VALUES (?1, ?2, ?3, ?4)")
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO dropped (id, step, reason, at) VALUES (?1, ?2, ?3, ?4)",
+                )
                 .map_err(&e)?;
             for (id, step, reason) in &out.dropped {
                 dr.execute(params![id, step, reason, at]).map_err(&e)?;
@@ -345,7 +347,8 @@ pub fn query(path: &Path, q: &Query) -> Result<Vec<serde_json::Value>, SqliteErr
         return Err(SqliteError::Missing(path.to_owned()));
     }
     let e = db_err(path);
-    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(&e)?;
+    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(&e)?;
     let mut stmt = conn
         .prepare(
             "SELECT id, kind, channel, channel_id, user, user_id, display_name, text, ts, badges, emotes, fields

@@ -58,7 +58,10 @@ pub fn parse_line(line: &str) -> Result<ChatMessage, IrcError> {
                 fields.insert("first_msg".to_owned(), Value::Bool(true));
             }
             if let Some(r) = &p.reply_parent {
-                fields.insert("reply_parent_id".to_owned(), Value::Str(r.message_id.clone()));
+                fields.insert(
+                    "reply_parent_id".to_owned(),
+                    Value::Str(r.message_id.clone()),
+                );
             }
             if p.is_action {
                 fields.insert("action".to_owned(), Value::Bool(true));
@@ -80,7 +83,10 @@ pub fn parse_line(line: &str) -> Result<ChatMessage, IrcError> {
         }
         ServerMessage::UserNotice(u) => {
             fields.insert("event".to_owned(), Value::Str(u.event_id.clone()));
-            fields.insert("system_message".to_owned(), Value::Str(u.system_message.clone()));
+            fields.insert(
+                "system_message".to_owned(),
+                Value::Str(u.system_message.clone()),
+            );
             ChatMessage {
                 id: u.message_id,
                 kind: "usernotice".into(),
@@ -127,7 +133,14 @@ mod tests {
         assert_eq!(m.display_name, "Bob");
         assert_eq!(m.text, "hello Kappa");
         assert_eq!(m.ts_ms, 1732700000123);
-        assert_eq!(m.emotes, vec![Emote { id: "25".into(), start: 6, end: 10 }]);
+        assert_eq!(
+            m.emotes,
+            vec![Emote {
+                id: "25".into(),
+                start: 6,
+                end: 10
+            }]
+        );
         assert_eq!(m.badges.len(), 2);
         assert_eq!(m.fields.get("first_msg"), Some(&Value::Bool(true)));
     }
@@ -135,8 +148,14 @@ mod tests {
     #[test]
     fn bad_lines_are_errors() {
         assert!(matches!(parse_line(""), Err(IrcError::Parse(_))));
-        assert!(matches!(parse_line("PING :tmi.twitch.tv"), Err(IrcError::NotChat(_))));
+        assert!(matches!(
+            parse_line("PING :tmi.twitch.tv"),
+            Err(IrcError::NotChat(_))
+        ));
         let no_id = LINE.replace("id=abc-1;", "");
-        assert!(matches!(parse_line(&no_id), Err(IrcError::Malformed { .. })));
+        assert!(matches!(
+            parse_line(&no_id),
+            Err(IrcError::Malformed { .. })
+        ));
     }
 }

@@ -21,11 +21,20 @@ pub fn plugin(package: &str, features: &[&str]) -> PathBuf {
     let target = if features.is_empty() {
         root.join("target")
     } else {
-        root.join("target").join(format!("variant-{}", features.join("-")))
+        root.join("target")
+            .join(format!("variant-{}", features.join("-")))
     };
     let mut cmd = Command::new(option_env!("CARGO").unwrap_or("cargo"));
     cmd.current_dir(&root)
-        .args(["build", "--quiet", "--release", "--target", "wasm32-wasip2", "-p", package])
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "-p",
+            package,
+        ])
         .arg("--target-dir")
         .arg(&target);
     if !features.is_empty() {
@@ -33,7 +42,9 @@ pub fn plugin(package: &str, features: &[&str]) -> PathBuf {
     }
     let status = cmd.status().expect("run cargo build for a test plugin");
     assert!(status.success(), "building test plugin {package} failed");
-    let wasm = target.join("wasm32-wasip2/release").join(format!("{}.wasm", package.replace('-', "_")));
+    let wasm = target
+        .join("wasm32-wasip2/release")
+        .join(format!("{}.wasm", package.replace('-', "_")));
     assert!(wasm.is_file(), "{} missing after build", wasm.display());
     wasm
 }
@@ -52,7 +63,12 @@ pub fn write_log(path: &Path, n: usize, channels: &[&str]) {
     let mut s = String::new();
     for i in 0..n {
         let ch = channels[i % channels.len()];
-        s.push_str(&irc_line(i, ch, &format!("message number {i} hello chat"), 1_732_700_000_000 + i as i64));
+        s.push_str(&irc_line(
+            i,
+            ch,
+            &format!("message number {i} hello chat"),
+            1_732_700_000_000 + i as i64,
+        ));
         s.push('\n');
     }
     std::fs::write(path, s).expect("write chat log");

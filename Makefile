@@ -1,0 +1,45 @@
+# streamtap — build, demo and test entry points. See README.md.
+SHELL := /bin/bash
+CARGO ?= cargo
+WASM_TARGET := wasm32-wasip2
+PLUGINS := noop sentiment translate alerts hostile versioned
+BIN := target/release/streamtap
+
+.PHONY: all wasm-target plugins build demo test lint fmt bench clean
+
+all: build plugins
+
+wasm-target:
+	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+
+plugins: wasm-target
+	$(CARGO) build --release --target $(WASM_TARGET) $(addprefix -p ,$(PLUGINS))
+
+build:
+	$(CARGO) build --release -p streamtap
+
+# Builds everything and runs the embedded pipeline end to end, then shows what was stored.
+demo: plugins build
+	rm -f data/demo.db data/demo.db-wal data/demo.db-shm
+	$(BIN) run pipelines/demo.toml --no-reload
+	@echo
+	@echo "== the 8 newest stored messages (streamtap query pipelines/demo.toml --format table --limit 8) =="
+	$(BIN) query pipelines/demo.toml --format table --limit 8
+
+# The whole suite: formatting, lints, unit and integration tests (release profile, so the
+# tests reuse the binary and plugins `make demo` builds).
+test: plugins build lint
+	$(CARGO) test --release --workspace
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+bench: plugins
+	$(CARGO) bench -p streamtap
+
+clean:
+	$(CARGO) clean
