@@ -8,6 +8,7 @@
 //! - `oom` — allocates until the memory limit (the host must refuse, not crash).
 //! - `trap` — panics.
 //! - `reserved` — tries to overwrite the reserved `id` field.
+//! - `drop` — drops the message (a legitimate action).
 //!
 //! With `trap_every = N`, every Nth message seen traps instead (a flaky plugin).
 
@@ -87,6 +88,7 @@ impl Plugin for Hostile {
             }
             "trap" => panic!("asked to trap"),
             "reserved" => out.set("id", "overwritten"),
+            "drop" => out.drop_message("asked to drop"),
             "log" => host::log(host::Level::Info, arg),
             _ => out.set("ok", true),
         }
