@@ -1,18 +1,394 @@
-use std::path::Path;
-use streamtap::pipeline::config::Pipeline;
+//! Broken pipeline files and the errors they produce.
+//!
+//! Each file in `tests/pipelines/invalid/` breaks exactly one thing. The table below gives
+//! the line and column the error must point at (the offending key or value) and text the
+//! message must contain (quoting that key or value). Fixtures are copied into a temporary
+//! directory next to an empty `plugin.wasm`: parsing only checks that a plugin file
+//! exists, it does not compile it.
 
-#[test]
-fn probe() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/pipelines/invalid");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("plugin.wasm"), b"").unwrap();
-    let mut names: Vec<_> = std::fs::read_dir(&src).unwrap().map(|e| e.unwrap().file_name()).collect();
-    names.sort();
-    for n in names {
-        std::fs::copy(src.join(&n), dir.path().join(&n)).unwrap();
-        match Pipeline::load(&dir.path().join(&n)) {
-            Ok(_) => println!("{n:?}: OK"),
-            Err(e) => println!("{n:?}: {e:?}"),
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use streamtap::pipeline::config::{
+    ByteSize, ConfigError, DurationValue, MemoryConfig, OnError, Pipeline, Rate, ReplayConfig,
+    SecretRef, SinkConfig, SourceConfig, SqliteConfig, TransportConfig,
+};
+
+/// `(file, line, column, message substring)`
+const CASES: &[(&str, usize, usize, &str)] = &[
+    // Unknown keys and components.
+    (
+        "unknown_top_level_key.toml",
+        2,
+        1,
+        "unknown field `version`, expected one of `name`, `source`, `transport`, `steps`, `sink`, `alerts`",
+    ),
+    (
+        "unknown_replay_key.toml",
+        3,
+        1,
+        "unknown field `speed`, expected one of `path`, `rate`, `loop`",
+    ),
+    (
+        "unknown_step_key.toml",
+        7,
+        1,
+        "unknown field `timeout`, expected one of `name`, `uses`, `with`, `secrets`, `deadline`, \
+         `memory_limit`, `on_error`, `allow_http`, `http_timeout`, `http_max_response`, `state_limit`",
+    ),
+    (
+        "unknown_source_kind.toml",
+        1,
+        9,
+        "unknown variant `kafka2`, expected `replay`",
+    ),
+    (
+        "unknown_sink_kind.toml",
+        4,
+        7,
+        "unknown variant `postgres`, expected `sqlite`",
+    ),
+    (
+        "secret_unknown_source.toml",
+        7,
+        25,
+        "unknown variant `vault`, expected `env` or `file`",
+    ),
+    // Wrong types and bad values.
+    (
+        "rate_wrong_type.toml",
+        3,
+        8,
+        "invalid type: boolean `true`, expected a number of messages per second or \"max\"",
+    ),
+    (
+        "rate_negative.toml",
+        3,
+        8,
+        "invalid rate -20: must be a positive number of messages per second",
+    ),
+    (
+        "capacity_wrong_type.toml",
+        5,
+        12,
+        "invalid type: string \"many\", expected usize",
+    ),
+    (
+        "capacity_zero.toml",
+        5,
+        12,
+        "transport.memory: capacity 0 must be at least 1",
+    ),
+    (
+        "batch_size_zero.toml",
+        6,
+        14,
+        "transport.memory: batch_size 0 must be at least 1",
+    ),
+    (
+        "bad_duration.toml",
+        6,
+        12,
+        "invalid duration \"fast\": expected number at 0 (write e.g. \"100ms\", \"5s\")",
+    ),
+    (
+        "deadline_zero.toml",
+        6,
+        12,
+        "step \"plugin\": deadline \"0ms\" must be between 1ms and 60s",
+    ),
+    (
+        "deadline_too_long.toml",
+        6,
+        12,
+        "step \"plugin\": deadline \"5m\" must be between 1ms and 60s",
+    ),
+    // The first step's deadline comes before its `uses`; the second step's is fine.
+    (
+        "deadline_before_uses.toml",
+        6,
+        12,
+        "step \"sentiment\": deadline \"2m\" must be between 1ms and 60s",
+    ),
+    (
+        "bad_memory_size.toml",
+        6,
+        16,
+        "invalid size \"64 parsecs\": unknown unit \"parsecs\" (use B, KB, KiB, MB, MiB, GB, GiB)",
+    ),
+    (
+        "memory_limit_wrong_type.toml",
+        6,
+        16,
+        "invalid type: floating point `0.5`, expected a size such as \"64MiB\" or a number of bytes",
+    ),
+    (
+        "memory_limit_too_large.toml",
+        6,
+        16,
+        "step \"plugin\": memory_limit \"2GiB\" must be between 1MiB and 1GiB",
+    ),
+    (
+        "bad_on_error.toml",
+        6,
+        12,
+        "unknown variant `retry`, expected one of `skip`, `drop`, `dead-letter`",
+    ),
+    // Missing keys and files.
+    ("missing_sink.toml", 1, 1, "missing field `sink`"),
+    ("step_missing_uses.toml", 4, 1, "missing field `uses`"),
+    (
+        "missing_plugin.toml",
+        6,
+        8,
+        "step \"sentiment\": plugin file \"plugins/sentiment.wasm\" not found (resolved to ",
+    ),
+    // Steps.
+    (
+        "duplicate_step_name.toml",
+        9,
+        8,
+        "duplicate step name \"sentiment\": step names must be unique (set `name`)",
+    ),
+    (
+        "duplicate_implicit_step_name.toml",
+        9,
+        8,
+        "duplicate step name \"plugin\": step names must be unique (set `name`)",
+    ),
+    (
+        "invalid_step_name.toml",
+        5,
+        8,
+        "invalid step name \"Bad Name\": use lowercase letters, digits, '_' and '-'",
+    ),
+    (
+        "allow_http_url.toml",
+        7,
+        44,
+        "step \"translate\": allow_http entry \"https://x.com/api\" must be a host or host:port \
+         (no scheme or path)",
+    ),
+    (
+        "allow_http_bad_port.toml",
+        7,
+        15,
+        "step \"translate\": allow_http entry \"libretranslate.local:99999\" must be a host or \
+         host:port (no scheme or path)",
+    ),
+    (
+        "secret_also_in_with.toml",
+        8,
+        13,
+        "step \"translate\": key \"api_key\" is set both in `with` and in `secrets`",
+    ),
+    // Alerts.
+    (
+        "unknown_alert_sink.toml",
+        8,
+        23,
+        "unknown alert sink \"slack\" (available: console)",
+    ),
+    (
+        "unknown_alert_topic_sink.toml",
+        8,
+        7,
+        "unknown alert sink \"discord\" (available: console)",
+    ),
+    // Not TOML at all: an unterminated string.
+    (
+        "toml_syntax_error.toml",
+        2,
+        17,
+        "invalid basic string, expected `\"`",
+    ),
+];
+
+fn fixture_dir(kind: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/pipelines")
+        .join(kind)
+}
+
+/// Copies the `.toml` fixtures of `tests/pipelines/<kind>` into a fresh temporary directory
+/// that also holds an empty `plugin.wasm`; returns the directory and the file names.
+fn stage(kind: &str) -> (tempfile::TempDir, BTreeSet<String>) {
+    let dir = tempfile::tempdir().expect("create temporary directory");
+    std::fs::write(dir.path().join("plugin.wasm"), b"").expect("write plugin.wasm");
+    let mut names = BTreeSet::new();
+    let src = fixture_dir(kind);
+    for entry in std::fs::read_dir(&src).unwrap_or_else(|e| panic!("{}: {e}", src.display())) {
+        let path = entry.expect("read fixture directory").path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            std::fs::copy(&path, dir.path().join(&name)).expect("copy fixture");
+            names.insert(name);
         }
     }
+    (dir, names)
+}
+
+#[test]
+fn every_invalid_fixture_reports_its_error_at_the_offending_key_or_value() {
+    let (dir, on_disk) = stage("invalid");
+    let mut failures = Vec::new();
+
+    let in_table: BTreeSet<String> = CASES.iter().map(|c| c.0.to_owned()).collect();
+    assert_eq!(in_table.len(), CASES.len(), "a fixture is listed twice");
+    for name in on_disk.difference(&in_table) {
+        failures.push(format!("{name}: fixture has no row in CASES"));
+    }
+    for name in in_table.difference(&on_disk) {
+        failures.push(format!("{name}: listed in CASES but missing on disk"));
+    }
+
+    for &(name, line, column, expected) in CASES {
+        let path = dir.path().join(name);
+        let err = match Pipeline::load(&path) {
+            Ok(_) => {
+                failures.push(format!("{name}: loaded without error"));
+                continue;
+            }
+            Err(e) => e,
+        };
+        let display = err.to_string();
+        let ConfigError::Invalid {
+            file,
+            line: got_line,
+            column: got_column,
+            message,
+        } = err
+        else {
+            failures.push(format!(
+                "{name}: expected ConfigError::Invalid, got {err:?}"
+            ));
+            continue;
+        };
+        let mut wrong = Vec::new();
+        if file != path.display().to_string() {
+            wrong.push(format!("file {file:?}"));
+        }
+        if (got_line, got_column) != (line, column) {
+            wrong.push(format!(
+                "position {got_line}:{got_column}, expected {line}:{column}"
+            ));
+        }
+        if !message.contains(expected) {
+            wrong.push(format!("message does not contain {expected:?}"));
+        }
+        let want_display = format!("{}:{got_line}:{got_column}: {message}", path.display());
+        if display != want_display {
+            wrong.push(format!("Display {display:?}, expected {want_display:?}"));
+        }
+        if !wrong.is_empty() {
+            failures.push(format!(
+                "{name}: {}\n    got: {got_line}:{got_column}: {message}",
+                wrong.join("; ")
+            ));
+        }
+    }
+
+    assert!(
+        failures.is_empty(),
+        "{} of {} invalid pipeline fixtures failed:\n{}",
+        failures.len(),
+        CASES.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn table_covers_at_least_sixteen_fixtures() {
+    assert!(CASES.len() >= 16, "only {} cases", CASES.len());
+}
+
+#[test]
+fn full_valid_fixture_parses_with_every_option_and_defaults() {
+    let (dir, names) = stage("valid");
+    assert!(names.contains("full.toml"), "valid fixtures: {names:?}");
+    let path = dir.path().join("full.toml");
+    let p = Pipeline::load(&path).unwrap_or_else(|e| panic!("{e}"));
+
+    assert_eq!(p.file, path);
+    assert_eq!(p.name, "chat-insights");
+    assert_eq!(
+        p.source,
+        SourceConfig::Replay(ReplayConfig {
+            path: "chat.log".into(),
+            rate: Rate::PerSecond(250.0),
+            repeat: true,
+        })
+    );
+    assert_eq!(
+        p.transport,
+        TransportConfig::Memory(MemoryConfig {
+            capacity: 2000,
+            batch_size: 64,
+        })
+    );
+    assert_eq!(
+        p.sink,
+        SinkConfig::Sqlite(SqliteConfig {
+            path: "out.db".into()
+        })
+    );
+    assert_eq!(p.resolve(Path::new("out.db")), dir.path().join("out.db"));
+
+    assert_eq!(p.steps.len(), 2);
+    let t = &p.steps[0];
+    assert_eq!(t.name, "translate");
+    assert_eq!(t.plugin_path, dir.path().join("plugin.wasm"));
+    let c = &t.config;
+    assert_eq!(c.with.get("target").and_then(|v| v.as_str()), Some("en"));
+    assert_eq!(
+        c.with.get("min_confidence").and_then(|v| v.as_float()),
+        Some(0.8)
+    );
+    assert_eq!(
+        c.secrets.get("api_key"),
+        Some(&SecretRef::Env("LT_API_KEY".into()))
+    );
+    assert_eq!(
+        c.secrets.get("token"),
+        Some(&SecretRef::File("token.txt".into()))
+    );
+    assert_eq!(c.deadline, DurationValue(Duration::from_millis(250)));
+    assert_eq!(c.memory_limit, ByteSize(128 << 20));
+    assert_eq!(c.on_error, OnError::DeadLetter);
+    let hosts: Vec<&str> = c.allow_http.iter().map(|h| h.get_ref().as_str()).collect();
+    assert_eq!(hosts, ["libretranslate.local:5000", "api.example.com"]);
+    assert_eq!(c.http_timeout, DurationValue(Duration::from_secs(2)));
+    assert_eq!(c.http_max_response, ByteSize(512 << 10));
+    assert_eq!(c.state_limit, ByteSize(1 << 20));
+
+    // The second step sets only `uses`: name from the plugin's stem, documented defaults.
+    let d = &p.steps[1];
+    assert_eq!(d.name, "plugin");
+    assert_eq!(d.plugin_path, dir.path().join("plugin.wasm"));
+    let c = &d.config;
+    assert!(c.name.is_none());
+    assert!(c.with.is_empty());
+    assert!(c.secrets.is_empty());
+    assert_eq!(c.deadline, DurationValue(Duration::from_millis(100)));
+    assert_eq!(c.memory_limit, ByteSize(64 << 20));
+    assert_eq!(c.on_error, OnError::Skip);
+    assert!(c.allow_http.is_empty());
+    assert_eq!(c.http_timeout, DurationValue(Duration::from_secs(5)));
+    assert_eq!(c.http_max_response, ByteSize(1 << 20));
+    assert_eq!(c.state_limit, ByteSize(64 << 20));
+
+    let default: Vec<&str> = p
+        .alerts
+        .default
+        .iter()
+        .map(|s| s.get_ref().as_str())
+        .collect();
+    assert_eq!(default, ["console"]);
+    let hype: Vec<&str> = p.alerts.topics["hype"]
+        .to
+        .iter()
+        .map(|s| s.get_ref().as_str())
+        .collect();
+    assert_eq!(hype, ["console"]);
 }

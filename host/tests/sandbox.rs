@@ -284,7 +284,7 @@ fn flaky_plugin_loses_only_the_messages_it_traps_on() {
     }
     // Every message is accounted for: stored or dead-lettered, none lost.
     assert_eq!(stored + dead, 100);
-    assert!(dead >= 1 && dead < 25, "dead-lettered {dead}");
+    assert!((1..25).contains(&dead), "dead-lettered {dead}");
 }
 
 #[test]
@@ -292,8 +292,23 @@ fn plugin_drops_remove_exactly_those_messages() {
     let (out, chain) = process("skip", &["drop", "a", "drop", "b", "drop"]);
     let ids: Vec<_> = out.messages.iter().map(|m| m.id.as_str()).collect();
     assert_eq!(ids, ["m1", "m3"]);
-    assert!(out.messages.iter().all(|m| m.fields.get("ok") == Some(&Value::Bool(true))));
-    let dropped: Vec<_> = out.dropped.iter().map(|d| (d.0.as_str(), d.2.as_str())).collect();
-    assert_eq!(dropped, [("m0", "asked to drop"), ("m2", "asked to drop"), ("m4", "asked to drop")]);
+    assert!(
+        out.messages
+            .iter()
+            .all(|m| m.fields.get("ok") == Some(&Value::Bool(true)))
+    );
+    let dropped: Vec<_> = out
+        .dropped
+        .iter()
+        .map(|d| (d.0.as_str(), d.2.as_str()))
+        .collect();
+    assert_eq!(
+        dropped,
+        [
+            ("m0", "asked to drop"),
+            ("m2", "asked to drop"),
+            ("m4", "asked to drop")
+        ]
+    );
     assert_eq!(chain.steps[0].stats.dropped.get(), 3);
 }

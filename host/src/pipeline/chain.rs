@@ -174,12 +174,12 @@ impl StepRunner {
 
 fn validate_actions(lists: &[Vec<Action>]) -> Result<(), CallError> {
     for a in lists.iter().flatten() {
-        if let Action::Set { name, .. } = a {
-            if name.is_empty() || RESERVED_FIELDS.contains(&name.as_str()) {
-                return Err(CallError::BadOutput(format!(
-                    "set-field {name:?}: reserved or empty field name"
-                )));
-            }
+        if let Action::Set { name, .. } = a
+            && (name.is_empty() || RESERVED_FIELDS.contains(&name.as_str()))
+        {
+            return Err(CallError::BadOutput(format!(
+                "set-field {name:?}: reserved or empty field name"
+            )));
         }
     }
     Ok(())
@@ -229,7 +229,12 @@ impl Chain {
 /// Applies per-message action lists in place, then removes the messages a plugin dropped.
 /// In place, because moving every message into a new vector per step costs more than the
 /// no-op step itself.
-fn apply(step: &StepRunner, msgs: &mut Vec<Envelope>, lists: Vec<Vec<Action>>, out: &mut ChainOutput) {
+fn apply(
+    step: &StepRunner,
+    msgs: &mut Vec<Envelope>,
+    lists: Vec<Vec<Action>>,
+    out: &mut ChainOutput,
+) {
     let mut dropped_any = false;
     let mut keep = Vec::new();
     for (i, (e, actions)) in msgs.iter_mut().zip(lists).enumerate() {
@@ -263,7 +268,12 @@ fn apply(step: &StepRunner, msgs: &mut Vec<Envelope>, lists: Vec<Vec<Action>>, o
                         ("value", Value::Float(value)),
                         (
                             "labels",
-                            Value::Map(labels.into_iter().map(|(k, v)| (k, Value::Str(v))).collect()),
+                            Value::Map(
+                                labels
+                                    .into_iter()
+                                    .map(|(k, v)| (k, Value::Str(v)))
+                                    .collect(),
+                            ),
                         ),
                     ]),
                     step: step.name.clone(),
@@ -277,7 +287,8 @@ fn apply(step: &StepRunner, msgs: &mut Vec<Envelope>, lists: Vec<Vec<Action>>, o
             }
             keep.push(false);
             step.stats.dropped.inc();
-            out.dropped.push((e.msg.id.clone(), step.name.clone(), reason));
+            out.dropped
+                .push((e.msg.id.clone(), step.name.clone(), reason));
         } else if dropped_any {
             keep.push(true);
         }

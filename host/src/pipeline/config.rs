@@ -9,6 +9,7 @@
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::Spanned;
@@ -111,22 +112,38 @@ pub enum Rate {
 
 impl<'de> Deserialize<'de> for Rate {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            N(f64),
-            S(String),
+        // A visitor rather than an untagged enum, so a wrong type (`rate = true`) reads
+        // "invalid type: boolean `true`, expected ..." instead of "did not match any variant".
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Rate;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number of messages per second or \"max\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Rate, E> {
+                if s == "max" {
+                    return Ok(Rate::Max);
+                }
+                Err(E::custom(format!(
+                    "invalid rate {s:?}: expected a number of messages per second or \"max\""
+                )))
+            }
+            fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<Rate, E> {
+                if n > 0.0 && n.is_finite() {
+                    return Ok(Rate::PerSecond(n));
+                }
+                Err(E::custom(format!(
+                    "invalid rate {n}: must be a positive number of messages per second"
+                )))
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Rate, E> {
+                self.visit_f64(n as f64)
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Rate, E> {
+                self.visit_f64(n as f64)
+            }
         }
-        match Raw::deserialize(d)? {
-            Raw::S(s) if s == "max" => Ok(Rate::Max),
-            Raw::S(s) => Err(serde::de::Error::custom(format!(
-                "invalid rate {s:?}: expected a number of messages per second or \"max\""
-            ))),
-            Raw::N(n) if n > 0.0 && n.is_finite() => Ok(Rate::PerSecond(n)),
-            Raw::N(n) => Err(serde::de::Error::custom(format!(
-                "invalid rate {n}: must be a positive number of messages per second"
-            ))),
-        }
+        d.deserialize_any(V)
     }
 }
 
@@ -356,18 +373,26 @@ impl ByteSize {
 
 impl<'de> Deserialize<'de> for ByteSize {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            N(u64),
-            S(String),
+        // A visitor rather than an untagged enum, so a wrong type gets a clear message.
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size such as \"64MiB\" or a number of bytes")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<ByteSize, E> {
+                ByteSize::parse(s).map(ByteSize).map_err(E::custom)
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(n))
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<ByteSize, E> {
+                u64::try_from(n)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom(format!("invalid size {n}: must not be negative")))
+            }
         }
-        match Raw::deserialize(d)? {
-            Raw::N(n) => Ok(ByteSize(n)),
-            Raw::S(s) => ByteSize::parse(&s)
-                .map(ByteSize)
-                .map_err(serde::de::Error::custom),
-        }
+        d.deserialize_any(V)
     }
 }
 
@@ -436,18 +461,21 @@ fn validate(file: &Path, text: &str, raw: PipelineFile) -> Result<Pipeline, Conf
     match &raw.transport {
         TransportConfig::Memory(m) => {
             if m.capacity == 0 || m.batch_size == 0 {
+                let key = if m.capacity == 0 {
+                    "capacity"
+                } else {
+                    "batch_size"
+                };
+                let (span, shown) = value_at(
+                    text,
+                    &[At::Key("transport"), At::Key("memory"), At::Key(key)],
+                );
+                let shown = shown.unwrap_or_else(|| "0".into());
                 return Err(ConfigError::at(
                     file,
                     text,
-                    find_key(
-                        text,
-                        if m.capacity == 0 {
-                            "capacity"
-                        } else {
-                            "batch_size"
-                        },
-                    ),
-                    "transport.memory: capacity and batch_size must be at least 1".into(),
+                    span,
+                    format!("transport.memory: {key} {shown} must be at least 1"),
                 ));
             }
         }
@@ -455,7 +483,7 @@ fn validate(file: &Path, text: &str, raw: PipelineFile) -> Result<Pipeline, Conf
 
     let mut names = HashSet::new();
     let mut steps = Vec::with_capacity(raw.steps.len());
-    for sc in raw.steps {
+    for (i, sc) in raw.steps.into_iter().enumerate() {
         let uses_span = sc.uses.span();
         let plugin_path = base.join(sc.uses.get_ref());
         let name = match &sc.name {
@@ -503,20 +531,28 @@ fn validate(file: &Path, text: &str, raw: PipelineFile) -> Result<Pipeline, Conf
         }
         let dl = sc.deadline.0;
         if dl.is_zero() || dl > Duration::from_secs(60) {
+            let (span, shown) =
+                value_at(text, &[At::Key("steps"), At::Index(i), At::Key("deadline")]);
+            let shown = shown.unwrap_or_else(|| format!("{dl:?}"));
             return Err(ConfigError::at(
                 file,
                 text,
-                find_key_after(text, "deadline", uses_span.start),
-                format!("step {name:?}: deadline {dl:?} must be between 1ms and 60s"),
+                span,
+                format!("step {name:?}: deadline {shown} must be between 1ms and 60s"),
             ));
         }
         let mem = sc.memory_limit.0;
         if !((1 << 20)..=crate::plugins::MAX_MEMORY_LIMIT).contains(&mem) {
+            let (span, shown) = value_at(
+                text,
+                &[At::Key("steps"), At::Index(i), At::Key("memory_limit")],
+            );
+            let shown = shown.unwrap_or_else(|| format!("{mem}"));
             return Err(ConfigError::at(
                 file,
                 text,
-                find_key_after(text, "memory_limit", uses_span.start),
-                format!("step {name:?}: memory_limit {mem} bytes must be between 1MiB and 1GiB"),
+                span,
+                format!("step {name:?}: memory_limit {shown} must be between 1MiB and 1GiB"),
             ));
         }
         for h in &sc.allow_http {
@@ -537,10 +573,16 @@ fn validate(file: &Path, text: &str, raw: PipelineFile) -> Result<Pipeline, Conf
         }
         for key in sc.secrets.keys() {
             if sc.with.contains_key(key) {
+                let path = [
+                    At::Key("steps"),
+                    At::Index(i),
+                    At::Key("secrets"),
+                    At::Key(key),
+                ];
                 return Err(ConfigError::at(
                     file,
                     text,
-                    find_key_after(text, key, uses_span.start),
+                    locate(text, &path).map(|(key_span, _)| key_span),
                     format!("step {name:?}: key {key:?} is set both in `with` and in `secrets`"),
                 ));
             }
@@ -586,29 +628,45 @@ fn validate(file: &Path, text: &str, raw: PipelineFile) -> Result<Pipeline, Conf
     })
 }
 
-/// Span of the first `key =` in the text (for errors found after deserialization, where
-/// serde no longer has positions).
-fn find_key(text: &str, key: &str) -> Option<std::ops::Range<usize>> {
-    find_key_after(text, key, 0)
+/// One step of a path into the document, for [`locate`].
+enum At<'a> {
+    Key(&'a str),
+    Index(usize),
 }
 
-fn find_key_after(text: &str, key: &str, from: usize) -> Option<std::ops::Range<usize>> {
-    let mut off = 0;
-    for line in text.lines() {
-        let start = off;
-        off += line.len() + 1;
-        if start < from {
-            continue;
-        }
-        let t = line.trim_start();
-        if let Some(rest) = t.strip_prefix(key)
-            && rest.trim_start().starts_with('=')
-        {
-            let col = line.len() - t.len();
-            return Some(start + col..start + col + key.len());
+/// Spans of a key and of its value, found by path (`steps`, 2, `deadline`) in the parsed
+/// text: for errors found after deserialization, where serde no longer has positions.
+/// Works for `[table]` headers, dotted keys and inline tables alike.
+fn locate(text: &str, path: &[At<'_>]) -> Option<(Range<usize>, Range<usize>)> {
+    use toml::de::{DeTable, DeValue};
+    let doc = DeTable::parse(text).ok()?;
+    let mut spans = (doc.span(), doc.span());
+    let root = DeValue::Table(doc.into_inner());
+    let mut cur = &root;
+    for at in path {
+        match (at, cur) {
+            (At::Key(k), DeValue::Table(t)) => {
+                let (key, value) = t.iter().find(|(key, _)| key.get_ref() == k)?;
+                spans = (key.span(), value.span());
+                cur = value.get_ref();
+            }
+            (At::Index(i), DeValue::Array(_)) => {
+                let value = cur.get(*i)?;
+                spans = (value.span(), value.span());
+                cur = value.get_ref();
+            }
+            _ => return None,
         }
     }
-    None
+    Some(spans)
+}
+
+/// Span of the value at `path` and its text as written (quotes included), to quote it in
+/// an error exactly as the user wrote it.
+fn value_at(text: &str, path: &[At<'_>]) -> (Option<Range<usize>>, Option<String>) {
+    let span = locate(text, path).map(|(_, value)| value);
+    let shown = span.clone().and_then(|s| text.get(s)).map(str::to_owned);
+    (span, shown)
 }
 
 /// Converts a step's `with` table (plus resolved secrets) to the JSON handed to `init`.

@@ -33,11 +33,14 @@ pub enum BuildError {
 /// store (plugin state survives reloads) and its statistics.
 #[derive(Default)]
 pub struct StepRegistry {
-    inner: Mutex<HashMap<String, (Arc<KvStore>, Arc<StepStats>)>>,
+    inner: Mutex<HashMap<String, StepShared>>,
 }
 
+/// What a step name keeps across generations.
+type StepShared = (Arc<KvStore>, Arc<StepStats>);
+
 impl StepRegistry {
-    fn get(&self, step: &str, kv_limit: usize) -> (Arc<KvStore>, Arc<StepStats>) {
+    fn get(&self, step: &str, kv_limit: usize) -> StepShared {
         self.inner
             .lock()
             .expect("registry lock")

@@ -14,7 +14,9 @@ const MAX_LOG_LINE: usize = 4096;
 /// Per-step key-value state, shared by every instance of the step across reloads.
 #[derive(Debug)]
 pub struct KvStore {
-    map: Mutex<HashMap<String, Vec<u8>>>,
+    /// The entries and their total size (keys + values), kept together so a write costs
+    /// O(1) rather than a walk over the whole store.
+    map: Mutex<(HashMap<String, Vec<u8>>, usize)>,
     max_bytes: usize,
 }
 
@@ -22,39 +24,41 @@ impl KvStore {
     /// A store holding at most `max_bytes` of keys and values.
     pub fn new(max_bytes: usize) -> Self {
         KvStore {
-            map: Mutex::new(HashMap::new()),
+            map: Mutex::new((HashMap::new(), 0)),
             max_bytes,
         }
     }
 
-    fn used(map: &HashMap<String, Vec<u8>>) -> usize {
-        map.iter().map(|(k, v)| k.len() + v.len()).sum()
-    }
-
     pub fn get(&self, key: &str) -> Option<Vec<u8>> {
-        self.map.lock().expect("kv lock").get(key).cloned()
+        self.map.lock().expect("kv lock").0.get(key).cloned()
     }
 
     pub fn set(&self, key: String, value: Vec<u8>) -> Result<(), String> {
-        let mut map = self.map.lock().expect("kv lock");
+        let mut guard = self.map.lock().expect("kv lock");
+        let (map, used) = &mut *guard;
         let old = map.get(&key).map(|v| key.len() + v.len()).unwrap_or(0);
-        let after = Self::used(&map) - old + key.len() + value.len();
+        let after = *used - old + key.len() + value.len();
         if after > self.max_bytes {
             return Err(format!(
                 "key-value state would grow to {after} bytes, over the step's cap of {} bytes",
                 self.max_bytes
             ));
         }
+        *used = after;
         map.insert(key, value);
         Ok(())
     }
 
     pub fn delete(&self, key: &str) {
-        self.map.lock().expect("kv lock").remove(key);
+        let mut guard = self.map.lock().expect("kv lock");
+        let (map, used) = &mut *guard;
+        if let Some(v) = map.remove(key) {
+            *used -= key.len() + v.len();
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.map.lock().expect("kv lock").len()
+        self.map.lock().expect("kv lock").0.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -253,5 +257,7 @@ mod tests {
         assert!(kv.set("b".into(), vec![0; 5]).is_err());
         kv.set("a".into(), vec![0; 9]).unwrap();
         assert_eq!(kv.get("a").unwrap().len(), 9);
+        kv.delete("a");
+        kv.set("b".into(), vec![0; 9]).unwrap();
     }
 }

@@ -323,16 +323,16 @@ impl Runtime {
             path: path.to_owned(),
             reason: one_line(&e),
         })?;
-        if let Some(file) = cached {
-            if let Err(e) = c.serialize().and_then(|b| {
+        if let Some(file) = cached
+            && let Err(e) = c.serialize().and_then(|b| {
                 // Write then rename, so a concurrent reader never sees half a file.
                 let tmp = file.with_extension(format!("tmp{}", std::process::id()));
                 std::fs::write(&tmp, b)?;
                 std::fs::rename(&tmp, &file)?;
                 Ok(())
-            }) {
-                tracing::warn!(file = %file.display(), error = %e, "cannot write component cache");
-            }
+            })
+        {
+            tracing::warn!(file = %file.display(), error = %e, "cannot write component cache");
         }
         self.remember(hash, &c);
         Ok(c)
