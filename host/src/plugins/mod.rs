@@ -203,6 +203,11 @@ impl Runtime {
         let mut cfg = Config::new();
         cfg.epoch_interruption(true);
         cfg.wasm_component_model(true);
+        // `STREAMTAP_WASM_PROFILE=perfmap` names JIT code for `perf`, so plugin authors (and
+        // we) can see where guest time goes.
+        if std::env::var("STREAMTAP_WASM_PROFILE").as_deref() == Ok("perfmap") {
+            cfg.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(POOL_INSTANCES)
             .total_core_instances(POOL_INSTANCES * 8)
