@@ -26,9 +26,11 @@ demo: plugins build
 	@echo "== the 8 newest stored messages (streamtap query pipelines/demo.toml --format table --limit 8) =="
 	$(BIN) query pipelines/demo.toml --format table --limit 8
 
-# The whole suite: formatting, lints, unit and integration tests (release profile, so the
-# tests reuse the binary and plugins `make demo` builds).
-test: plugins build lint
+# The whole suite: formatting, lints, unit and integration tests. Release profile, so the
+# wasm plugins and the tests share compiled dependencies; the tests build the binary they
+# run themselves (a separate `cargo build -p streamtap` would resolve other features and
+# compile wasmtime a second time).
+test: plugins lint
 	$(CARGO) test --release --workspace
 
 lint:

@@ -242,19 +242,8 @@ fn cmd_query(
     Ok(())
 }
 
-const CORE_COLUMNS: &[&str] = &[
-    "id",
-    "kind",
-    "channel",
-    "channel_id",
-    "user",
-    "user_id",
-    "display_name",
-    "text",
-    "ts",
-    "badges",
-    "emotes",
-];
+/// A stored row's own columns: the fields plugins may not set.
+use crate::pipeline::chain::RESERVED_FIELDS as CORE_COLUMNS;
 
 fn cut(s: &str, n: usize) -> String {
     if s.chars().count() <= n {
