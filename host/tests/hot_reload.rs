@@ -200,3 +200,106 @@ fn reload_under_load_loses_nothing_and_processes_nothing_twice() {
     let summary = String::from_utf8_lossy(&out.stdout);
     assert!(summary.contains(&format!("{TOTAL} stored")), "{summary}");
 }
+
+/// Adding, reordering and removing steps in a running pipeline. Two steps write the same
+/// field (`tag`), so the last of them wins and the stored value shows the order; the
+/// hostile step's `ok` field shows whether it is in the chain.
+#[test]
+fn steps_can_be_added_reordered_and_removed_live() {
+    let v1 = common::plugin("versioned", &[]);
+    let hostile = common::plugin("hostile", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    common::write_log(&d.join("chat.log"), TOTAL, &["alpha", "beta"]);
+    let step = |name: &str, path: &Path, with: &str| {
+        format!(
+            "[[steps]]\nname = \"{name}\"\nuses = {:?}\nwith = {with}\n\n",
+            path.display().to_string()
+        )
+    };
+    let a = step("a", &v1, "{ tag = \"A\" }");
+    let b = step("b", &v1, "{ tag = \"B\" }");
+    let h = step("h", &hostile, "{}");
+    let write = |steps: &[&str]| {
+        let text = format!(
+            "[source.replay]\npath = \"chat.log\"\nrate = 2000\n\n{}[sink.sqlite]\npath = \"out.db\"\n",
+            steps.concat()
+        );
+        std::fs::write(d.join("p.toml"), text).unwrap();
+    };
+    write(&[&a]);
+    let db = d.join("out.db");
+    let mut child = Command::new(common::streamtap_bin())
+        .args(["run", "p.toml", "--quiet"])
+        .current_dir(d)
+        .env("STREAMTAP_CACHE_DIR", d.join("cache"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let newer = |db: &Path, after: i64, cond: &str| {
+        count(
+            db,
+            &format!("SELECT COUNT(*) FROM messages WHERE rowid > {after} AND {cond}"),
+        )
+    };
+    let last = |db: &Path| count(db, "SELECT COALESCE(MAX(rowid), 0) FROM messages");
+    wait_for(
+        &mut child,
+        "the first stored messages",
+        Duration::from_secs(30),
+        || last(&db) > 500,
+    );
+
+    let mut expect = |steps: &[&str], cond: &str, what: &str| {
+        let mark = last(&db);
+        write(steps);
+        wait_for(&mut child, what, Duration::from_secs(15), || {
+            newer(&db, mark, cond) > 0
+        });
+    };
+    let has_ok = "json_extract(fields, '$.ok') IS NOT NULL";
+    let no_ok = "json_extract(fields, '$.ok') IS NULL";
+    expect(
+        &[&a, &b],
+        &format!("json_extract(fields, '$.tag') = 'B' AND {no_ok}"),
+        "step b added after a",
+    );
+    expect(
+        &[&b, &a],
+        &format!("json_extract(fields, '$.tag') = 'A' AND {no_ok}"),
+        "steps reordered",
+    );
+    expect(
+        &[&b, &a, &h],
+        &format!("json_extract(fields, '$.tag') = 'A' AND {has_ok}"),
+        "step h added",
+    );
+    expect(
+        &[&b],
+        &format!("json_extract(fields, '$.tag') = 'B' AND {no_ok}"),
+        "steps a and h removed",
+    );
+    assert!(
+        last(&db) < TOTAL as i64,
+        "the replay ended before all edits; the test proves nothing"
+    );
+
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        count(&db, "SELECT COUNT(DISTINCT id) FROM messages"),
+        TOTAL as i64
+    );
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM messages"), TOTAL as i64);
+    // After the last edit only step b runs: the final message is tagged B, without `ok`.
+    assert_eq!(
+        count(
+            &db,
+            &format!(
+                "SELECT COUNT(*) FROM messages WHERE rowid = (SELECT MAX(rowid) FROM messages) AND json_extract(fields, '$.tag') = 'B' AND {no_ok}"
+            )
+        ),
+        1
+    );
+}
