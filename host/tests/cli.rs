@@ -28,6 +28,26 @@ fn ok(out: &std::process::Output) -> String {
     String::from_utf8(out.stdout.clone()).unwrap()
 }
 
+/// Runs `streamtap plugin test WASM ARGS` with `input` lines on stdin.
+fn plugin_test(wasm: &Path, args: &[&str], input: &[&str]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(common::streamtap_bin())
+        .args(["plugin", "test"])
+        .arg(wasm)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for line in input {
+        writeln!(stdin, "{line}").unwrap();
+    }
+    drop(stdin);
+    child.wait_with_output().unwrap()
+}
+
 /// The demo pipeline, pointed at a temporary store and run at full speed.
 fn demo_copy(dir: &Path) -> std::path::PathBuf {
     for p in ["sentiment", "translate", "alerts"] {
@@ -183,26 +203,12 @@ fn plugin_new_scaffolds_a_crate_that_builds_tests_and_runs() {
     assert!(status.success(), "wasm build of the scaffold failed");
     let wasm = target.join("wasm32-wasip2/release/word_count.wasm");
 
-    let mut child = Command::new(common::streamtap_bin())
-        .args(["plugin", "test"])
-        .arg(&wasm)
-        .args(["--with", "words=[\"gg\",\"wp\"]"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    let mut stdin = child.stdin.take().unwrap();
-    writeln!(stdin, r#"{{"id":"a","text":"GG WP everyone"}}"#).unwrap();
-    writeln!(
-        stdin,
-        "{}",
-        common::irc_line(7, "chan", "no match here", 1_732_700_000_000)
-    )
-    .unwrap();
-    drop(stdin);
-    let out = child.wait_with_output().unwrap();
+    let irc = common::irc_line(7, "chan", "no match here", 1_732_700_000_000);
+    let out = plugin_test(
+        &wasm,
+        &["--with", "words=[\"gg\",\"wp\"]"],
+        &[r#"{"id":"a","text":"GG WP everyone"}"#, &irc],
+    );
     let text = ok(&out);
     let lines: Vec<serde_json::Value> = text
         .lines()
@@ -219,25 +225,13 @@ fn plugin_new_scaffolds_a_crate_that_builds_tests_and_runs() {
 
 #[test]
 fn plugin_test_reports_failures_per_message() {
-    let dir = tempfile::tempdir().unwrap();
     let wasm = common::plugin("hostile", &[]);
-    let mut child = Command::new(common::streamtap_bin())
-        .args(["plugin", "test"])
-        .arg(&wasm)
-        .args(["--deadline", "50ms"])
-        .current_dir(dir.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    let mut stdin = child.stdin.take().unwrap();
-    for t in ["hello", "loop", "trap", "hello"] {
-        writeln!(stdin, r#"{{"text":"{t}"}}"#).unwrap();
-    }
-    drop(stdin);
-    let out = child.wait_with_output().unwrap();
+    let lines: Vec<String> = ["hello", "loop", "trap", "hello"]
+        .iter()
+        .map(|t| format!(r#"{{"text":"{t}"}}"#))
+        .collect();
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let out = plugin_test(&wasm, &["--deadline", "50ms"], &lines);
     assert!(!out.status.success(), "failures must give a non-zero exit");
     let text = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<serde_json::Value> = text
