@@ -36,6 +36,7 @@
 //! guest validates each message's strings with one `from_utf8` and then slices them with
 //! `str::get` (a char-boundary check), instead of validating ten short strings one by one.
 
+use std::cell::OnceCell;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -554,28 +555,47 @@ impl<'a> Reader<'a> {
 
 /// A message borrowed from a batch buffer: the zero-copy view plugins receive.
 ///
-/// Badges, emotes and fields stay encoded until asked for, so a step that reads only the
-/// text pays nothing for them.
-#[derive(Debug, Clone, Copy)]
+/// Nothing is decoded until a plugin asks: the first accessor call validates the message's
+/// strings (one UTF-8 check) and slices them; badges, emotes and fields are walked only when
+/// their accessors are called. A step that reads nothing (a filter that only looks at
+/// `channel()` of some messages, or the no-op reference step) pays only for framing.
+///
+/// Accessors never panic. When the host hands over a malformed message (a host bug), they
+/// return empty values and the message records a [`DecodeError`]; the SDK turns that into a
+/// failed call, so the step's `on_error` policy applies to that message instead of the plugin
+/// silently seeing empty strings.
+#[derive(Debug, Clone)]
 pub struct Message<'a> {
-    pub id: &'a str,
-    pub kind: &'a str,
-    pub channel: &'a str,
-    pub channel_id: &'a str,
-    pub user: &'a str,
-    pub user_id: &'a str,
-    pub display_name: &'a str,
-    pub text: &'a str,
-    /// Milliseconds since the Unix epoch (`tmi-sent-ts`).
-    pub ts_ms: i64,
+    body: &'a [u8],
+    head: OnceCell<Head<'a>>,
+    error: OnceCell<DecodeError>,
+}
+
+/// The decoded fixed part of a message.
+#[derive(Debug, Clone, Copy)]
+struct Head<'a> {
+    core: [&'a str; 8],
+    ts_ms: i64,
     /// Badge strings then emote ids, as laid out in the buffer.
     extra_strs: &'a str,
     badges: &'a [u8],
     emotes: &'a [u8],
     /// Where emote ids start in `extra_strs`.
     emote_strs_at: usize,
+    /// Encoded fields, validated when read.
     fields: &'a [u8],
 }
+
+/// What accessors of a malformed message see.
+const EMPTY_HEAD: Head<'static> = Head {
+    core: [""; 8],
+    ts_ms: 0,
+    extra_strs: "",
+    badges: &[0],
+    emotes: &[0],
+    emote_strs_at: 0,
+    fields: &[0],
+};
 
 /// Takes the next `len` bytes of an already validated string region.
 fn take_str<'a>(
@@ -599,7 +619,7 @@ fn take_str<'a>(
     Ok(s)
 }
 
-impl<'a> Message<'a> {
+impl<'a> Head<'a> {
     fn decode(body: &'a [u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(body);
         let n = r.len()?;
@@ -635,47 +655,93 @@ impl<'a> Message<'a> {
         if at != strs.len() {
             return Err(r.err("string region longer than its strings"));
         }
-        let start = r.pos;
-        for _ in 0..r.len()? {
-            r.str()?;
-            r.skip_value(0)?;
-        }
-        let fields = &body[start..r.pos];
-        if !r.is_empty() {
-            return Err(r.err("trailing bytes after message"));
-        }
-        let [
-            id,
-            kind,
-            channel,
-            channel_id,
-            user,
-            user_id,
-            display_name,
-            text,
-        ] = core;
-        Ok(Message {
-            id,
-            kind,
-            channel,
-            channel_id,
-            user,
-            user_id,
-            display_name,
-            text,
+        Ok(Head {
+            core,
             ts_ms,
             extra_strs: &strs[extra_start..],
             badges,
             emotes,
             emote_strs_at,
-            fields,
+            fields: &body[r.pos..],
         })
     }
+}
 
-    /// Badges as `(name, version)` pairs (already validated when the message was decoded).
+impl<'a> Message<'a> {
+    /// Wraps one message body; nothing is decoded yet.
+    fn new(body: &'a [u8]) -> Self {
+        Message {
+            body,
+            head: OnceCell::new(),
+            error: OnceCell::new(),
+        }
+    }
+
+    fn fail(&self, e: DecodeError) {
+        // The first error is the one worth reporting.
+        let _ = self.error.set(e);
+    }
+
+    fn head(&self) -> &Head<'a> {
+        if let Some(h) = self.head.get() {
+            return h;
+        }
+        match Head::decode(self.body) {
+            Ok(h) => self.head.get_or_init(|| h),
+            Err(e) => {
+                self.fail(e);
+                self.head.get_or_init(|| EMPTY_HEAD)
+            }
+        }
+    }
+
+    /// Twitch message id (`id` tag); unique.
+    pub fn id(&self) -> &'a str {
+        self.head().core[0]
+    }
+    /// Event kind: `privmsg`, or a USERNOTICE kind such as `sub`, `raid`.
+    pub fn kind(&self) -> &'a str {
+        self.head().core[1]
+    }
+    /// Channel login, without `#`.
+    pub fn channel(&self) -> &'a str {
+        self.head().core[2]
+    }
+    /// Channel's numeric Twitch id (`room-id`).
+    pub fn channel_id(&self) -> &'a str {
+        self.head().core[3]
+    }
+    /// Sender login.
+    pub fn user(&self) -> &'a str {
+        self.head().core[4]
+    }
+    /// Sender's numeric Twitch id.
+    pub fn user_id(&self) -> &'a str {
+        self.head().core[5]
+    }
+    /// Sender's display name.
+    pub fn display_name(&self) -> &'a str {
+        self.head().core[6]
+    }
+    /// The chat text.
+    pub fn text(&self) -> &'a str {
+        self.head().core[7]
+    }
+    /// Milliseconds since the Unix epoch (`tmi-sent-ts`).
+    pub fn ts_ms(&self) -> i64 {
+        self.head().ts_ms
+    }
+
+    /// Why this message could not be decoded, if an accessor found it malformed.
+    pub fn decode_error(&self) -> Option<&DecodeError> {
+        self.error.get()
+    }
+
+    /// Badges as `(name, version)` pairs (validated when the message was first read).
     pub fn badges(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
-        let mut r = Reader::new(self.badges);
-        let strs = self.extra_strs;
+        let h = *self.head();
+        let mut r = Reader::new(h.badges);
+        let strs = h.extra_strs;
         let mut at = 0;
         let n = r.len().unwrap_or(0);
         (0..n).map_while(move |_| {
@@ -689,9 +755,10 @@ impl<'a> Message<'a> {
 
     /// Emotes as `(id, start, end)`, character positions inclusive.
     pub fn emotes(&self) -> impl Iterator<Item = (&'a str, u32, u32)> + 'a {
-        let mut r = Reader::new(self.emotes);
-        let strs = self.extra_strs;
-        let mut at = self.emote_strs_at;
+        let h = *self.head();
+        let mut r = Reader::new(h.emotes);
+        let strs = h.extra_strs;
+        let mut at = h.emote_strs_at;
         let n = r.len().unwrap_or(0);
         (0..n).map_while(move |_| {
             let len = r.varint().ok()?;
@@ -704,39 +771,54 @@ impl<'a> Message<'a> {
 
     /// A field an earlier step (or the source) set, decoded.
     pub fn field(&self, name: &str) -> Option<Value> {
-        let mut r = Reader::new(self.fields);
-        let n = r.len().ok()?;
-        for _ in 0..n {
-            let k = r.str().ok()?;
-            if k == name {
-                return r.value().ok();
+        let found = (|| {
+            let mut r = Reader::new(self.head().fields);
+            for _ in 0..r.len()? {
+                if r.str()? == name {
+                    return r.value().map(Some);
+                }
+                r.skip_value(0)?;
             }
-            r.skip_value(0).ok()?;
-        }
-        None
+            Ok(None)
+        })();
+        found.unwrap_or_else(|e| {
+            self.fail(e);
+            None
+        })
     }
 
     /// All fields, decoded.
     pub fn fields(&self) -> Vec<(&'a str, Value)> {
-        let mut r = Reader::new(self.fields);
-        let n = r.len().unwrap_or(0);
-        (0..n)
-            .map_while(|_| Some((r.str().ok()?, r.value().ok()?)))
-            .collect()
+        let all = (|| {
+            let mut r = Reader::new(self.head().fields);
+            let n = r.len()?;
+            let mut v = Vec::with_capacity(n);
+            for _ in 0..n {
+                v.push((r.str()?, r.value()?));
+            }
+            if !r.is_empty() {
+                return Err(r.err("trailing bytes after message"));
+            }
+            Ok(v)
+        })();
+        all.unwrap_or_else(|e| {
+            self.fail(e);
+            Vec::new()
+        })
     }
 
     /// Copies the view into an owned message.
     pub fn to_owned_message(&self) -> ChatMessage {
         ChatMessage {
-            id: self.id.into(),
-            kind: self.kind.into(),
-            channel: self.channel.into(),
-            channel_id: self.channel_id.into(),
-            user: self.user.into(),
-            user_id: self.user_id.into(),
-            display_name: self.display_name.into(),
-            text: self.text.into(),
-            ts_ms: self.ts_ms,
+            id: self.id().into(),
+            kind: self.kind().into(),
+            channel: self.channel().into(),
+            channel_id: self.channel_id().into(),
+            user: self.user().into(),
+            user_id: self.user_id().into(),
+            display_name: self.display_name().into(),
+            text: self.text().into(),
+            ts_ms: self.ts_ms(),
             badges: self
                 .badges()
                 .map(|(n, v)| Badge {
@@ -761,7 +843,7 @@ impl<'a> Message<'a> {
     }
 }
 
-/// Decodes a batch buffer into borrowed messages.
+/// Splits a batch buffer into (undecoded) messages: only the framing is checked here.
 pub fn decode_batch(buf: &[u8]) -> Result<Vec<Message<'_>>, DecodeError> {
     let mut r = Reader::new(buf);
     if r.u8()? != FORMAT_VERSION {
@@ -774,8 +856,7 @@ pub fn decode_batch(buf: &[u8]) -> Result<Vec<Message<'_>>, DecodeError> {
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         let len = r.len()?;
-        let body = r.bytes(len)?;
-        out.push(Message::decode(body)?);
+        out.push(Message::new(r.bytes(len)?));
     }
     if !r.is_empty() {
         return Err(r.err("trailing bytes after batch"));
@@ -1038,6 +1119,26 @@ mod tests {
     }
 
     #[test]
+    fn malformed_message_is_reported_not_panicked() {
+        let msgs = vec![sample()];
+        let mut buf = encode_batch(&msgs);
+        // version, count, body_len, strs_len, then the first string byte ("a" of the id):
+        // make it an invalid UTF-8 lead byte.
+        buf[4] = 0xff;
+        let views = decode_batch(&buf).unwrap();
+        assert!(
+            views[0].decode_error().is_none(),
+            "framing alone decodes nothing"
+        );
+        assert_eq!(views[0].text(), "");
+        assert_eq!(views[0].channel(), "");
+        assert_eq!(
+            views[0].decode_error().map(|e| e.reason),
+            Some("strings are not valid UTF-8")
+        );
+    }
+
+    #[test]
     fn output_round_trips() {
         let mut w = OutputWriter::new(2);
         w.begin_message();
@@ -1081,6 +1182,7 @@ mod tests {
                 if let Ok(v) = decode_batch(&bad) {
                     for m in v {
                         let _ = m.to_owned_message();
+                        let _ = m.field("sentiment");
                     }
                 }
             }

@@ -179,6 +179,15 @@ pub mod __private {
         let msgs = codec::decode_batch(batch).map_err(|e| format!("bad input batch: {e}"))?;
         let mut out = BatchOutput::new(msgs.len());
         plugin.process_batch(&msgs, &mut out);
+        // Messages decode lazily, so a malformed one is only noticed when the plugin read
+        // it; fail the call then, so the host applies `on_error` to it.
+        if let Some((i, e)) = msgs
+            .iter()
+            .enumerate()
+            .find_map(|(i, m)| m.decode_error().map(|e| (i, e)))
+        {
+            return Err(format!("bad input message {i} of the batch: {e}"));
+        }
         Ok(out.encode(msgs.len()))
     }
 }

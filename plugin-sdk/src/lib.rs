@@ -17,7 +17,7 @@
 //!     type Config = Config;
 //!     fn init(config: Config) -> Result<Self, String> { Ok(Shout { word: config.word }) }
 //!     fn process(&mut self, msg: &Message<'_>, out: &mut Actions) {
-//!         out.set("has_word", msg.text.contains(&self.word));
+//!         out.set("has_word", msg.text().contains(&self.word));
 //!     }
 //! }
 //! export!(Shout);

@@ -40,7 +40,7 @@ impl Plugin for {{type}} {
     }
 
     fn process(&mut self, msg: &Message<'_>, out: &mut Actions) {
-        let text = msg.text.to_lowercase();
+        let text = msg.text().to_lowercase();
         let hits = self.words.iter().filter(|w| text.contains(w.as_str())).count();
         out.set("{{field}}", hits as i64);
     }

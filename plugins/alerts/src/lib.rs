@@ -503,16 +503,16 @@ impl Plugin for Alerts {
 impl Alerts {
     /// Counts one message against every rule, raising alerts on `out`.
     fn handle(&mut self, msg: &Message<'_>, out: &mut Actions, notes: &mut BatchNotes) {
-        let ts = msg.ts_ms;
+        let ts = msg.ts_ms();
         // Lower-cased once per message, and only if some rule has a keyword.
         let mut lower_text: Option<String> = None;
         for (ri, rule) in self.rules.iter().enumerate() {
-            if !rule.channel_matches(msg.channel) {
+            if !rule.channel_matches(msg.channel()) {
                 continue;
             }
             if let Some(k) = &rule.keyword
                 && !lower_text
-                    .get_or_insert_with(|| msg.text.to_lowercase())
+                    .get_or_insert_with(|| msg.text().to_lowercase())
                     .contains(k.as_str())
             {
                 continue;
@@ -524,10 +524,10 @@ impl Alerts {
             let Some(cache) = self.cache.get_mut(ri) else {
                 continue;
             };
-            if !cache.contains_key(msg.channel) {
-                let state = load(rule, msg.channel);
+            if !cache.contains_key(msg.channel()) {
+                let state = load(rule, msg.channel());
                 cache.insert(
-                    msg.channel.to_owned(),
+                    msg.channel().to_owned(),
                     Slot {
                         state,
                         dirty: false,
@@ -535,13 +535,13 @@ impl Alerts {
                     },
                 );
             }
-            let Some(slot) = cache.get_mut(msg.channel) else {
+            let Some(slot) = cache.get_mut(msg.channel()) else {
                 continue;
             };
             slot.touched = self.batch_no;
             if !slot.dirty {
                 slot.dirty = true;
-                self.dirty.push((ri, msg.channel.to_owned()));
+                self.dirty.push((ri, msg.channel().to_owned()));
             }
             let st = &mut slot.state;
 
@@ -551,7 +551,7 @@ impl Alerts {
                     st.late = st.late.saturating_add(1);
                     notes.late += 1;
                     notes.first_late.get_or_insert_with(|| {
-                        (rule.name.clone(), msg.channel.to_owned(), ts, cur)
+                        (rule.name.clone(), msg.channel().to_owned(), ts, cur)
                     });
                     continue;
                 }
@@ -576,7 +576,7 @@ impl Alerts {
                     &format!(
                         "alerts: rule {:?} #{}: window {} reached {} but is in cooldown until {}",
                         rule.name,
-                        msg.channel,
+                        msg.channel(),
                         timefmt::rfc3339_ms(ws),
                         st.count,
                         timefmt::rfc3339_ms(last.saturating_add(rule.cooldown_ms)),
@@ -665,7 +665,7 @@ impl Alerts {
 
 /// Emits the alert and its `alert_windows` record on the message that crossed the threshold.
 fn fire(rule: &Rule, msg: &Message<'_>, window_start: i64, count: u64, out: &mut Actions) {
-    let channel = msg.channel;
+    let channel = msg.channel();
     let window_end = window_start.saturating_add(rule.window_ms);
     let key = format!("{}:{channel}:{window_start}", rule.name);
     let title = format!(
@@ -709,8 +709,8 @@ fn fire(rule: &Rule, msg: &Message<'_>, window_start: i64, count: u64, out: &mut
             ("window_end_ms", Value::Int(window_end)),
             ("count", as_int(count)),
             ("threshold", as_int(rule.threshold)),
-            ("fired_at_ms", Value::Int(msg.ts_ms)),
-            ("message_id", Value::from(msg.id)),
+            ("fired_at_ms", Value::Int(msg.ts_ms())),
+            ("message_id", Value::from(msg.id())),
         ]),
     );
 }

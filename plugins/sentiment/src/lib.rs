@@ -183,7 +183,7 @@ impl Plugin for Sentiment {
     }
 
     fn process(&mut self, msg: &Message<'_>, out: &mut Actions) {
-        let scores = self.analyze(msg.text, msg.emotes().map(|(_, s, e)| (s, e)));
+        let scores = self.analyze(msg.text(), msg.emotes().map(|(_, s, e)| (s, e)));
         out.set(
             "sentiment",
             Value::map([

@@ -429,7 +429,7 @@ impl Translate {
     /// Cleans and detects one message.
     fn detect(&self, msg: &Message<'_>) -> (String, Detection) {
         let cleaned = clean_text(
-            msg.text,
+            msg.text(),
             msg.emotes().map(|(_, s, e)| (s, e)),
             &self.emote_words,
         );

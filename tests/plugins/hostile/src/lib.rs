@@ -42,7 +42,7 @@ impl Plugin for Hostile {
         if self.trap_every > 0 && self.seen.is_multiple_of(self.trap_every) {
             panic!("trap on message {}", self.seen);
         }
-        let (cmd, arg) = msg.text.split_once(' ').unwrap_or((msg.text, ""));
+        let (cmd, arg) = msg.text().split_once(' ').unwrap_or((msg.text(), ""));
         match cmd {
             "fs" => {
                 let read = std::fs::read_to_string("/etc/passwd");
