@@ -22,7 +22,7 @@ const CASES: &[(&str, usize, usize, &str)] = &[
         "unknown_top_level_key.toml",
         2,
         1,
-        "unknown field `version`, expected one of `name`, `source`, `transport`, `steps`, `sink`, `alerts`",
+        "unknown field `version`, expected one of `name`, `source`, `transport`, `steps`, `sink`, `alerts`, `metrics`",
     ),
     (
         "unknown_replay_key.toml",
@@ -184,6 +184,18 @@ const CASES: &[(&str, usize, usize, &str)] = &[
         "step \"translate\": key \"api_key\" is set both in `with` and in `secrets`",
     ),
     // Alerts.
+    (
+        "metrics_bad_listen.toml",
+        8,
+        10,
+        "invalid socket address syntax",
+    ),
+    (
+        "metrics_unknown_key.toml",
+        9,
+        1,
+        "unknown field `path`, expected `listen`",
+    ),
     (
         "unknown_alert_sink.toml",
         8,
@@ -391,4 +403,17 @@ fn full_valid_fixture_parses_with_every_option_and_defaults() {
         .map(|s| s.get_ref().as_str())
         .collect();
     assert_eq!(hype, ["console"]);
+    assert_eq!(
+        p.metrics.map(|m| m.listen),
+        Some("127.0.0.1:9555".parse().unwrap())
+    );
+
+    // `[metrics]` with no keys: the loopback default.
+    let bare =
+        "[source.replay]\npath = \"chat.log\"\n[sink.sqlite]\npath = \"out.db\"\n[metrics]\n";
+    let p = Pipeline::parse(&dir.path().join("bare.toml"), bare).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        p.metrics.map(|m| m.listen),
+        Some("127.0.0.1:9464".parse().unwrap())
+    );
 }

@@ -1,5 +1,6 @@
-//! Turns the VADER data files (and VADER's booster and negation word lists) into static
-//! Rust tables (`$OUT_DIR/tables.rs`).
+//! Turns the VADER data files (and VADER's booster and negation word lists), plus the
+//! team's Twitch emote lexicon (`data/twitch_emotes.tsv`), into static Rust tables
+//! (`$OUT_DIR/tables.rs`).
 //!
 //! Why generate code instead of `include_str!` + parsing in `init`:
 //! * zero start-up work and zero heap: the tables live in read-only data, so a plugin
@@ -11,6 +12,10 @@
 //!
 //! The parsing mirrors what vaderSentiment 3.3.2 does when it loads the files, so quirks of
 //! the data (CRLF endings, duplicate keys where the last one wins) behave identically.
+//!
+//! The emote lexicon is our own data, so it is checked strictly instead: any mistake in it
+//! (see `twitch_emotes`) fails the build with the line number, rather than shipping a table
+//! that scores chat wrongly.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -170,6 +175,45 @@ const NEGATIONS: &[&str] = &[
     "despite",
 ];
 
+/// The groups of `twitch_emotes.tsv` and the sign a valence in each must have, so that a
+/// dropped minus sign or a line filed under the wrong group fails the build. Each group has
+/// a section in docs/SENTIMENT.md explaining its valences.
+const EMOTE_GROUPS: &[(&str, Sign)] = &[
+    ("hype", Sign::Positive),
+    ("positive", Sign::Positive),
+    ("laughter", Sign::Positive),
+    ("sad", Sign::Negative),
+    ("fear", Sign::Negative),
+    ("boredom", Sign::Negative),
+    ("disgust", Sign::Negative),
+    ("sarcasm", Sign::Zero),
+    ("greeting", Sign::Zero),
+    // Smileys take VADER's value where it has one, whatever its sign (`:-O` is +0.1).
+    ("smiley", Sign::Any),
+];
+
+#[derive(Clone, Copy)]
+enum Sign {
+    Positive,
+    Negative,
+    Zero,
+    Any,
+}
+
+impl Sign {
+    fn admits(self, v: f64) -> bool {
+        match self {
+            Sign::Positive => v > 0.0,
+            Sign::Negative => v < 0.0,
+            Sign::Zero => v == 0.0,
+            Sign::Any => true,
+        }
+    }
+}
+
+/// The bound of VADER's word scale; emote valences must stay on it.
+const MAX_VALENCE: f64 = 4.0;
+
 /// Python's `str.strip()` whitespace: Unicode `White_Space` plus the four ASCII
 /// information separators U+001C..U+001F.
 fn py_strip(s: &str) -> &str {
@@ -222,6 +266,8 @@ fn main() {
             emoji.insert(c, description.to_owned());
         }
     }
+
+    let emotes = twitch_emotes(&read("data/twitch_emotes.tsv"), &lexicon);
 
     // One table for every word a per-token rule asks about: lexicon words plus the
     // single-word boosters and negations, so scoring needs one lookup per token.
@@ -311,6 +357,77 @@ fn main() {
     }
     let _ = writeln!(out, "];");
 
+    let _ = writeln!(
+        out,
+        "/// Built-in Twitch emotes from data/twitch_emotes.tsv, sorted by name ({} entries).",
+        emotes.len()
+    );
+    let _ = writeln!(
+        out,
+        "static TWITCH_EMOTES: [BuiltinEmote; {}] = [",
+        emotes.len()
+    );
+    for (name, (valence, group)) in &emotes {
+        let _ = writeln!(
+            out,
+            "    BuiltinEmote {{ name: {name:?}, valence: {valence:?}, group: {group:?} }},"
+        );
+    }
+    let _ = writeln!(out, "];");
+
     let dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR is set by cargo"));
     std::fs::write(dir.join("tables.rs"), out).expect("writing tables.rs");
+}
+
+/// Parses `twitch_emotes.tsv` (`name<TAB>valence<TAB>group`, `#` comments, blank lines) and
+/// panics, naming the line, on anything that would make the table wrong; see the file's
+/// header for the list. `lexicon` is VADER's, to hold smileys to VADER's values: Twitch
+/// marks `:)` and friends as emotes, and the plugin cuts marked emotes it does not list, so
+/// a smiley listed with a different value would silently change what VADER scores.
+fn twitch_emotes(
+    text: &str,
+    lexicon: &BTreeMap<String, f64>,
+) -> BTreeMap<String, (f64, &'static str)> {
+    let mut emotes = BTreeMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let n = n + 1;
+        if line.trim().is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let fields: Vec<&str> = line.split('\t').collect();
+        let [name, valence, group] = fields[..] else {
+            panic!("twitch_emotes.tsv line {n}: expected name<TAB>valence<TAB>group, got {line:?}");
+        };
+        if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            panic!("twitch_emotes.tsv line {n}: emote name {name:?} must be one token");
+        }
+        let valence: f64 = valence
+            .parse()
+            .unwrap_or_else(|e| panic!("twitch_emotes.tsv line {n}: valence {valence:?}: {e}"));
+        if !(-MAX_VALENCE..=MAX_VALENCE).contains(&valence) {
+            panic!("twitch_emotes.tsv line {n}: {name:?} has valence {valence}, outside -4..4");
+        }
+        let Some(&(group, sign)) = EMOTE_GROUPS.iter().find(|(g, _)| *g == group) else {
+            panic!("twitch_emotes.tsv line {n}: unknown group {group:?} (see EMOTE_GROUPS)");
+        };
+        if !sign.admits(valence) {
+            panic!(
+                "twitch_emotes.tsv line {n}: {name:?} has valence {valence}, \
+                 which does not fit group {group:?}"
+            );
+        }
+        if group == "smiley"
+            && let Some(&vader) = lexicon.get(&name.to_lowercase())
+            && vader != valence
+        {
+            panic!(
+                "twitch_emotes.tsv line {n}: smiley {name:?} has valence {valence} but \
+                 vader_lexicon.txt gives it {vader}; use VADER's value"
+            );
+        }
+        if emotes.insert(name.to_owned(), (valence, group)).is_some() {
+            panic!("twitch_emotes.tsv line {n}: {name:?} is listed twice");
+        }
+    }
+    emotes
 }

@@ -1,11 +1,15 @@
-//! The `streamtap` command line: `run`, `check`, `query`, `plugin new`, `plugin test`.
+//! The `streamtap` command line: `run`, `check`, `query`, `plugin new`, `plugin test`,
+//! `eval sentiment`.
 
+mod eval;
 mod scaffold;
 
 use crate::pipeline::config::{Pipeline, SinkConfig};
 use crate::pipeline::runner::{self, RunOptions};
 use crate::pipeline::{StepRegistry, build_chain};
-use crate::plugins::{Capabilities, HttpPolicy, KvStore, Limits, Runtime};
+use crate::plugins::{
+    CallError, Capabilities, HttpPolicy, Instance, KvStore, Limits, LoadedPlugin, Runtime,
+};
 use crate::sinks::sqlite;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -61,6 +65,11 @@ enum Command {
     Plugin {
         #[command(subcommand)]
         command: PluginCommand,
+    },
+    /// Score a plugin against hand-labelled data.
+    Eval {
+        #[command(subcommand)]
+        command: eval::EvalCommand,
     },
 }
 
@@ -148,6 +157,7 @@ pub fn main() -> anyhow::Result<()> {
                 allow_http,
             } => cmd_plugin_test(&plugin, &with, &deadline, allow_http),
         },
+        Command::Eval { command } => eval::run(command),
     }
 }
 
@@ -414,6 +424,80 @@ fn action_json(a: &Action) -> serde_json::Value {
     }
 }
 
+/// One plugin run by hand outside a pipeline (`plugin test`, `eval`): loaded, compiled and
+/// instantiated exactly as a pipeline step is, with its own key-value store and HTTP
+/// allowlist, so what these commands report is what the plugin does in a pipeline.
+struct StandalonePlugin {
+    rt: Arc<Runtime>,
+    loaded: Arc<LoadedPlugin>,
+    caps: Capabilities,
+    limits: Limits,
+    config: String,
+    inst: Instance,
+}
+
+impl StandalonePlugin {
+    /// Loads `plugin` and runs its `init` with the `--with` entries as its `with` table.
+    fn load(
+        plugin: &Path,
+        with: &[String],
+        deadline: Duration,
+        allow_http: Vec<String>,
+    ) -> anyhow::Result<Self> {
+        let config = serde_json::to_string(&with_table(with)?)?;
+        let rt = runtime()?;
+        let loaded = rt.load(plugin)?;
+        let caps = Capabilities {
+            step: "test".into(),
+            kv: Arc::new(KvStore::new(64 << 20)),
+            http: Arc::new(HttpPolicy {
+                allow: allow_http,
+                ..HttpPolicy::deny_all()
+            }),
+        };
+        let limits = Limits {
+            deadline,
+            memory: 64 << 20,
+        };
+        let inst = rt.instantiate(&loaded, caps.clone(), limits, &config)?;
+        Ok(StandalonePlugin {
+            rt,
+            loaded,
+            caps,
+            limits,
+            config,
+            inst,
+        })
+    }
+
+    /// `name version (sha256 …)` as the plugin reported it at `init`.
+    fn describe(&self) -> String {
+        format!(
+            "{} {} (sha256 {})",
+            self.inst.name(),
+            self.inst.version(),
+            self.loaded.short_hash()
+        )
+    }
+
+    /// Runs one batch through the wire format; returns each message's actions, in order.
+    fn process(&mut self, msgs: &[ChatMessage]) -> Result<Vec<Vec<Action>>, CallError> {
+        let buf = codec::encode_batch(msgs);
+        let out = self.inst.process(&buf)?;
+        codec::decode_output(&out, msgs.len()).map_err(|e| CallError::BadOutput(e.to_string()))
+    }
+
+    /// A trap poisons the instance; a fresh one lets the remaining messages still run.
+    fn replace_if_poisoned(&mut self) -> anyhow::Result<()> {
+        if self.inst.is_poisoned() {
+            self.inst =
+                self.rt
+                    .instantiate(&self.loaded, self.caps.clone(), self.limits, &self.config)?;
+        }
+        Ok(())
+    }
+}
+
 fn cmd_plugin_test(
     plugin: &Path,
     with: &[String],
@@ -422,28 +506,8 @@ fn cmd_plugin_test(
 ) -> anyhow::Result<()> {
     let deadline = humantime::parse_duration(deadline)
         .with_context(|| format!("invalid --deadline {deadline:?}"))?;
-    let config = serde_json::to_string(&with_table(with)?)?;
-    let rt = runtime()?;
-    let loaded = rt.load(plugin)?;
-    let caps = Capabilities {
-        step: "test".into(),
-        kv: Arc::new(KvStore::new(64 << 20)),
-        http: Arc::new(HttpPolicy {
-            allow: allow_http,
-            ..HttpPolicy::deny_all()
-        }),
-    };
-    let limits = Limits {
-        deadline,
-        memory: 64 << 20,
-    };
-    let mut inst = rt.instantiate(&loaded, caps.clone(), limits, &config)?;
-    eprintln!(
-        "{} {} (sha256 {})",
-        inst.name(),
-        inst.version(),
-        loaded.short_hash()
-    );
+    let mut plugin = StandalonePlugin::load(plugin, with, deadline, allow_http)?;
+    eprintln!("{}", plugin.describe());
     let stdin = std::io::stdin();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -461,12 +525,7 @@ fn cmd_plugin_test(
                 continue;
             }
         };
-        let buf = codec::encode_batch(std::slice::from_ref(&msg));
-        let res = inst.process(&buf).and_then(|o| {
-            codec::decode_output(&o, 1)
-                .map_err(|e| crate::plugins::CallError::BadOutput(e.to_string()))
-        });
-        match res {
+        match plugin.process(std::slice::from_ref(&msg)) {
             Ok(mut lists) => {
                 let actions: Vec<_> = lists
                     .pop()
@@ -487,9 +546,7 @@ fn cmd_plugin_test(
                     serde_json::json!({"id": msg.id, "error": e.to_string(), "kind": e.kind()})
                 )?;
                 failures += 1;
-                if inst.is_poisoned() {
-                    inst = rt.instantiate(&loaded, caps.clone(), limits, &config)?;
-                }
+                plugin.replace_if_poisoned()?;
             }
         }
     }

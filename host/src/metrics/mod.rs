@@ -1,48 +1,74 @@
-//! Counters owned by the components that update them.
+//! Metrics owned by the components that update them, exported to Prometheus.
 //!
-//! Each component creates its own stats struct and hands an `Arc` to whoever reports on it
-//! (progress lines, the run summary); there are no global registries. Prometheus export
-//! reads the same counters.
+//! Each component creates its own stats struct (unregistered Prometheus collectors) and hands
+//! an `Arc` to whoever reports on it: the progress line, the run summary, and the process's
+//! [`prometheus::Registry`], which the run creates and passes down — there are no global
+//! registries, so two pipelines in one process (tests, benchmarks) never share counters.
+//! [`server`] serves the registry over HTTP with `/health` and `/ready`.
 
+pub mod server;
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// A monotonically increasing count.
-#[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
+/// Metric name prefix.
+const NS: &str = "streamtap";
+
+/// A monotonically increasing count (a Prometheus counter, or a child of a labelled one).
+#[derive(Debug, Clone)]
+pub struct Counter(IntCounter);
 
 impl Counter {
+    /// A counter named `streamtap_<name>`, not yet registered anywhere.
+    fn new(name: &str, help: &str) -> Self {
+        Counter(IntCounter::with_opts(Opts::new(name, help).namespace(NS)).expect("valid counter"))
+    }
+
     pub fn inc(&self) {
-        self.add(1);
+        self.0.inc();
     }
 
     pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
+        self.0.inc_by(n);
     }
 
     pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.0.get()
     }
 }
 
-/// Counts by a small fixed set of labels (error kinds).
-#[derive(Debug, Default)]
-pub struct LabeledCounter(Mutex<BTreeMap<&'static str, u64>>);
+/// Counts by one label with a small fixed set of values (error kinds), keeping a snapshot
+/// for the run summary alongside the Prometheus vector.
+#[derive(Debug)]
+pub struct LabeledCounter {
+    vec: IntCounterVec,
+    seen: Mutex<BTreeMap<&'static str, u64>>,
+}
 
 impl LabeledCounter {
-    pub fn inc(&self, label: &'static str) {
+    fn new(opts: Opts, label: &str) -> Self {
+        LabeledCounter {
+            vec: IntCounterVec::new(opts, &[label]).expect("valid counter vec"),
+            seen: Mutex::default(),
+        }
+    }
+
+    pub fn inc(&self, value: &'static str) {
+        self.vec.with_label_values(&[value]).inc();
         *self
-            .0
+            .seen
             .lock()
             .expect("counter lock")
-            .entry(label)
+            .entry(value)
             .or_default() += 1;
     }
 
     pub fn snapshot(&self) -> BTreeMap<&'static str, u64> {
-        self.0.lock().expect("counter lock").clone()
+        self.seen.lock().expect("counter lock").clone()
     }
 
     pub fn total(&self) -> u64 {
@@ -50,15 +76,20 @@ impl LabeledCounter {
     }
 }
 
+/// Buckets for one plugin call: 10 µs to ~5 s.
+fn call_buckets() -> Vec<f64> {
+    prometheus::exponential_buckets(1e-5, 2.5, 15).expect("valid buckets")
+}
+
 /// Per-step statistics; survive reloads of the step (they are keyed by step name).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct StepStats {
     /// `process` calls, including one-at-a-time retries.
     pub calls: Counter,
     /// Messages handed to the step.
     pub messages: Counter,
-    /// Time spent in the step, including encoding and applying actions.
-    pub nanos: Counter,
+    /// Time per call, including encoding and applying actions.
+    pub duration: Histogram,
     /// Messages the step dropped (plugin action or `on_error = "drop"`).
     pub dropped: Counter,
     /// Instances replaced after a trap.
@@ -68,9 +99,52 @@ pub struct StepStats {
 }
 
 impl StepStats {
+    /// Stats for the step named `step` (the `step` label of every series).
+    pub fn new(step: &str) -> Self {
+        let opts = |name: &str, help: &str| {
+            Opts::new(name, help)
+                .namespace(NS)
+                .subsystem("step")
+                .const_label("step", step)
+        };
+        let counter = |name: &str, help: &str| {
+            Counter(IntCounter::with_opts(opts(name, help)).expect("valid counter"))
+        };
+        StepStats {
+            calls: counter(
+                "calls_total",
+                "Plugin process calls, including isolation retries.",
+            ),
+            messages: counter("messages_total", "Messages handed to the step."),
+            duration: Histogram::with_opts(
+                HistogramOpts::new(
+                    "call_duration_seconds",
+                    "Time per process call, including batch encoding and applying actions.",
+                )
+                .namespace(NS)
+                .subsystem("step")
+                .const_label("step", step)
+                .buckets(call_buckets()),
+            )
+            .expect("valid histogram"),
+            dropped: counter("dropped_total", "Messages the step dropped."),
+            restarts: counter(
+                "restarts_total",
+                "Plugin instances replaced after a trap, timeout or out-of-memory.",
+            ),
+            errors: LabeledCounter::new(
+                opts(
+                    "errors_total",
+                    "Plugin failures by kind (trap, timeout, oom, plugin_error, bad_output).",
+                ),
+                "kind",
+            ),
+        }
+    }
+
     pub fn record_batch(&self, messages: u64, took: Duration) {
         self.messages.add(messages);
-        self.nanos.add(took.as_nanos() as u64);
+        self.duration.observe(took.as_secs_f64());
     }
 
     /// Mean time per message, in nanoseconds.
@@ -79,13 +153,23 @@ impl StepStats {
         if m == 0 {
             0.0
         } else {
-            self.nanos.get() as f64 / m as f64
+            self.duration.get_sample_sum() * 1e9 / m as f64
         }
+    }
+
+    /// Adds this step's series to `registry`.
+    pub fn register(&self, registry: &Registry) -> prometheus::Result<()> {
+        registry.register(Box::new(self.calls.0.clone()))?;
+        registry.register(Box::new(self.messages.0.clone()))?;
+        registry.register(Box::new(self.duration.clone()))?;
+        registry.register(Box::new(self.dropped.0.clone()))?;
+        registry.register(Box::new(self.restarts.0.clone()))?;
+        registry.register(Box::new(self.errors.vec.clone()))
     }
 }
 
 /// Whole-pipeline statistics.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct PipelineStats {
     /// Messages the source produced.
     pub received: Counter,
@@ -109,4 +193,111 @@ pub struct PipelineStats {
     pub reloads_ok: Counter,
     /// Reload attempts rejected (the previous generation kept running).
     pub reloads_failed: Counter,
+    /// Parent of `reloads_ok` and `reloads_failed` (label `result`).
+    reloads: IntCounterVec,
+}
+
+impl Default for PipelineStats {
+    fn default() -> Self {
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                "reloads_total",
+                "Hot reloads by result: ok (swapped in) or failed (previous pipeline kept).",
+            )
+            .namespace(NS),
+            &["result"],
+        )
+        .expect("valid counter vec");
+        PipelineStats {
+            received: Counter::new("source_messages_total", "Messages the source produced."),
+            malformed: Counter::new(
+                "source_malformed_total",
+                "Source lines that could not be parsed (reported with line numbers).",
+            ),
+            processed: Counter::new(
+                "processed_messages_total",
+                "Messages run through the step chain.",
+            ),
+            stored: Counter::new("sink_stored_total", "Messages newly written by the sink."),
+            duplicates: Counter::new(
+                "sink_duplicates_total",
+                "Messages the sink already had under the same id (skipped).",
+            ),
+            dropped: Counter::new("dropped_messages_total", "Messages dropped by steps."),
+            dead_lettered: Counter::new(
+                "dead_lettered_messages_total",
+                "Messages written to the dead-letter table.",
+            ),
+            alerts_fired: Counter::new(
+                "alerts_fired_total",
+                "New alerts raised (first occurrence of their dedupe key).",
+            ),
+            alerts_delivered: Counter::new(
+                "alerts_delivered_total",
+                "Alerts delivered to every sink of their topic.",
+            ),
+            reloads_ok: Counter(reloads.with_label_values(&["ok"])),
+            reloads_failed: Counter(reloads.with_label_values(&["failed"])),
+            reloads,
+        }
+    }
+}
+
+impl PipelineStats {
+    /// Adds the pipeline's series to `registry`.
+    pub fn register(&self, registry: &Registry) -> prometheus::Result<()> {
+        for c in [
+            &self.received,
+            &self.malformed,
+            &self.processed,
+            &self.stored,
+            &self.duplicates,
+            &self.dropped,
+            &self.dead_lettered,
+            &self.alerts_fired,
+            &self.alerts_delivered,
+        ] {
+            registry.register(Box::new(c.0.clone()))?;
+        }
+        registry.register(Box::new(self.reloads.clone()))
+    }
+}
+
+/// A gauge whose value is read when scraped, for state another component owns (a queue's
+/// depth): sampling on scrape is exact, where a periodic copy would lag.
+pub struct SampledGauge<F> {
+    gauge: IntGauge,
+    read: F,
+}
+
+impl<F: Fn() -> i64 + Send + Sync> SampledGauge<F> {
+    pub fn new(name: &str, help: &str, read: F) -> Self {
+        SampledGauge {
+            gauge: IntGauge::with_opts(Opts::new(name, help).namespace(NS)).expect("valid gauge"),
+            read,
+        }
+    }
+}
+
+impl<F: Fn() -> i64 + Send + Sync> Collector for SampledGauge<F> {
+    fn desc(&self) -> Vec<&Desc> {
+        self.gauge.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        self.gauge.set((self.read)());
+        self.gauge.collect()
+    }
+}
+
+/// `streamtap_build_info{version="…"} 1`, so dashboards can tell versions apart.
+pub fn build_info() -> IntGauge {
+    let g = IntGauge::with_opts(
+        Opts::new("build_info", "streamtap build; the value is always 1.")
+            .namespace(NS)
+            .const_label("version", env!("CARGO_PKG_VERSION")),
+    )
+    .expect("valid gauge");
+    g.set(1);
+    g
 }

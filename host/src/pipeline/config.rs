@@ -75,6 +75,9 @@ pub struct PipelineFile {
     /// Where alerts raised by steps are delivered. Default: the console.
     #[serde(default)]
     pub alerts: AlertsConfig,
+    /// The Prometheus endpoint. Absent: no endpoint (the embedded default).
+    #[serde(default)]
+    pub metrics: Option<MetricsConfig>,
 }
 
 /// Source components.
@@ -314,6 +317,29 @@ pub struct AlertRoute {
     pub to: Vec<Spanned<String>>,
 }
 
+/// `[metrics]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address of the HTTP endpoint serving `/metrics`, `/health` and `/ready`. Loopback by
+    /// default so a laptop run never exposes it; port 0 picks a free port (logged).
+    #[serde(default = "default_metrics_listen")]
+    pub listen: std::net::SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: default_metrics_listen(),
+        }
+    }
+}
+
+/// 9464: a port Prometheus exporters commonly use, clear of Kafka's and MongoDB's.
+fn default_metrics_listen() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], 9464))
+}
+
 /// Alert delivery sinks this build knows.
 pub const ALERT_SINKS: &[&str] = &["console"];
 
@@ -416,6 +442,7 @@ pub struct Pipeline {
     pub steps: Vec<Step>,
     pub sink: SinkConfig,
     pub alerts: AlertsConfig,
+    pub metrics: Option<MetricsConfig>,
 }
 
 impl Pipeline {
@@ -625,6 +652,7 @@ fn validate(file: &Path, text: &str, raw: PipelineFile) -> Result<Pipeline, Conf
         steps,
         sink: raw.sink,
         alerts: raw.alerts,
+        metrics: raw.metrics,
     })
 }
 

@@ -34,18 +34,38 @@ pub enum BuildError {
 #[derive(Default)]
 pub struct StepRegistry {
     inner: Mutex<HashMap<String, StepShared>>,
+    /// Where new steps' metrics are registered (none in tests and benchmarks).
+    metrics: Option<prometheus::Registry>,
 }
 
 /// What a step name keeps across generations.
 type StepShared = (Arc<KvStore>, Arc<StepStats>);
 
 impl StepRegistry {
+    /// A registry that registers each new step's metrics in `metrics`.
+    pub fn with_metrics(metrics: prometheus::Registry) -> Self {
+        StepRegistry {
+            inner: Mutex::default(),
+            metrics: Some(metrics),
+        }
+    }
+
     fn get(&self, step: &str, kv_limit: usize) -> StepShared {
         self.inner
             .lock()
             .expect("registry lock")
             .entry(step.to_owned())
-            .or_insert_with(|| (Arc::new(KvStore::new(kv_limit)), Arc::default()))
+            .or_insert_with(|| {
+                let stats = StepStats::new(step);
+                if let Some(reg) = &self.metrics
+                    && let Err(e) = stats.register(reg)
+                {
+                    // Only possible if the name were registered twice, which the map
+                    // prevents; the step still runs, its series are just not exported.
+                    tracing::warn!(step, error = %e, "step metrics not registered");
+                }
+                (Arc::new(KvStore::new(kv_limit)), Arc::new(stats))
+            })
             .clone()
     }
 

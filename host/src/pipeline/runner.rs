@@ -10,7 +10,8 @@ use super::config::{Pipeline, SinkConfig, SourceConfig, TransportConfig};
 use super::reload::{PendingSlot, Reloader};
 use super::{StepRegistry, build_chain};
 use crate::alerts::AlertRouter;
-use crate::metrics::{PipelineStats, StepStats};
+use crate::metrics::server::Health;
+use crate::metrics::{self, PipelineStats, StepStats};
 use crate::plugins::Runtime;
 use crate::sinks::sqlite::SqliteSink;
 use crate::sources::replay::{self, ReplayReport};
@@ -49,6 +50,8 @@ pub struct RunSummary {
     pub replay: ReplayReport,
     pub sink_path: PathBuf,
     pub generation: u64,
+    /// Where the metrics endpoint listened, when `[metrics]` was set.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Outputs waiting for the sink; small, since each holds a whole batch.
@@ -63,7 +66,26 @@ pub async fn run(
 ) -> anyhow::Result<RunSummary> {
     let started = Instant::now();
     let stats = Arc::new(PipelineStats::default());
-    let registry = Arc::new(StepRegistry::default());
+    // The run's own Prometheus registry: components register what they own.
+    let prom = prometheus::Registry::new();
+    stats
+        .register(&prom)
+        .context("registering pipeline metrics")?;
+    prom.register(Box::new(metrics::build_info()))
+        .context("registering build info")?;
+    let registry = Arc::new(StepRegistry::with_metrics(prom.clone()));
+    // Bind before the (slow) chain build so a taken port fails fast, naming the address.
+    let metrics_listener = match &pipeline.metrics {
+        Some(m) => {
+            let l = tokio::net::TcpListener::bind(m.listen)
+                .await
+                .with_context(|| format!("[metrics] listen = \"{}\": cannot bind", m.listen))?;
+            let addr = l.local_addr().context("metrics listener address")?;
+            tracing::info!(%addr, "metrics endpoint listening (/metrics, /health, /ready)");
+            Some((l, addr))
+        }
+        None => None,
+    };
     let chain = {
         let (rt, p, reg) = (runtime.clone(), pipeline.clone(), registry.clone());
         tokio::task::spawn_blocking(move || build_chain(&rt, &p, &reg))
@@ -99,6 +121,15 @@ pub async fn run(
     ));
     let depth_probe = tx.depth_probe();
     drop(tx);
+    {
+        let probe = depth_probe.clone();
+        prom.register(Box::new(metrics::SampledGauge::new(
+            "transport_queue_depth",
+            "Messages waiting in the in-process transport.",
+            move || i64::try_from(probe.depth()).unwrap_or(i64::MAX),
+        )))
+        .context("registering transport metrics")?;
+    }
 
     let (sink_tx, sink_rx) = mpsc::channel::<ChainOutput>(SINK_QUEUE);
     let processor = tokio::spawn(process_loop(
@@ -110,6 +141,20 @@ pub async fn run(
         generation.clone(),
     ));
     let sink_task = tokio::spawn(sink_loop(sink_rx, sink, router, stats.clone()));
+
+    let health = Arc::new(Health::default());
+    let metrics_stop = CancellationToken::new();
+    let metrics_addr = metrics_listener.as_ref().map(|(_, a)| *a);
+    let metrics_server = metrics_listener.map(|(l, _)| {
+        tokio::spawn(metrics::server::serve(
+            l,
+            prom.clone(),
+            health.clone(),
+            metrics_stop.clone(),
+        ))
+    });
+    // Transport and sink are open and every stage is running.
+    health.set_ready(true);
 
     let watch_stop = CancellationToken::new();
     let reloader = opts.hot_reload.then(|| {
@@ -151,9 +196,16 @@ pub async fn run(
     });
 
     let source_res = source.await.context("source task panicked")?;
+    // Draining now: a load balancer should stop sending work here.
+    health.set_ready(false);
     let proc_res = processor.await.context("processor task panicked")?;
     let sink_res = sink_task.await.context("sink task panicked")?;
     watch_stop.cancel();
+    metrics_stop.cancel();
+    let metrics_res = match metrics_server {
+        Some(m) => m.await.context("metrics endpoint panicked")?,
+        None => Ok(()),
+    };
     progress_stop.cancel();
     if let Some(p) = progress {
         let _ = p.await;
@@ -166,6 +218,7 @@ pub async fn run(
     proc_res.context("processor")?;
     sink_res.context("sink")?;
     watch_res.context("hot reload watcher")?;
+    metrics_res.context("metrics endpoint")?;
 
     let replay = report.lock().expect("report lock").clone();
     Ok(RunSummary {
@@ -176,6 +229,7 @@ pub async fn run(
         replay,
         sink_path,
         generation: generation.load(std::sync::atomic::Ordering::Relaxed),
+        metrics_addr,
     })
 }
 
@@ -310,6 +364,12 @@ impl RunSummary {
             self.generation
         );
         let _ = writeln!(s, "data: {}", self.sink_path.display());
+        if let Some(a) = self.metrics_addr {
+            let _ = writeln!(
+                s,
+                "metrics: http://{a}/metrics (served while the run lasted)"
+            );
+        }
         let _ = writeln!(
             s,
             "query: streamtap query {} --format table --limit 20\n       sqlite3 {} \"SELECT channel, json_extract(fields, '$.sentiment.compound') FROM messages LIMIT 5\"",

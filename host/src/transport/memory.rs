@@ -49,6 +49,7 @@ impl MemorySender {
 
 /// Reads queue depth; does not count as a producer, so the queue still closes when the
 /// last [`MemorySender`] is dropped.
+#[derive(Clone)]
 pub struct DepthProbe(mpsc::WeakSender<ChatMessage>);
 
 impl DepthProbe {

@@ -1,5 +1,5 @@
 //! Read-only lookups into the tables `build.rs` generates from `data/` and VADER's word
-//! lists.
+//! lists, and the built-in Twitch emote table.
 
 /// Booster (+0.293) or dampener (-0.293), as in the reference's `BOOSTER_DICT`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,6 +17,17 @@ pub(crate) struct WordInfo {
     pub boost: Option<Boost>,
     /// Whether the word is in the reference's `NEGATE` list.
     pub negation: bool,
+}
+
+/// One line of `data/twitch_emotes.tsv`, the built-in Twitch emote lexicon.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BuiltinEmote {
+    /// The emote's name, exactly as typed in chat (matching is case-sensitive).
+    pub name: &'static str,
+    /// Valence on VADER's -4..+4 word scale.
+    pub valence: f64,
+    /// The group it is filed under (`hype`, `laughter`, `sad`, ...; see docs/SENTIMENT.md).
+    pub group: &'static str,
 }
 
 include!(concat!(env!("OUT_DIR"), "/tables.rs"));
@@ -46,6 +57,11 @@ pub(crate) fn word_info(word: &str) -> Option<&'static WordInfo> {
         slot = (slot + 1) & mask;
     }
     None
+}
+
+/// The built-in Twitch emotes, sorted by name.
+pub(crate) fn builtin_emotes() -> &'static [BuiltinEmote] {
+    &TWITCH_EMOTES
 }
 
 /// The description the reference substitutes for the single-code-point emoji `c`.

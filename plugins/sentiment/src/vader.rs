@@ -89,9 +89,19 @@ pub fn polarity_scores(text: &str) -> Scores {
 /// all words are caps" test so that adding an emote never changes how the words are scored.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EmoteLexicon {
-    /// Sorted by name, names unique: a binary search beats hashing for the handful of
-    /// entries a channel configures, and needs no hasher state.
+    /// Sorted by name, names unique.
     entries: Vec<(String, f64)>,
+    /// Every token of every message is looked up, and nearly all are misses, so two cheap
+    /// stages settle most of them before any string work. First `filter`: for each
+    /// possible first byte, a bit per name length (lengths from 63 up share bit 63) that
+    /// some entry has; an ordinary word rarely shares both with an emote name. Empty when
+    /// `entries` is.
+    filter: Vec<u64>,
+    /// Then a hash index into `entries`: open addressing with linear probing, at most half
+    /// full, so an empty slot ends a miss quickly. A slot holds the hash's top 32 bits over
+    /// the entry's index, or `u64::MAX` when empty; the hash bits settle nearly every
+    /// remaining miss without a string comparison.
+    slots: Vec<u64>,
 }
 
 impl EmoteLexicon {
@@ -99,6 +109,8 @@ impl EmoteLexicon {
     pub const fn empty() -> Self {
         EmoteLexicon {
             entries: Vec::new(),
+            filter: Vec::new(),
+            slots: Vec::new(),
         }
     }
 
@@ -114,22 +126,81 @@ impl EmoteLexicon {
                 _ => unique.push(e),
             }
         }
-        EmoteLexicon { entries: unique }
+        let (mut filter, mut slots) = (Vec::new(), Vec::new());
+        if !unique.is_empty() {
+            filter = vec![0u64; 256];
+            for (name, _) in &unique {
+                if let Some(bits) = name
+                    .bytes()
+                    .next()
+                    .and_then(|b| filter.get_mut(usize::from(b)))
+                {
+                    *bits |= length_bit(name);
+                }
+            }
+            slots = vec![u64::MAX; (unique.len() * 2).next_power_of_two()];
+            let mask = slots.len() - 1;
+            for (index, (name, _)) in unique.iter().enumerate() {
+                let h = crate::hash::fnv1a(name.as_bytes());
+                // Truncating the hash is intended: the low bits pick the slot.
+                let mut slot = h as usize & mask;
+                while slots.get(slot).is_some_and(|s| *s != u64::MAX) {
+                    slot = (slot + 1) & mask;
+                }
+                if let Some(s) = slots.get_mut(slot) {
+                    *s = (h & !0xffff_ffff) | index as u64;
+                }
+            }
+        }
+        EmoteLexicon {
+            entries: unique,
+            filter,
+            slots,
+        }
     }
 
     /// The valence of the emote called exactly `name`.
     pub fn get(&self, name: &str) -> Option<f64> {
-        self.entries
-            .binary_search_by(|(k, _)| k.as_str().cmp(name))
-            .ok()
-            .and_then(|i| self.entries.get(i))
-            .map(|(_, v)| *v)
+        // `filter` is empty when there are no entries, which ends here too.
+        let first = name.bytes().next()?;
+        if self.filter.get(usize::from(first))? & length_bit(name) == 0 {
+            return None;
+        }
+        let mask = self.slots.len() - 1;
+        let h = crate::hash::fnv1a(name.as_bytes());
+        let mut slot = h as usize & mask;
+        // At most half full, so the walk ends at an empty slot; the bound only makes
+        // termination obvious.
+        for _ in 0..self.slots.len() {
+            let entry = *self.slots.get(slot)?;
+            if entry == u64::MAX {
+                return None;
+            }
+            if entry >> 32 == h >> 32 {
+                let (key, valence) = self.entries.get((entry & 0xffff_ffff) as usize)?;
+                if key == name {
+                    return Some(*valence);
+                }
+            }
+            slot = (slot + 1) & mask;
+        }
+        None
     }
 
     /// Whether there are no entries.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+
+    /// The entries, sorted by name.
+    pub fn entries(&self) -> impl ExactSizeIterator<Item = (&str, f64)> {
+        self.entries.iter().map(|(name, v)| (name.as_str(), *v))
+    }
+}
+
+/// `name`'s bit in an [`EmoteLexicon`] filter word.
+fn length_bit(name: &str) -> u64 {
+    1 << name.len().min(63)
 }
 
 /// What the rules need to know about one token, computed once per token.
@@ -196,7 +267,11 @@ impl Scorer {
             let emote = if emotes.is_empty() {
                 None
             } else {
-                emotes.get(word).or_else(|| emotes.get(raw))
+                // `word` is a slice of `raw`, so equal lengths mean nothing was stripped
+                // and the second lookup would repeat the first.
+                emotes
+                    .get(word)
+                    .or_else(|| (raw.len() != word.len()).then(|| emotes.get(raw)).flatten())
             };
             let upper = emote.is_none() && pystr::is_upper(word);
             if emote.is_none() {
@@ -713,6 +788,44 @@ mod tests {
             but_check_indexed(&mut indexed, bi);
             assert_eq!(direct, indexed, "round {round}: {values:?} but@{bi}");
         }
+    }
+
+    #[test]
+    fn emote_lexicon_finds_exactly_its_entries() {
+        let long = "L".repeat(70);
+        let mut names: Vec<String> = crate::tables::builtin_emotes()
+            .iter()
+            .map(|e| e.name.to_owned())
+            .collect();
+        names.extend(["é_é".to_owned(), long.clone(), "x".to_owned()]);
+        let lexicon = EmoteLexicon::new(names.iter().map(|n| (n.clone(), n.len() as f64)));
+        assert_eq!(lexicon.entries().len(), names.len());
+        for name in &names {
+            assert_eq!(lexicon.get(name), Some(name.len() as f64), "{name:?}");
+            // Near misses: same first byte and length, another case, a prefix, longer.
+            let mut swapped = name.clone();
+            if let Some(last) = swapped.pop() {
+                swapped.push(if last == '#' { '%' } else { '#' });
+            }
+            for miss in [
+                swapped,
+                name.to_lowercase(),
+                name.to_uppercase(),
+                name.chars().take(name.chars().count() - 1).collect(),
+                format!("{name}!"),
+            ] {
+                if !names.contains(&miss) {
+                    assert_eq!(lexicon.get(&miss), None, "{miss:?}");
+                }
+            }
+        }
+        // Lengths from 63 up share a filter bit; the hash still tells them apart.
+        assert_eq!(lexicon.get(&"L".repeat(71)), None);
+        assert_eq!(lexicon.get(""), None);
+        assert_eq!(EmoteLexicon::empty().get("LUL"), None);
+        // Duplicates: the last one wins.
+        let dup = EmoteLexicon::new([("A".to_owned(), 1.0), ("A".to_owned(), 2.0)]);
+        assert_eq!((dup.get("A"), dup.entries().len()), (Some(2.0), 1));
     }
 
     #[test]
