@@ -5,7 +5,7 @@ WASM_TARGET := wasm32-wasip2
 PLUGINS := noop sentiment translate alerts hostile versioned
 BIN := target/release/streamtap
 
-.PHONY: all wasm-target plugins build demo test lint fmt bench venv clean
+.PHONY: all wasm-target plugins build demo test lint promtool fmt bench venv clean
 
 all: build plugins
 
@@ -30,8 +30,14 @@ demo: plugins build
 # wasm plugins and the tests share compiled dependencies; the tests build the binary they
 # run themselves (a separate `cargo build -p streamtap` would resolve other features and
 # compile wasmtime a second time).
-test: plugins lint
+test: plugins lint promtool
 	$(CARGO) test --release --workspace
+
+# The Prometheus scrape config and alerting rules, with the rules' unit tests.
+promtool:
+	promtool check config deploy/prometheus/prometheus.yml
+	promtool check rules deploy/prometheus/rules/streamtap.rules.yml
+	promtool test rules deploy/prometheus/rules/streamtap.rules.test.yml
 
 lint:
 	$(CARGO) fmt --all -- --check

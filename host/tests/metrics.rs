@@ -122,6 +122,36 @@ fn metrics_endpoint_serves_valid_metrics_health_and_readiness() {
         processed(&t).filter(|n| *n > n1).map(|_| t)
     });
 
+    // The dashboards and alerting rules in deploy/ may only use series that exist.
+    let live: std::collections::BTreeSet<&str> = second
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    for file in [
+        "deploy/grafana/streamtap.json",
+        "deploy/prometheus/rules/streamtap.rules.yml",
+    ] {
+        let text = std::fs::read_to_string(common::workspace_root().join(file)).unwrap();
+        let mut used = 0;
+        for (at, _) in text.match_indices("streamtap_") {
+            let name: String = text[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(&name);
+            assert!(
+                live.contains(family),
+                "{file} uses {name}, which the running pipeline does not export"
+            );
+            used += 1;
+        }
+        assert!(used > 3, "{file}: expected streamtap_ series, found {used}");
+    }
+
     // promtool lints names, types, HELP and suffixes; non-zero exit on any problem.
     let mut promtool = Command::new("promtool")
         .args(["check", "metrics"])

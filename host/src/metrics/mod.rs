@@ -50,9 +50,15 @@ pub struct LabeledCounter {
 }
 
 impl LabeledCounter {
-    fn new(opts: Opts, label: &str) -> Self {
+    /// `values` are exported at zero from the start: a series that appears only on the
+    /// first error makes `rate()` and alert rules miss that error.
+    fn new(opts: Opts, label: &str, values: &[&str]) -> Self {
+        let vec = IntCounterVec::new(opts, &[label]).expect("valid counter vec");
+        for v in values {
+            vec.with_label_values(&[*v]);
+        }
         LabeledCounter {
-            vec: IntCounterVec::new(opts, &[label]).expect("valid counter vec"),
+            vec,
             seen: Mutex::default(),
         }
     }
@@ -138,6 +144,7 @@ impl StepStats {
                     "Plugin failures by kind (trap, timeout, oom, plugin_error, bad_output).",
                 ),
                 "kind",
+                crate::plugins::CallError::KINDS,
             ),
         }
     }

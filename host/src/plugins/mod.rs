@@ -76,6 +76,10 @@ pub enum CallError {
 }
 
 impl CallError {
+    /// Every value [`CallError::kind`] returns, for metrics that start each at zero.
+    pub const KINDS: &'static [&'static str] =
+        &["trap", "timeout", "oom", "plugin_error", "bad_output"];
+
     /// A short label for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -486,5 +490,23 @@ impl Instance {
                 Err(classify(&e, &self.store, self.limits))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_lists_every_call_error_kind() {
+        let all = [
+            CallError::Trap(String::new()),
+            CallError::Timeout(Duration::ZERO),
+            CallError::OutOfMemory(0),
+            CallError::Plugin(String::new()),
+            CallError::BadOutput(String::new()),
+        ];
+        let kinds: Vec<&str> = all.iter().map(CallError::kind).collect();
+        assert_eq!(kinds, CallError::KINDS);
     }
 }
