@@ -191,13 +191,57 @@ impl Drop for EpochTicker {
     }
 }
 
+/// Compiled components kept in memory at most.
+const MAX_COMPILED_IN_MEMORY: usize = 32;
+
+/// A small least-recently-used map of compiled components by content hash.
+#[derive(Default)]
+struct ComponentLru {
+    entries: HashMap<String, (Component, u64)>,
+    clock: u64,
+}
+
+impl ComponentLru {
+    fn get(&mut self, hash: &str) -> Option<Component> {
+        self.clock += 1;
+        let e = self.entries.get_mut(hash)?;
+        e.1 = self.clock;
+        Some(e.0.clone())
+    }
+
+    fn insert(&mut self, hash: &str, c: Component) {
+        self.clock += 1;
+        self.entries.insert(hash.to_owned(), (c, self.clock));
+        while self.entries.len() > MAX_COMPILED_IN_MEMORY {
+            // Linear scan: the map holds a few dozen entries and this runs once per compile.
+            let Some(oldest) = self
+                .entries
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(h, _)| h.clone())
+            else {
+                break;
+            };
+            self.entries.remove(&oldest);
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
 /// The process-wide plugin runtime.
 pub struct Runtime {
     engine: Engine,
     linker: Linker<StepState>,
     cache_dir: Option<PathBuf>,
     /// Compiled components by content hash: a reload of an unchanged file costs nothing.
-    compiled: Mutex<HashMap<String, Component>>,
+    /// Bounded (least recently used out), since a long run that reloads plugins many
+    /// times would otherwise keep every version's machine code alive; evicted versions
+    /// still load fast from `cache_dir`.
+    compiled: Mutex<ComponentLru>,
     _ticker: EpochTicker,
 }
 
@@ -253,7 +297,7 @@ impl Runtime {
             engine,
             linker,
             cache_dir,
-            compiled: Mutex::new(HashMap::new()),
+            compiled: Mutex::new(ComponentLru::default()),
             _ticker: EpochTicker {
                 stop,
                 thread: Some(thread),
@@ -308,7 +352,7 @@ impl Runtime {
 
     fn component(&self, path: &Path, hash: &str, bytes: &[u8]) -> Result<Component, PluginError> {
         if let Some(c) = self.compiled.lock().expect("cache lock").get(hash) {
-            return Ok(c.clone());
+            return Ok(c);
         }
         let cached = self
             .cache_dir
@@ -351,7 +395,7 @@ impl Runtime {
         self.compiled
             .lock()
             .expect("cache lock")
-            .insert(hash.to_owned(), c.clone());
+            .insert(hash, c.clone());
     }
 
     /// Instantiates a loaded plugin and runs its `init` with the JSON config.
@@ -508,5 +552,26 @@ mod tests {
         ];
         let kinds: Vec<&str> = all.iter().map(CallError::kind).collect();
         assert_eq!(kinds, CallError::KINDS);
+    }
+
+    #[test]
+    fn compiled_cache_keeps_the_most_recently_used() {
+        let engine = Engine::default();
+        // The smallest valid component: magic, component-layer version, no sections.
+        let c = Component::new(&engine, [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00])
+            .expect("empty component");
+        let mut lru = ComponentLru::default();
+        for i in 0..MAX_COMPILED_IN_MEMORY {
+            lru.insert(&format!("h{i}"), c.clone());
+        }
+        assert!(lru.get("h0").is_some()); // h0 is now the most recently used
+        lru.insert("new", c.clone());
+        assert_eq!(lru.len(), MAX_COMPILED_IN_MEMORY);
+        assert!(lru.get("h0").is_some());
+        assert!(
+            lru.get("h1").is_none(),
+            "the least recently used is evicted"
+        );
+        assert!(lru.get("new").is_some());
     }
 }
