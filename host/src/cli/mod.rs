@@ -108,13 +108,20 @@ enum Format {
     Table,
 }
 
+/// Log targets capped below trace whatever `RUST_LOG` says (see `main`).
+const NO_WIRE_DUMPS: [&str; 2] = ["ureq=debug", "ureq_proto=debug"];
+
 /// Entry point used by `main`.
 pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+                // ureq hex-dumps request headers (API keys in `Authorization`) and bodies
+                // at trace level; secrets must not reach the log even at RUST_LOG=trace.
+                .add_directive(NO_WIRE_DUMPS[0].parse().expect("valid directive"))
+                .add_directive(NO_WIRE_DUMPS[1].parse().expect("valid directive")),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

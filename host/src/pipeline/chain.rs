@@ -263,7 +263,10 @@ fn apply(
                     labels,
                 } => out.records.push(EmittedRecord {
                     table: "plugin_metrics".into(),
-                    key: name,
+                    // One row per series: the labels are part of the key, or samples of
+                    // `failures{kind="timeout"}` and `failures{kind="status"}` would
+                    // overwrite each other.
+                    key: metric_key(&name, &labels),
                     value: Value::map([
                         ("value", Value::Float(value)),
                         (
@@ -300,6 +303,17 @@ fn apply(
             keep.get(i - 1).copied().unwrap_or(true)
         });
     }
+}
+
+/// `name{k1="v1",k2="v2"}` with labels sorted, as Prometheus writes a series.
+fn metric_key(name: &str, labels: &[(String, String)]) -> String {
+    if labels.is_empty() {
+        return name.to_owned();
+    }
+    let mut sorted: Vec<&(String, String)> = labels.iter().collect();
+    sorted.sort();
+    let inner: Vec<String> = sorted.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+    format!("{name}{{{}}}", inner.join(","))
 }
 
 /// The batch call failed: find the messages the step fails on by trying them one at a time.

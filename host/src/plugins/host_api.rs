@@ -165,7 +165,11 @@ impl http::Host for StepState {
             .timeout_ms
             .map(|ms| Duration::from_millis(ms.into()).min(policy.timeout))
             .unwrap_or(policy.timeout);
-        send_http(&req, timeout, policy.max_response)
+        let started = std::time::Instant::now();
+        let res = send_http(&req, timeout, policy.max_response);
+        // Waiting on the network is not the plugin's computation: see `CallTiming`.
+        self.timing.host_wait += started.elapsed();
+        res
     }
 }
 

@@ -23,9 +23,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
+    UpdateDeadline,
+};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 wasmtime::component::bindgen!({
@@ -98,6 +101,50 @@ pub struct StepState {
     table: ResourceTable,
     limiter: MemoryLimiter,
     caps: Capabilities,
+    timing: CallTiming,
+}
+
+/// Time accounting for the call in progress.
+///
+/// The deadline bounds the plugin's own computation. Time the plugin spends waiting in a
+/// host HTTP request is credited back, up to one `http_timeout` per call: otherwise a
+/// translation backend answering in 150 ms could never be used under the default 100 ms
+/// deadline, and the failed call would be retried message by message, multiplying the
+/// requests. Waiting beyond that credit counts, so a call's wall time stays bounded by
+/// `deadline + http_timeout` however many requests the plugin makes.
+#[derive(Debug)]
+struct CallTiming {
+    started: Instant,
+    deadline: Duration,
+    host_wait: Duration,
+    wait_credit: Duration,
+    /// Set when the deadline callback interrupted the call.
+    expired: bool,
+}
+
+impl CallTiming {
+    fn new(deadline: Duration, wait_credit: Duration) -> Self {
+        CallTiming {
+            started: Instant::now(),
+            deadline,
+            host_wait: Duration::ZERO,
+            wait_credit,
+            expired: false,
+        }
+    }
+
+    fn start(&mut self) {
+        self.started = Instant::now();
+        self.host_wait = Duration::ZERO;
+        self.expired = false;
+    }
+
+    /// Time charged against the deadline so far.
+    fn charged(&self) -> Duration {
+        self.started
+            .elapsed()
+            .saturating_sub(self.host_wait.min(self.wait_credit))
+    }
 }
 
 impl WasiView for StepState {
@@ -419,11 +466,24 @@ impl Runtime {
                 max: limits.memory,
                 denied: false,
             },
+            timing: CallTiming::new(limits.deadline, caps.http.timeout),
             caps,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
-        store.epoch_deadline_trap();
+        // Called when the epoch deadline passes: either the plugin really ran out of time,
+        // or part of the elapsed time was spent waiting on host HTTP and it may go on.
+        store.epoch_deadline_callback(|mut ctx| {
+            let t = &mut ctx.data_mut().timing;
+            let charged = t.charged();
+            if charged >= t.deadline {
+                t.expired = true;
+                return Err(Trap::Interrupt.into());
+            }
+            Ok(UpdateDeadline::Continue(deadline_ticks(
+                t.deadline - charged,
+            )))
+        });
         store.set_epoch_deadline(deadline_ticks(limits.deadline));
         let bindings =
             plugin
@@ -444,6 +504,7 @@ impl Runtime {
             },
             poisoned: false,
         };
+        inst.store.data_mut().timing.start();
         inst.store
             .set_epoch_deadline(deadline_ticks(limits.deadline));
         match inst.bindings.call_init(&mut inst.store, config_json) {
@@ -480,6 +541,9 @@ fn deadline_ticks(d: Duration) -> u64 {
 fn classify(e: &wasmtime::Error, store: &Store<StepState>, limits: Limits) -> CallError {
     if store.data().limiter.denied {
         return CallError::OutOfMemory(limits.memory);
+    }
+    if store.data().timing.expired {
+        return CallError::Timeout(limits.deadline);
     }
     match e.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => CallError::Timeout(limits.deadline),
@@ -524,6 +588,7 @@ impl Instance {
             ));
         }
         self.store.data_mut().limiter.denied = false;
+        self.store.data_mut().timing.start();
         self.store
             .set_epoch_deadline(deadline_ticks(self.limits.deadline));
         match self.bindings.call_process(&mut self.store, batch) {

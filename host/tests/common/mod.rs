@@ -2,6 +2,8 @@
 //! writing chat logs.
 #![allow(dead_code)]
 
+pub mod fake_translate;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;

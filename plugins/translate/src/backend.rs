@@ -1,12 +1,13 @@
 //! Translation backends: building one HTTP request for many texts and reading the answer.
 //!
 //! Pure functions over [`Request`] / [`Response`], so every parse path is unit-testable
-//! without a host. Every failure is an `Err(reason)`; the caller turns it into a
-//! `translation.error` field on the affected messages.
+//! without a host. Every failure is a [`Failure`]: its reason becomes the
+//! `translation.error` field of the affected messages, its kind the `kind` label of the
+//! `translate_backend_failures` metric.
 
 use serde::Deserialize;
 use serde_json::json;
-use streamtap_plugin_sdk::host::http::{Request, Response};
+use streamtap_plugin_sdk::host::http::{Error, Request, Response};
 
 /// Which translation service to call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -34,6 +35,78 @@ pub struct Translated {
     pub text: String,
     /// Source language as the backend reported it (ISO 639-1, lowercase), when it did.
     pub source: Option<String>,
+}
+
+/// Why a request failed, coarse enough to alert on: the `kind` label of the
+/// `translate_backend_failures` metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// No answer within the timeout.
+    Timeout,
+    /// The server answered with a non-2xx status (bad key, quota, rate limit, 5xx).
+    Status,
+    /// A 2xx answer that is not the backend's JSON, or has the wrong number of texts.
+    Malformed,
+    /// The answer was larger than the step's `http_max_response`.
+    TooLarge,
+    /// The URL's host is not in the step's `allow_http`: a configuration error.
+    NotAllowed,
+    /// Connection refused, DNS, TLS and other network errors.
+    Transport,
+}
+
+impl FailureKind {
+    /// The metric label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            FailureKind::Timeout => "timeout",
+            FailureKind::Status => "status",
+            FailureKind::Malformed => "malformed",
+            FailureKind::TooLarge => "too_large",
+            FailureKind::NotAllowed => "not_allowed",
+            FailureKind::Transport => "transport",
+        }
+    }
+}
+
+/// A failed request: what kind of failure and the reason written to `translation.error`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub kind: FailureKind,
+    pub reason: String,
+}
+
+impl Failure {
+    fn new(kind: FailureKind, reason: impl Into<String>) -> Self {
+        Failure {
+            kind,
+            reason: reason.into(),
+        }
+    }
+
+    /// A failure the host's HTTP capability reported. `timeout_ms` is what the plugin
+    /// asked for; the host may have cut it to the step's `http_timeout`.
+    pub fn from_http(e: &Error, timeout_ms: u32) -> Self {
+        match e {
+            Error::Timeout => Failure::new(
+                FailureKind::Timeout,
+                format!(
+                    "request timed out after {timeout_ms} ms (timeout_ms, or the step's http_timeout if lower)"
+                ),
+            ),
+            Error::TooLarge(n) => Failure::new(
+                FailureKind::TooLarge,
+                format!("response larger than {n} bytes (the step's http_max_response)"),
+            ),
+            Error::NotAllowed(host) => Failure::new(
+                FailureKind::NotAllowed,
+                format!("host {host:?} is not in the step's allow_http"),
+            ),
+            Error::Transport(e) => {
+                Failure::new(FailureKind::Transport, format!("transport error: {e}"))
+            }
+        }
+    }
 }
 
 /// Longest slice of an error body quoted in a reason: enough for a server's message,
@@ -94,26 +167,46 @@ pub fn parse_response(
     backend: Backend,
     resp: &Response,
     expected: usize,
-) -> Result<Vec<Translated>, String> {
-    if resp.status >= 400 {
-        return Err(status_error(resp));
+) -> Result<Vec<Translated>, Failure> {
+    // Not only >= 400: the host follows no redirects, so a 3xx (an http:// URL of an
+    // https-only server, a moved endpoint) arrives here and must not be parsed as a
+    // translation.
+    if !(200..300).contains(&resp.status) {
+        return Err(Failure::new(FailureKind::Status, status_error(resp)));
     }
     let out = match backend {
-        Backend::Libretranslate => parse_libretranslate(&resp.body)?,
-        Backend::Deepl => parse_deepl(&resp.body)?,
-    };
+        Backend::Libretranslate => parse_libretranslate(&resp.body),
+        Backend::Deepl => parse_deepl(&resp.body),
+    }
+    .map_err(|e| Failure::new(FailureKind::Malformed, e))?;
     if out.len() != expected {
-        return Err(format!(
-            "response has {} translations for {expected} texts",
-            out.len()
+        return Err(Failure::new(
+            FailureKind::Malformed,
+            format!(
+                "malformed response: {} translations for {expected} texts",
+                out.len()
+            ),
         ));
     }
     Ok(out)
 }
 
 /// `HTTP 503: <server message>`, quoting the `error` / `message` field of a JSON error
-/// body (both servers use one of those) or the start of a plain-text body.
+/// body (both servers use one of those) or the start of a plain-text body. A redirect
+/// names its target instead, since following it is what the user has to configure.
 fn status_error(resp: &Response) -> String {
+    if (300..400).contains(&resp.status) {
+        let location = resp
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("location"))
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("");
+        return format!(
+            "HTTP {}: redirects are not followed; set url to the target {location:?}",
+            resp.status
+        );
+    }
     let text = String::from_utf8_lossy(&resp.body);
     let detail = serde_json::from_str::<serde_json::Value>(&text)
         .ok()
@@ -131,8 +224,13 @@ fn status_error(resp: &Response) -> String {
     }
 }
 
-fn malformed(e: impl std::fmt::Display) -> String {
-    format!("malformed response: {e}")
+/// `malformed response: <parser error> (body starts "...")`: the start of the body is
+/// what tells a proxy's HTML error page from a wrong endpoint.
+fn malformed(body: &[u8]) -> impl Fn(serde_json::Error) -> String + '_ {
+    move |e| {
+        let start: String = String::from_utf8_lossy(body).chars().take(60).collect();
+        format!("malformed response: {e} (body starts {start:?})")
+    }
 }
 
 /// `{"translatedText": [..], "detectedLanguage": [{"language": "es", ..}, ..]}`. A single
@@ -162,7 +260,7 @@ fn parse_libretranslate(body: &[u8]) -> Result<Vec<Translated>, String> {
         translated_text: OneOrMany<String>,
         detected_language: Option<OneOrMany<Detected>>,
     }
-    let b: Body = serde_json::from_slice(body).map_err(malformed)?;
+    let b: Body = serde_json::from_slice(body).map_err(malformed(body))?;
     let texts = b.translated_text.into_vec();
     let mut sources = b
         .detected_language
@@ -190,7 +288,7 @@ fn parse_deepl(body: &[u8]) -> Result<Vec<Translated>, String> {
     struct Body {
         translations: Vec<Item>,
     }
-    let b: Body = serde_json::from_slice(body).map_err(malformed)?;
+    let b: Body = serde_json::from_slice(body).map_err(malformed(body))?;
     Ok(b.translations
         .into_iter()
         .map(|i| Translated {
@@ -303,23 +401,77 @@ mod tests {
             1,
         )
         .unwrap_err();
-        assert_eq!(e, "HTTP 400: Invalid request: missing q parameter");
+        assert_eq!(
+            e,
+            Failure::new(
+                FailureKind::Status,
+                "HTTP 400: Invalid request: missing q parameter"
+            )
+        );
         let e = parse_response(Backend::Deepl, &resp(456, ""), 1).unwrap_err();
-        assert_eq!(e, "HTTP 456");
+        assert_eq!(e, Failure::new(FailureKind::Status, "HTTP 456"));
         let long = "x".repeat(5000);
         let e = parse_response(Backend::Deepl, &resp(500, &long), 1).unwrap_err();
-        assert!(e.len() < 300, "{e}");
+        assert!(e.reason.len() < 300, "{e:?}");
         let e = parse_response(Backend::Libretranslate, &resp(200, "<html>"), 1).unwrap_err();
-        assert!(e.starts_with("malformed response"), "{e}");
+        assert_eq!(e.kind, FailureKind::Malformed);
+        assert!(
+            e.reason.starts_with("malformed response") && e.reason.contains("\"<html>\""),
+            "{e:?}"
+        );
         let e = parse_response(
             Backend::Libretranslate,
             &resp(200, r#"{"translatedText":["a"]}"#),
             2,
         )
         .unwrap_err();
-        assert_eq!(e, "response has 1 translations for 2 texts");
+        assert_eq!(
+            e,
+            Failure::new(
+                FailureKind::Malformed,
+                "malformed response: 1 translations for 2 texts"
+            )
+        );
         let e =
             parse_response(Backend::Deepl, &resp(200, r#"{"translations":{}}"#), 1).unwrap_err();
-        assert!(e.starts_with("malformed response"), "{e}");
+        assert_eq!(e.kind, FailureKind::Malformed);
+    }
+
+    #[test]
+    fn redirects_are_status_failures_naming_the_target() {
+        let r = Response {
+            status: 301,
+            headers: vec![("Location".into(), "https://lt.example/translate".into())],
+            body: b"{}".to_vec(),
+        };
+        let e = parse_response(Backend::Libretranslate, &r, 1).unwrap_err();
+        assert_eq!(e.kind, FailureKind::Status);
+        assert!(
+            e.reason.contains("\"https://lt.example/translate\""),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn host_errors_map_to_kinds() {
+        let cases = [
+            (Error::Timeout, FailureKind::Timeout, "300 ms"),
+            (Error::TooLarge(1024), FailureKind::TooLarge, "1024 bytes"),
+            (
+                Error::NotAllowed("lt.example:5000".into()),
+                FailureKind::NotAllowed,
+                "\"lt.example:5000\"",
+            ),
+            (
+                Error::Transport("connection refused".into()),
+                FailureKind::Transport,
+                "connection refused",
+            ),
+        ];
+        for (err, kind, needle) in cases {
+            let f = Failure::from_http(&err, 300);
+            assert_eq!(f.kind, kind);
+            assert!(f.reason.contains(needle), "{f:?} should name {needle}");
+        }
     }
 }

@@ -17,11 +17,20 @@
 //! `{error, backend}` when the backend failed). The text sent is the cleaned one: emotes,
 //! mentions and links do not translate, and stripping them makes spam variants share a
 //! cache entry. A whole batch costs at most one HTTP request (per `max_batch` texts):
-//! cached translations (per-step key-value state, key `tr:{target}:{text}`) and repeated
-//! texts are not sent again.
+//! cached translations (per-step key-value state, key `tr:{target}:{text}`; `cache =
+//! false` turns it off) and repeated texts are not sent again.
+//!
+//! Every failed request also emits the metric `translate_backend_failures` with label
+//! `kind` (`timeout`, `status`, `malformed`, `too_large`, `not_allowed`, `transport`) and
+//! the step's running total of failures of that kind as its value. Batches skipped during
+//! `failure_cooldown_ms` make no request and are not counted.
+//!
+//! The whole story (cleaning, thresholds, measured accuracy, backends, failure behaviour,
+//! secrets, cache figures) is in `docs/TRANSLATE.md`.
 //!
 //! A step's `with` table that turns translation on (the URL's host must also be in the
-//! step's `allow_http`; every key is documented on [`Config`]):
+//! step's `allow_http`, and the step's `deadline` must cover the requests; every key is
+//! documented on [`Config`]):
 //!
 //! ```toml
 //! target = "en"
@@ -40,7 +49,7 @@ use serde::{Deserialize, Serialize};
 use streamtap_plugin_sdk::host::{self, Level};
 use streamtap_plugin_sdk::{Actions, BatchOutput, Message, Plugin, Value, export};
 
-pub use backend::Backend;
+pub use backend::{Backend, FailureKind};
 pub use clean::clean_text;
 pub use detect::{Detection, LangDetector, UNDETERMINED, iso639_1};
 
@@ -49,9 +58,10 @@ pub const DEFAULT_MIN_CHARS: usize = 8;
 /// Default for [`Config::min_confidence`], tuned on `tests/short_messages.tsv` (12
 /// languages, 3–12 word chat lines; `tests/accuracy.rs` prints the sweep). whatlang's
 /// confidence on a short line is low even when it is right (median 0.73, a quarter below
-/// 0.4), so the usual 0.5 turned 41% of the lines into `und` to buy 100% precision. At 0.25
-/// 76% of lines get a language and 97% of those are right; below 0.2 precision drops
-/// under 95%, mostly Spanish read as Portuguese and Dutch as Afrikaans.
+/// 0.4), so the usual 0.5 turned 41% of the lines into `und` to buy 100% precision. When
+/// tuned (144 lines) 76% of lines got a language at 0.25 and 97% of those were right;
+/// below 0.2 precision dropped under 95%, mostly Spanish read as Portuguese and Dutch as
+/// Afrikaans. The current figures are the table in `docs/TRANSLATE.md`.
 pub const DEFAULT_MIN_CONFIDENCE: f64 = 0.25;
 /// Default for [`Config::timeout_ms`].
 pub const DEFAULT_TIMEOUT_MS: u32 = 5_000;
@@ -114,6 +124,9 @@ pub const DEFAULT_EMOTE_WORDS: &[&str] = &[
 /// Largest DeepL request accepted (texts per request).
 const DEEPL_MAX_BATCH: usize = 50;
 
+/// Name of the metric emitted once per failed backend request.
+pub const FAILURE_METRIC: &str = "translate_backend_failures";
+
 fn default_min_chars() -> usize {
     DEFAULT_MIN_CHARS
 }
@@ -128,6 +141,9 @@ fn default_max_batch() -> usize {
 }
 fn default_failure_cooldown_ms() -> u64 {
     DEFAULT_FAILURE_COOLDOWN_MS
+}
+fn default_true() -> bool {
+    true
 }
 fn default_emote_words() -> Vec<String> {
     DEFAULT_EMOTE_WORDS.iter().map(|s| s.to_string()).collect()
@@ -167,7 +183,10 @@ pub struct Config {
     /// pipeline's secret reference. Never logged. Required for `deepl`.
     #[serde(default)]
     pub api_key: Option<String>,
-    /// Per-request timeout in milliseconds (the host caps it further).
+    /// Per-request timeout in milliseconds (the step's `http_timeout` caps it further).
+    /// Requests run inside the plugin call, so the step's `deadline` must cover
+    /// `ceil(batch_size / max_batch)` of them, or their answers are thrown away with the
+    /// call (`docs/TRANSLATE.md`).
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u32,
     /// Most texts sent in one request; a batch with more uncached texts sends several.
@@ -178,6 +197,12 @@ pub struct Config {
     /// on every batch.
     #[serde(default = "default_failure_cooldown_ms")]
     pub failure_cooldown_ms: u64,
+    /// Keep translations in the step's key-value state (bounded by the step's
+    /// `state_limit`) and never send a text twice. `false` asks the backend for every
+    /// batch again; within one batch a repeated text is still sent once. Off is for
+    /// measuring and for backends whose answers must not be reused.
+    #[serde(default = "default_true")]
+    pub cache: bool,
 }
 
 impl Default for Config {
@@ -194,6 +219,7 @@ impl Default for Config {
             timeout_ms: DEFAULT_TIMEOUT_MS,
             max_batch: DEFAULT_MAX_BATCH,
             failure_cooldown_ms: DEFAULT_FAILURE_COOLDOWN_MS,
+            cache: true,
         }
     }
 }
@@ -213,6 +239,7 @@ impl fmt::Debug for Config {
             .field("timeout_ms", &self.timeout_ms)
             .field("max_batch", &self.max_batch)
             .field("failure_cooldown_ms", &self.failure_cooldown_ms)
+            .field("cache", &self.cache)
             .finish()
     }
 }
@@ -232,9 +259,12 @@ struct Translator {
     timeout_ms: u32,
     max_batch: usize,
     cooldown_ms: u64,
+    cache: bool,
     /// When the last request failed and why; requests are skipped until `cooldown_ms`
     /// after it.
     last_failure: Option<(i64, String)>,
+    /// Failed requests since the caller last took them, for the failure metric.
+    failures: Vec<FailureKind>,
     /// Whether a refused cache write was already logged.
     cache_full_logged: bool,
 }
@@ -296,7 +326,9 @@ impl Translator {
             timeout_ms: c.timeout_ms,
             max_batch: c.max_batch,
             cooldown_ms: c.failure_cooldown_ms,
+            cache: c.cache,
             last_failure: None,
+            failures: Vec::new(),
             cache_full_logged: false,
         }))
     }
@@ -314,6 +346,10 @@ impl Translator {
         for &t in texts {
             // Chat repeats itself: each distinct text is looked up and sent once.
             if found.contains_key(t) || !queued.insert(t) {
+                continue;
+            }
+            if !self.cache {
+                misses.push(t);
                 continue;
             }
             let key = self.cache_key(t);
@@ -361,6 +397,9 @@ impl Translator {
     /// its size cap) the translation is still used, and the refusal is logged once rather
     /// than once per message.
     fn store(&mut self, text: &str, entry: &CacheEntry) {
+        if !self.cache {
+            return;
+        }
         let Ok(bytes) = serde_json::to_vec(entry) else {
             return;
         };
@@ -396,25 +435,98 @@ impl Translator {
             self.timeout_ms,
         );
         let result = match host::http::send(&req) {
-            Ok(resp) => backend::parse_response(self.backend, &resp, texts.len()),
-            Err(e) => Err(e.to_string()),
+            Ok(mut resp) => {
+                // A server or proxy may echo the request (key included) in an error body,
+                // which would then be quoted into `translation.error`. Redacting the body
+                // before it is read, rather than the reason after, also catches a key that
+                // the reason's length cap cuts in half.
+                if let Some(key) = &self.api_key {
+                    redact(&mut resp.body, key);
+                }
+                backend::parse_response(self.backend, &resp, texts.len())
+            }
+            Err(e) => Err(backend::Failure::from_http(&e, self.timeout_ms)),
         };
-        if let Err(reason) = &result {
-            // The reason comes from the status and body, never from the request, so the
-            // key (in a header or the request body) cannot end up in the log.
-            host::log(
-                Level::Warn,
-                &format!(
-                    "{} request for {} texts failed: {reason}",
-                    self.backend.name(),
-                    texts.len()
-                ),
-            );
-            self.last_failure = Some((now, reason.clone()));
-        } else {
-            self.last_failure = None;
+        match result {
+            Ok(list) => {
+                self.last_failure = None;
+                Ok(list)
+            }
+            Err(f) => {
+                // Belt and braces: the body was redacted above, and no other part of a
+                // reason comes from the request, but the key must never reach the log or
+                // the store whatever a later change quotes.
+                let reason = match &self.api_key {
+                    Some(key) => f.reason.replace(key.as_str(), "<redacted>"),
+                    None => f.reason,
+                };
+                host::log(
+                    Level::Warn,
+                    &format!(
+                        "{} request for {} texts failed: {reason}",
+                        self.backend.name(),
+                        texts.len()
+                    ),
+                );
+                self.failures.push(f.kind);
+                self.last_failure = Some((now, reason.clone()));
+                Err(reason)
+            }
         }
-        result
+    }
+
+    /// Counts the failures since the last call into the step's running totals and
+    /// returns `(kind, total)` per failure. Totals live in the key-value state so a hot
+    /// reload or instance restart does not reset them (a counter that resets looks like
+    /// fewer failures to anyone reading the latest sample). Best effort: when the state
+    /// is full the total is still reported, one higher than stored.
+    fn take_failure_totals(&mut self) -> Vec<(FailureKind, u64)> {
+        std::mem::take(&mut self.failures)
+            .into_iter()
+            .map(|kind| {
+                let key = format!("metric:{FAILURE_METRIC}:{}", kind.label());
+                let before = host::kv::get(&key)
+                    .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+                    .map(u64::from_le_bytes)
+                    .unwrap_or(0);
+                let total = before + 1;
+                let _ = host::kv::set(&key, &total.to_le_bytes());
+                (kind, total)
+            })
+            .collect()
+    }
+}
+
+/// Replaces every occurrence of `key` in `body` with `<redacted>`.
+fn redact(body: &mut Vec<u8>, key: &str) {
+    let k = key.as_bytes();
+    if k.is_empty() || !body.windows(k.len()).any(|w| w == k) {
+        return;
+    }
+    let mut out = Vec::with_capacity(body.len());
+    let mut i = 0;
+    while i < body.len() {
+        if body[i..].starts_with(k) {
+            out.extend_from_slice(b"<redacted>");
+            i += k.len();
+        } else {
+            out.push(body[i]);
+            i += 1;
+        }
+    }
+    *body = out;
+}
+
+/// Emits one `translate_backend_failures` sample per failed request on `out`: the actions
+/// of the first message of the batch that needed translation (a sample must ride on some
+/// message, and that one exists whichever of the batch's requests failed).
+fn emit_failures(out: &mut Actions, totals: Vec<(FailureKind, u64)>) {
+    for (kind, total) in totals {
+        out.metric(
+            FAILURE_METRIC,
+            total as f64,
+            vec![("kind".to_string(), kind.label().to_string())],
+        );
     }
 }
 
@@ -503,7 +615,9 @@ impl Plugin for Translate {
         {
             let r = t.translate(&[cleaned.as_str()]).pop();
             let r = r.unwrap_or_else(|| Err("internal: no result".to_string()));
+            let totals = t.take_failure_totals();
             self.set_translation(out, &d, r);
+            emit_failures(out, totals);
         }
     }
 
@@ -525,9 +639,11 @@ impl Plugin for Translate {
         };
         let texts: Vec<&str> = pending.iter().map(|(_, c, _)| c.as_str()).collect();
         let results = t.translate(&texts);
+        let totals = t.take_failure_totals();
         for ((i, _, d), r) in pending.iter().zip(results) {
             self.set_translation(out.message(*i), d, r);
         }
+        emit_failures(out.message(pending[0].0), totals);
     }
 }
 

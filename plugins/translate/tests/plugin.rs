@@ -415,6 +415,165 @@ fn failures_are_not_cached_and_cool_down() {
     assert!(field(&out[0], "translation").unwrap().get("text").is_some());
 }
 
+/// The `translate_backend_failures` samples in one message's actions: (kind, value).
+fn failure_metrics(actions: &[Action]) -> Vec<(String, f64)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Metric {
+                name,
+                value,
+                labels,
+            } if name == "translate_backend_failures" => {
+                assert_eq!(labels.len(), 1, "{labels:?}");
+                assert_eq!(labels[0].0, "kind");
+                Some((labels[0].1.clone(), *value))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn each_failed_request_emits_a_running_failure_count() {
+    let answer = Rc::new(RefCell::new(Err(Error::Timeout)));
+    let a = answer.clone();
+    fake_backend(move |_| a.borrow().clone());
+    let mut cfg = lt_config();
+    cfg["max_batch"] = json!(2);
+    let mut p: Translate = testing::init(cfg).unwrap();
+
+    // Three texts at max_batch 2: two requests, both time out. Both samples ride on the
+    // first message that needed translation; the English one gets none.
+    let out = testing::run(&mut p, &[msg(EN), msg(JA), msg(KO), msg(RU)]);
+    assert_eq!(failure_metrics(&out[0]), vec![]);
+    assert_eq!(
+        failure_metrics(&out[1]),
+        vec![("timeout".into(), 1.0), ("timeout".into(), 2.0)]
+    );
+    assert!(out[2..].iter().all(|o| failure_metrics(o).is_empty()));
+
+    // Another kind has its own total; the timeout total carries on where it was.
+    *answer.borrow_mut() = Ok(Response {
+        status: 429,
+        headers: vec![],
+        body: br#"{"error":"Too many request limits violations"}"#.to_vec(),
+    });
+    let out = testing::run(&mut p, &[msg(JA)]);
+    assert_eq!(failure_metrics(&out[0]), vec![("status".into(), 1.0)]);
+    *answer.borrow_mut() = Err(Error::Timeout);
+    // A new instance (hot reload) keeps counting: the totals live in the step's state.
+    let mut reloaded: Translate = testing::init(lt_config()).unwrap();
+    let out = testing::run(&mut reloaded, &[msg(KO)]);
+    assert_eq!(failure_metrics(&out[0]), vec![("timeout".into(), 3.0)]);
+
+    // Success emits nothing.
+    fake_backend(libretranslate_echo);
+    let out = testing::run(&mut reloaded, &[msg(KO)]);
+    assert_eq!(failure_metrics(&out[0]), vec![]);
+}
+
+#[test]
+fn failure_kinds_are_labelled() {
+    let cases: Vec<(Result<Response, Error>, &str)> = vec![
+        (Err(Error::Timeout), "timeout"),
+        (Err(Error::TooLarge(1024)), "too_large"),
+        (
+            Err(Error::NotAllowed("127.0.0.1:5000".into())),
+            "not_allowed",
+        ),
+        (
+            Err(Error::Transport("connection refused".into())),
+            "transport",
+        ),
+        (
+            Ok(Response {
+                status: 503,
+                headers: vec![],
+                body: vec![],
+            }),
+            "status",
+        ),
+        (ok(json!({"translatedText": 7})), "malformed"),
+    ];
+    for (answer, kind) in cases {
+        fake_backend(move |_| answer.clone());
+        let mut p: Translate = testing::init(lt_config()).unwrap();
+        let out = testing::run(&mut p, &[msg(JA)]);
+        let m = failure_metrics(&out[0]);
+        assert_eq!(m.len(), 1, "{kind}: {m:?}");
+        assert_eq!(m[0].0, kind);
+    }
+}
+
+#[test]
+fn cooldown_skips_are_not_counted_as_failures() {
+    let log = fake_backend(|_| Err(Error::Timeout));
+    let mut cfg = lt_config();
+    cfg["failure_cooldown_ms"] = json!(60_000);
+    let mut p: Translate = testing::init(cfg).unwrap();
+    let first = testing::run(&mut p, &[msg(JA)]);
+    let second = testing::run(&mut p, &[msg(KO)]);
+    assert_eq!(log.borrow().len(), 1);
+    assert_eq!(failure_metrics(&first[0]).len(), 1);
+    assert_eq!(failure_metrics(&second[0]), vec![]);
+}
+
+#[test]
+fn cache_false_asks_again_but_never_twice_in_one_batch() {
+    let log = fake_backend(libretranslate_echo);
+    let mut cfg = lt_config();
+    cfg["cache"] = json!(false);
+    let mut p: Translate = testing::init(cfg).unwrap();
+    let first = testing::run(&mut p, &[msg(JA), msg(JA), msg(KO)]);
+    let second = testing::run(&mut p, &[msg(JA)]);
+    let log = log.borrow();
+    assert_eq!(log.len(), 2, "the second batch is asked again");
+    let body: serde_json::Value = serde_json::from_slice(&log[0].body).unwrap();
+    assert_eq!(
+        body["q"],
+        json!([JA, KO]),
+        "a repeat within a batch is sent once"
+    );
+    assert_eq!(
+        field(&first[1], "translation"),
+        field(&second[0], "translation")
+    );
+}
+
+#[test]
+fn an_echoed_api_key_is_redacted_from_errors() {
+    // A proxy that quotes the request in its error page must not get the key stored,
+    // neither whole nor cut in half by the 200-character cap on quoted error details
+    // (the padding puts the key across that cut).
+    for pad in [0, 196] {
+        fake_backend(move |req| {
+            let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
+            let key = body["api_key"].as_str().unwrap();
+            Ok(Response {
+                status: 403,
+                headers: vec![],
+                body: format!(
+                    r#"{{"error":"{}{key} is not a valid key"}}"#,
+                    "x".repeat(pad)
+                )
+                .into_bytes(),
+            })
+        });
+        let mut p: Translate = testing::init(lt_config()).unwrap();
+        let out = testing::run(&mut p, &[msg(JA)]);
+        let err = field(&out[0], "translation").unwrap();
+        let err = err.get("error").and_then(Value::as_str).unwrap().to_owned();
+        assert!(err.starts_with("HTTP 403: "), "{err}");
+        if pad == 0 {
+            assert!(err.contains("<redacted> is not a valid key"), "{err}");
+        }
+        for part in ["sekrit", "sekr", "rit"] {
+            assert!(!err.contains(part), "{part:?} of the key in {err:?}");
+        }
+    }
+}
+
 #[test]
 fn deepl_backend() {
     let log = fake_backend(|req| {
