@@ -10,9 +10,12 @@ pub mod server;
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Metric name prefix.
@@ -94,8 +97,11 @@ pub struct StepStats {
     pub calls: Counter,
     /// Messages handed to the step.
     pub messages: Counter,
-    /// Time per call, including encoding and applying actions.
-    pub duration: Histogram,
+    /// Time per call, including encoding and applying actions, by plugin content hash
+    /// (first 12 hex digits), so a reload that made a step slower shows as a new series.
+    pub duration: HistogramVec,
+    /// Total time in the step, for the run summary's time per message.
+    nanos: AtomicU64,
     /// Messages the step dropped (plugin action or `on_error = "drop"`).
     pub dropped: Counter,
     /// Instances replaced after a trap.
@@ -122,17 +128,19 @@ impl StepStats {
                 "Plugin process calls, including isolation retries.",
             ),
             messages: counter("messages_total", "Messages handed to the step."),
-            duration: Histogram::with_opts(
+            duration: HistogramVec::new(
                 HistogramOpts::new(
                     "call_duration_seconds",
-                    "Time per process call, including batch encoding and applying actions.",
+                    "Time per process call, including batch encoding and applying actions, by plugin content hash.",
                 )
                 .namespace(NS)
                 .subsystem("step")
                 .const_label("step", step)
                 .buckets(call_buckets()),
+                &["plugin_hash"],
             )
             .expect("valid histogram"),
+            nanos: AtomicU64::new(0),
             dropped: counter("dropped_total", "Messages the step dropped."),
             restarts: counter(
                 "restarts_total",
@@ -149,9 +157,16 @@ impl StepStats {
         }
     }
 
-    pub fn record_batch(&self, messages: u64, took: Duration) {
+    /// Records one call of the plugin whose short content hash is `plugin_hash`.
+    pub fn record_batch(&self, messages: u64, took: Duration, plugin_hash: &str) {
         self.messages.add(messages);
-        self.duration.observe(took.as_secs_f64());
+        self.duration
+            .with_label_values(&[plugin_hash])
+            .observe(took.as_secs_f64());
+        self.nanos.fetch_add(
+            u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
     }
 
     /// Mean time per message, in nanoseconds.
@@ -160,7 +175,7 @@ impl StepStats {
         if m == 0 {
             0.0
         } else {
-            self.duration.get_sample_sum() * 1e9 / m as f64
+            self.nanos.load(Ordering::Relaxed) as f64 / m as f64
         }
     }
 
@@ -267,6 +282,57 @@ impl PipelineStats {
             registry.register(Box::new(c.0.clone()))?;
         }
         registry.register(Box::new(self.reloads.clone()))
+    }
+}
+
+/// Sink write statistics (the sink's own; `PipelineStats` has what it stored).
+#[derive(Debug)]
+pub struct SinkStats {
+    /// Write transactions (one per processed batch).
+    pub batches: Counter,
+    /// Messages per write.
+    pub batch_size: Histogram,
+    /// Time per write transaction.
+    pub write_seconds: Histogram,
+    /// Writes that failed (the run stops on the first: nothing is dropped silently).
+    pub errors: Counter,
+}
+
+impl Default for SinkStats {
+    fn default() -> Self {
+        let hist = |name: &str, help: &str, buckets: Vec<f64>| {
+            Histogram::with_opts(
+                HistogramOpts::new(name, help)
+                    .namespace(NS)
+                    .subsystem("sink")
+                    .buckets(buckets),
+            )
+            .expect("valid histogram")
+        };
+        SinkStats {
+            batches: Counter::new("sink_batches_total", "Write transactions."),
+            batch_size: hist(
+                "batch_size",
+                "Messages per write transaction.",
+                prometheus::exponential_buckets(1.0, 2.0, 12).expect("valid buckets"),
+            ),
+            write_seconds: hist(
+                "write_duration_seconds",
+                "Time per write transaction.",
+                prometheus::exponential_buckets(1e-4, 2.5, 14).expect("valid buckets"),
+            ),
+            errors: Counter::new("sink_errors_total", "Failed write transactions."),
+        }
+    }
+}
+
+impl SinkStats {
+    /// Adds the sink's series to `registry`.
+    pub fn register(&self, registry: &Registry) -> prometheus::Result<()> {
+        registry.register(Box::new(self.batches.0.clone()))?;
+        registry.register(Box::new(self.batch_size.clone()))?;
+        registry.register(Box::new(self.write_seconds.clone()))?;
+        registry.register(Box::new(self.errors.0.clone()))
     }
 }
 

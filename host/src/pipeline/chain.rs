@@ -218,7 +218,8 @@ impl Chain {
                 Ok(lists) => apply(step, &mut msgs, lists, &mut out),
                 Err(e) => msgs = isolate(step, msgs, e, &mut out, &mut buf),
             }
-            step.stats.record_batch(n as u64, started.elapsed());
+            step.stats
+                .record_batch(n as u64, started.elapsed(), step.plugin.short_hash());
         }
         self.buf = buf;
         out.messages = msgs.into_iter().map(|e| e.msg).collect();

@@ -11,7 +11,7 @@ use super::reload::{PendingSlot, Reloader};
 use super::{StepRegistry, build_chain};
 use crate::alerts::AlertRouter;
 use crate::metrics::server::Health;
-use crate::metrics::{self, PipelineStats, StepStats};
+use crate::metrics::{self, PipelineStats, SinkStats, StepStats};
 use crate::plugins::Runtime;
 use crate::sinks::sqlite::SqliteSink;
 use crate::sources::replay::{self, ReplayReport};
@@ -140,7 +140,11 @@ pub async fn run(
         stats.clone(),
         generation.clone(),
     ));
-    let sink_task = tokio::spawn(sink_loop(sink_rx, sink, router, stats.clone()));
+    let sink_stats = Arc::new(SinkStats::default());
+    sink_stats
+        .register(&prom)
+        .context("registering sink metrics")?;
+    let sink_task = tokio::spawn(sink_loop(sink_rx, sink, router, stats.clone(), sink_stats));
 
     let health = Arc::new(Health::default());
     let metrics_stop = CancellationToken::new();
@@ -275,9 +279,12 @@ async fn sink_loop(
     mut sink: SqliteSink,
     router: AlertRouter,
     stats: Arc<PipelineStats>,
+    sink_stats: Arc<SinkStats>,
 ) -> anyhow::Result<()> {
     while let Some(out) = rx.recv().await {
         let dead = out.dead_letters.len() as u64;
+        let size = out.messages.len() as f64;
+        let started = Instant::now();
         let (s, res) = tokio::task::spawn_blocking(move || {
             let r = sink.write(&out);
             (sink, r)
@@ -285,7 +292,12 @@ async fn sink_loop(
         .await
         .context("sink write panicked")?;
         sink = s;
-        let res = res?;
+        sink_stats
+            .write_seconds
+            .observe(started.elapsed().as_secs_f64());
+        sink_stats.batches.inc();
+        sink_stats.batch_size.observe(size);
+        let res = res.inspect_err(|_| sink_stats.errors.inc())?;
         stats.stored.add(res.inserted);
         stats.duplicates.add(res.duplicates);
         stats.dead_lettered.add(dead);
