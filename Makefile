@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 WASM_TARGET := wasm32-wasip2
-PLUGINS := noop sentiment translate alerts hostile versioned
+PLUGINS := noop sentiment translate alerts analytics hostile versioned
 BIN := target/release/streamtap
 
 .PHONY: all wasm-target plugins build demo test lint promtool fmt bench venv clean

@@ -30,6 +30,7 @@
 //! the wire format with plugins instead of copying it.
 
 pub mod codec;
+pub mod duration;
 
 pub use codec::{Action, Alert, Badge, ChatMessage, Emote, Message, Value};
 

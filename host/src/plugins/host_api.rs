@@ -165,8 +165,21 @@ impl http::Host for StepState {
             .timeout_ms
             .map(|ms| Duration::from_millis(ms.into()).min(policy.timeout))
             .unwrap_or(policy.timeout);
+        let max = policy.max_response;
+        let agent = self.http_agent.get_or_insert_with(|| {
+            ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                // Plugins must reach only the allowlisted host, not wherever it redirects.
+                .max_redirects(0)
+                // Reuse only within a burst: servers close idle keep-alive connections
+                // after a few seconds (gunicorn's default is 2 s), and a POST on a
+                // connection the server already closed fails rather than retrying.
+                .max_idle_age(Duration::from_secs(1))
+                .build()
+                .into()
+        });
         let started = std::time::Instant::now();
-        let res = send_http(&req, timeout, policy.max_response);
+        let res = send_http(agent, &req, timeout, max);
         // Waiting on the network is not the plugin's computation: see `CallTiming`.
         self.timing.host_wait += started.elapsed();
         res
@@ -174,18 +187,12 @@ impl http::Host for StepState {
 }
 
 fn send_http(
+    agent: &ureq::Agent,
     req: &http::Request,
     timeout: Duration,
     max: u64,
 ) -> Result<http::Response, http::HttpError> {
     let transport = |e: &dyn std::fmt::Display| http::HttpError::Transport(e.to_string());
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(timeout))
-        .http_status_as_error(false)
-        // Plugins must reach only the allowlisted host, not wherever it redirects.
-        .max_redirects(0)
-        .build()
-        .into();
     let mut builder = ureq::http::Request::builder()
         .method(req.method.as_str())
         .uri(&req.url);
@@ -193,6 +200,11 @@ fn send_http(
         builder = builder.header(k, v);
     }
     let request = builder.body(req.body.clone()).map_err(|e| transport(&e))?;
+    // The timeout is per request: the plugin may ask for less than the step allows.
+    let request = agent
+        .configure_request(request)
+        .timeout_global(Some(timeout))
+        .build();
     let resp = agent.run(request).map_err(|e| match e {
         ureq::Error::Timeout(_) => http::HttpError::Timeout,
         other => transport(&other),

@@ -102,6 +102,9 @@ pub struct StepState {
     limiter: MemoryLimiter,
     caps: Capabilities,
     timing: CallTiming,
+    /// Built on the first HTTP request and kept, so its connection pool lets later
+    /// requests to the same backend skip the TCP and TLS handshakes.
+    http_agent: Option<ureq::Agent>,
 }
 
 /// Time accounting for the call in progress.
@@ -468,6 +471,7 @@ impl Runtime {
             },
             timing: CallTiming::new(limits.deadline, caps.http.timeout),
             caps,
+            http_agent: None,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);

@@ -48,13 +48,13 @@
 //! processing, so state read in `init` could be stale by the time the new one runs.
 //! Only the current window of each entry is kept, so an entry has a fixed size.
 
-mod duration;
 mod glob;
 mod timefmt;
 
 pub use glob::Glob;
 
 use std::collections::{HashMap, HashSet};
+use streamtap_plugin_sdk::duration;
 use streamtap_plugin_sdk::host::{self, Level};
 use streamtap_plugin_sdk::{Actions, Alert, BatchOutput, Message, Plugin, Value, export};
 

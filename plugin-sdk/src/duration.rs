@@ -1,9 +1,11 @@
 //! Duration strings in the pipeline file: an integer followed by a unit, `"500ms"`,
 //! `"20s"`, `"1m"`, `"2h"`.
 //!
-//! Hand-written rather than a dependency: the grammar is one line and the plugin should
-//! stay small. Compound forms (`"1m30s"`) and fractions (`"1.5s"`) are rejected on purpose
-//! so every accepted string has exactly one obvious meaning.
+//! Shared by plugins whose `with` tables take durations (windows, cooldowns), so every
+//! plugin accepts and rejects the same spellings. Hand-written rather than a dependency:
+//! the grammar is one line and plugins should stay small. Compound forms (`"1m30s"`) and
+//! fractions (`"1.5s"`) are rejected on purpose so every accepted string has exactly one
+//! obvious meaning.
 
 /// What every error message shows as the accepted form.
 const EXPECTED: &str =
