@@ -6,27 +6,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-fn streamtap(dir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(common::streamtap_bin())
-        .args(args)
-        .current_dir(dir)
-        .env(
-            "STREAMTAP_CACHE_DIR",
-            common::workspace_root().join("target/test-plugin-cache"),
-        )
-        .output()
-        .expect("run streamtap")
-}
-
-fn ok(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "streamtap failed\nstdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
+use common::{stdout_ok as ok, streamtap};
 
 /// Runs `streamtap plugin test WASM ARGS` with `input` lines on stdin.
 fn plugin_test(wasm: &Path, args: &[&str], input: &[&str]) -> std::process::Output {

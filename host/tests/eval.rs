@@ -5,62 +5,13 @@ mod common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::Mutex;
+use std::process::{Command, Stdio};
 
-/// The target directory the `streamtap` binary under test was built in (`<target>/release/`).
-/// Plugins are built there too: the binary's default `--plugin` looks there, and a run with
-/// `CARGO_TARGET_DIR` set stays in that directory.
-fn target_dir() -> PathBuf {
-    common::streamtap_bin()
-        .ancestors()
-        .nth(2)
-        .expect("binary in <target>/release")
-        .to_owned()
-}
+use common::{stdout_ok, streamtap, target_dir};
 
-/// Builds a workspace plugin for wasm32-wasip2 into [`target_dir`] (once per test run).
-fn plugin(package: &'static str) -> PathBuf {
-    static BUILT: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
-    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    let wasm = target_dir()
-        .join("wasm32-wasip2/release")
-        .join(format!("{package}.wasm"));
-    if !built.contains(&package) {
-        let status = Command::new(option_env!("CARGO").unwrap_or("cargo"))
-            .current_dir(common::workspace_root())
-            .args(["build", "--quiet", "--release", "--target", "wasm32-wasip2"])
-            .args(["-p", package, "--target-dir"])
-            .arg(target_dir())
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "building {package} failed");
-        built.push(package);
-    }
-    assert!(wasm.is_file(), "{} missing after build", wasm.display());
-    wasm
-}
-
-fn streamtap(dir: &Path, args: &[&str]) -> Output {
-    Command::new(common::streamtap_bin())
-        .args(args)
-        .current_dir(dir)
-        .env(
-            "STREAMTAP_CACHE_DIR",
-            target_dir().join("test-plugin-cache"),
-        )
-        .output()
-        .expect("run streamtap")
-}
-
-fn stdout_ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "streamtap failed\nstdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
+/// A workspace plugin built for wasm32-wasip2 next to the binary (its default plugin path).
+fn plugin(package: &str) -> PathBuf {
+    common::plugin(package, &[])
 }
 
 /// Fixture rows: (gold label, text, what the plugin predicts with its defaults). Texts are

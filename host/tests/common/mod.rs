@@ -21,10 +21,9 @@ pub fn plugin(package: &str, features: &[&str]) -> PathBuf {
     let _g = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let root = workspace_root();
     let target = if features.is_empty() {
-        root.join("target")
+        target_dir()
     } else {
-        root.join("target")
-            .join(format!("variant-{}", features.join("-")))
+        target_dir().join(format!("variant-{}", features.join("-")))
     };
     let mut cmd = Command::new(option_env!("CARGO").unwrap_or("cargo"));
     cmd.current_dir(&root)
@@ -79,4 +78,38 @@ pub fn write_log(path: &Path, n: usize, channels: &[&str]) {
 /// The `streamtap` binary built for this test run.
 pub fn streamtap_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_streamtap"))
+}
+
+/// The target directory this test run builds into (`CARGO_TARGET_DIR` respected): plugins
+/// land next to the binary, where `streamtap` looks for its default plugins.
+pub fn target_dir() -> PathBuf {
+    streamtap_bin()
+        .ancestors()
+        .nth(2)
+        .expect("binary in <target>/release")
+        .to_owned()
+}
+
+/// Runs `streamtap ARGS` in `dir` with the shared compiled-plugin cache.
+pub fn streamtap(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(streamtap_bin())
+        .args(args)
+        .current_dir(dir)
+        .env(
+            "STREAMTAP_CACHE_DIR",
+            target_dir().join("test-plugin-cache"),
+        )
+        .output()
+        .expect("run streamtap")
+}
+
+/// Asserts the command succeeded (showing its output when not) and returns its stdout.
+pub fn stdout_ok(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "streamtap failed\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).expect("stdout is UTF-8")
 }
