@@ -139,6 +139,11 @@ pub trait Plugin: Sized + 'static {
             self.process(m, out.message(i));
         }
     }
+
+    /// Called once after every batch, for work that belongs to the batch rather than to a
+    /// message: writing changed state back to [`host::kv`] once instead of per message,
+    /// or one log line summing up the batch.
+    fn end_batch(&mut self) {}
 }
 
 #[doc(hidden)]
@@ -179,6 +184,7 @@ pub mod __private {
         let msgs = codec::decode_batch(batch).map_err(|e| format!("bad input batch: {e}"))?;
         let mut out = BatchOutput::new(msgs.len());
         plugin.process_batch(&msgs, &mut out);
+        plugin.end_batch();
         // Messages decode lazily, so a malformed one is only noticed when the plugin read
         // it; fail the call then, so the host applies `on_error` to it.
         if let Some((i, e)) = msgs

@@ -56,7 +56,7 @@ pub use glob::Glob;
 use std::collections::{HashMap, HashSet};
 use streamtap_plugin_sdk::duration;
 use streamtap_plugin_sdk::host::{self, Level};
-use streamtap_plugin_sdk::{Actions, Alert, BatchOutput, Message, Plugin, Value, export};
+use streamtap_plugin_sdk::{Actions, Alert, Message, Plugin, Value, export};
 
 /// Default of `channels`: every channel.
 pub const DEFAULT_CHANNELS: &str = "*";
@@ -450,6 +450,8 @@ pub struct Alerts {
     dirty: Vec<(usize, String)>,
     /// Counts batches, for eviction.
     batch_no: u64,
+    /// Tallies of the batch in progress, reported by `end_batch`.
+    notes: BatchNotes,
 }
 
 impl Plugin for Alerts {
@@ -481,21 +483,19 @@ impl Plugin for Alerts {
             rules,
             dirty: Vec::new(),
             batch_no: 0,
+            notes: BatchNotes::default(),
         })
     }
 
     fn process(&mut self, msg: &Message<'_>, out: &mut Actions) {
-        // The host calls `process_batch`; this keeps single-message use correct too.
-        let mut notes = BatchNotes::default();
+        let mut notes = std::mem::take(&mut self.notes);
         self.handle(msg, out, &mut notes);
-        self.finish_batch(notes);
+        self.notes = notes;
     }
 
-    fn process_batch(&mut self, msgs: &[Message<'_>], out: &mut BatchOutput) {
-        let mut notes = BatchNotes::default();
-        for (i, msg) in msgs.iter().enumerate() {
-            self.handle(msg, out.message(i), &mut notes);
-        }
+    /// State is written back once per batch, not per message.
+    fn end_batch(&mut self) {
+        let notes = std::mem::take(&mut self.notes);
         self.finish_batch(notes);
     }
 }

@@ -40,7 +40,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use streamtap_plugin_sdk::duration;
 use streamtap_plugin_sdk::host::{self, Level};
-use streamtap_plugin_sdk::{Actions, BatchOutput, Message, Plugin, Value, export};
+use streamtap_plugin_sdk::{Actions, Message, Plugin, Value, export};
 
 /// Default of `window`.
 pub const DEFAULT_WINDOW: &str = "60s";
@@ -297,6 +297,8 @@ pub struct Analytics {
     /// Channels changed in this batch (or whose write failed).
     dirty: Vec<String>,
     batch_no: u64,
+    /// Tallies of the batch in progress, reported by `end_batch`.
+    notes: BatchNotes,
 }
 
 impl Plugin for Analytics {
@@ -308,20 +310,19 @@ impl Plugin for Analytics {
             cache: HashMap::new(),
             dirty: Vec::new(),
             batch_no: 0,
+            notes: BatchNotes::default(),
         })
     }
 
     fn process(&mut self, msg: &Message<'_>, out: &mut Actions) {
-        let mut notes = BatchNotes::default();
+        let mut notes = std::mem::take(&mut self.notes);
         self.handle(msg, out, &mut notes);
-        self.finish_batch(notes);
+        self.notes = notes;
     }
 
-    fn process_batch(&mut self, msgs: &[Message<'_>], out: &mut BatchOutput) {
-        let mut notes = BatchNotes::default();
-        for (i, msg) in msgs.iter().enumerate() {
-            self.handle(msg, out.message(i), &mut notes);
-        }
+    /// State is written back once per batch, not per message.
+    fn end_batch(&mut self) {
+        let notes = std::mem::take(&mut self.notes);
         self.finish_batch(notes);
     }
 }
