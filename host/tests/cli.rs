@@ -4,28 +4,14 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::{stdout_ok as ok, streamtap};
 
-/// Runs `streamtap plugin test WASM ARGS` with `input` lines on stdin.
+/// `plugin test` with string-literal input lines.
 fn plugin_test(wasm: &Path, args: &[&str], input: &[&str]) -> std::process::Output {
-    use std::io::Write;
-    let mut child = Command::new(common::streamtap_bin())
-        .args(["plugin", "test"])
-        .arg(wasm)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    for line in input {
-        writeln!(stdin, "{line}").unwrap();
-    }
-    drop(stdin);
-    child.wait_with_output().unwrap()
+    let lines: Vec<String> = input.iter().map(|l| l.to_string()).collect();
+    common::plugin_test(wasm, args, &lines)
 }
 
 /// The demo pipeline, pointed at a temporary store and run at full speed.

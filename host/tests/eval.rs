@@ -3,11 +3,9 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
-use common::{stdout_ok, streamtap, target_dir};
+use common::{stdout_ok, streamtap};
 
 /// A workspace plugin built for wasm32-wasip2 next to the binary (its default plugin path).
 fn plugin(package: &str) -> PathBuf {
@@ -49,24 +47,11 @@ fn fixture_csv() -> String {
 /// Checks the fixture's assumption (the plugin's label for each text) with `plugin test`,
 /// so a change to the plugin fails here, by name, rather than as a wrong number below.
 fn assert_fixture_predictions(wasm: &Path) {
-    let mut child = Command::new(common::streamtap_bin())
-        .args(["plugin", "test"])
-        .arg(wasm)
-        .env(
-            "STREAMTAP_CACHE_DIR",
-            target_dir().join("test-plugin-cache"),
-        )
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    for (_, text, _) in FIXTURE {
-        writeln!(stdin, "{}", serde_json::json!({ "text": text })).unwrap();
-    }
-    drop(stdin);
-    let out = stdout_ok(&child.wait_with_output().unwrap());
+    let input: Vec<String> = FIXTURE
+        .iter()
+        .map(|(_, text, _)| serde_json::json!({ "text": text }).to_string())
+        .collect();
+    let out = stdout_ok(&common::plugin_test(wasm, &[], &input));
     for ((_, text, want), line) in FIXTURE.iter().zip(out.lines()) {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         let label = v["actions"]

@@ -103,6 +103,31 @@ pub fn streamtap(dir: &Path, args: &[&str]) -> std::process::Output {
         .expect("run streamtap")
 }
 
+/// Runs `streamtap plugin test WASM ARGS` with `input` lines on stdin.
+pub fn plugin_test(wasm: &Path, args: &[&str], input: &[String]) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(streamtap_bin())
+        .args(["plugin", "test"])
+        .arg(wasm)
+        .args(args)
+        .env(
+            "STREAMTAP_CACHE_DIR",
+            target_dir().join("test-plugin-cache"),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start streamtap plugin test");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    for line in input {
+        writeln!(stdin, "{line}").expect("write to plugin test");
+    }
+    drop(stdin);
+    child.wait_with_output().expect("wait for plugin test")
+}
+
 /// Asserts the command succeeded (showing its output when not) and returns its stdout.
 pub fn stdout_ok(out: &std::process::Output) -> String {
     assert!(
