@@ -47,7 +47,7 @@ const CASES: &[(&str, usize, usize, &str)] = &[
         "unknown_sink_kind.toml",
         4,
         7,
-        "unknown variant `postgres`, expected `sqlite`",
+        "unknown variant `postgres`, expected `sqlite` or `mongodb`",
     ),
     (
         "secret_unknown_source.toml",
@@ -184,6 +184,25 @@ const CASES: &[(&str, usize, usize, &str)] = &[
         "step \"translate\": key \"api_key\" is set both in `with` and in `secrets`",
     ),
     // Alerts.
+    (
+        "mongodb_credentials_in_uri.toml",
+        5,
+        7,
+        "[sink.mongodb] uri: credentials in the pipeline text are refused",
+    ),
+    ("mongodb_no_uri.toml", 4, 7, "[sink.mongodb] needs `uri`"),
+    (
+        "mongodb_uri_twice.toml",
+        5,
+        7,
+        "[sink.mongodb] sets both `uri` and `uri_secret`",
+    ),
+    (
+        "mongodb_max_batch_zero.toml",
+        6,
+        13,
+        "[sink.mongodb] max_batch = 0: must be at least 1",
+    ),
     (
         "metrics_bad_listen.toml",
         8,

@@ -10,6 +10,7 @@ use crate::pipeline::{StepRegistry, build_chain};
 use crate::plugins::{
     CallError, Capabilities, HttpPolicy, Instance, KvStore, Limits, LoadedPlugin, Runtime,
 };
+use crate::sinks::Sink;
 use crate::sinks::sqlite;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -239,13 +240,23 @@ fn cmd_query(
     format: Format,
 ) -> anyhow::Result<()> {
     let pipeline = Pipeline::load(file)?;
-    let SinkConfig::Sqlite(s) = &pipeline.sink;
     let q = sqlite::Query {
         channel,
         since_ms: since.as_deref().map(parse_since).transpose()?,
         limit,
     };
-    let rows = sqlite::query(&pipeline.resolve(&s.path), &q)?;
+    let rows = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(async {
+            if let SinkConfig::Sqlite(s) = &pipeline.sink {
+                // Reading must not create an empty database where none was written.
+                return Ok(sqlite::query(&pipeline.resolve(&s.path), &q)?);
+            }
+            let sink = Sink::open(&pipeline).await?;
+            anyhow::Ok(sink.query(&q).await?)
+        })
+        .with_context(|| format!("querying the sink of {}", file.display()))?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match format {

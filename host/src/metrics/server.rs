@@ -28,15 +28,23 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 #[derive(Debug, Default)]
 pub struct Health {
     ready: AtomicBool,
+    /// Set while the sink's last write failed: not ready until a write succeeds again.
+    sink_down: AtomicBool,
 }
 
 impl Health {
+    /// The run is serving (transport and sink open) or draining.
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Release);
     }
 
+    /// The sink failed to write (`true`) or wrote again (`false`).
+    pub fn set_sink_down(&self, down: bool) {
+        self.sink_down.store(down, Ordering::Release);
+    }
+
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.ready.load(Ordering::Acquire) && !self.sink_down.load(Ordering::Acquire)
     }
 }
 

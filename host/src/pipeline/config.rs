@@ -274,6 +274,8 @@ fn default_http_max() -> ByteSize {
 pub enum SinkConfig {
     /// Embedded SQLite database.
     Sqlite(SqliteConfig),
+    /// MongoDB (or a wire-compatible server).
+    Mongodb(MongoConfig),
 }
 
 /// `[sink.sqlite]`
@@ -282,6 +284,77 @@ pub enum SinkConfig {
 pub struct SqliteConfig {
     /// Database file, relative to the pipeline file; created when missing.
     pub path: PathBuf,
+}
+
+/// `[sink.mongodb]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MongoConfig {
+    /// Connection string without credentials, e.g. `"mongodb://127.0.0.1:27017"`. A string
+    /// carrying a user or password is refused: put it in `uri_secret` instead.
+    #[serde(default)]
+    pub uri: Option<Spanned<String>>,
+    /// The whole connection string from the environment or a file, for deployments whose
+    /// string carries credentials: `uri_secret = { env = "STREAMTAP_MONGODB_URI" }`.
+    #[serde(default)]
+    pub uri_secret: Option<SecretRef>,
+    /// Database holding the collections. Default `"streamtap"`.
+    #[serde(default = "default_mongo_database")]
+    pub database: String,
+    /// Most documents in one `insert_many`; more wait for the next write. Default 1000.
+    #[serde(default = "default_mongo_max_batch")]
+    pub max_batch: usize,
+    /// Longest a processed message waits for its batch to fill before it is written.
+    /// Default `500ms`.
+    #[serde(default = "default_mongo_max_delay")]
+    pub max_delay: DurationValue,
+    /// How long one attempt may wait for a reachable server before it counts as failed and
+    /// is retried. Default `5s`.
+    #[serde(default = "default_mongo_timeout")]
+    pub timeout: DurationValue,
+    /// First retry delay after a failed write; doubles (with jitter) up to `retry_max`.
+    /// Default `200ms`.
+    #[serde(default = "default_mongo_retry_initial")]
+    pub retry_initial: DurationValue,
+    /// Longest delay between retries. Default `10s`.
+    #[serde(default = "default_mongo_retry_max")]
+    pub retry_max: DurationValue,
+}
+
+fn default_mongo_database() -> String {
+    "streamtap".into()
+}
+fn default_mongo_max_batch() -> usize {
+    1000
+}
+fn default_mongo_max_delay() -> DurationValue {
+    DurationValue(Duration::from_millis(500))
+}
+fn default_mongo_timeout() -> DurationValue {
+    DurationValue(Duration::from_secs(5))
+}
+fn default_mongo_retry_initial() -> DurationValue {
+    DurationValue(Duration::from_millis(200))
+}
+fn default_mongo_retry_max() -> DurationValue {
+    DurationValue(Duration::from_secs(10))
+}
+
+impl SecretRef {
+    /// Reads the secret; errors name where it was looked for, never the value.
+    pub fn resolve(&self, pipeline: &Pipeline) -> Result<String, String> {
+        match self {
+            SecretRef::Env(var) => {
+                std::env::var(var).map_err(|_| format!("environment variable {var:?} is not set"))
+            }
+            SecretRef::File(p) => {
+                let path = pipeline.resolve(p);
+                std::fs::read_to_string(&path)
+                    .map(|s| s.trim_end_matches(['\n', '\r']).to_owned())
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))
+            }
+        }
+    }
 }
 
 /// `[alerts]`
@@ -621,6 +694,54 @@ fn validate(file: &Path, text: &str, raw: PipelineFile) -> Result<Pipeline, Conf
         });
     }
 
+    if let SinkConfig::Mongodb(m) = &raw.sink {
+        let at = |key: &str| value_at(text, &[At::Key("sink"), At::Key("mongodb"), At::Key(key)]);
+        match (&m.uri, &m.uri_secret) {
+            (None, None) => {
+                let span = locate(text, &[At::Key("sink"), At::Key("mongodb")]).map(|(k, _)| k);
+                return Err(ConfigError::at(
+                    file,
+                    text,
+                    span,
+                    "[sink.mongodb] needs `uri` (e.g. \"mongodb://127.0.0.1:27017\") or `uri_secret`".into(),
+                ));
+            }
+            (Some(u), Some(_)) => {
+                return Err(err(
+                    u.span(),
+                    "[sink.mongodb] sets both `uri` and `uri_secret`; keep one".into(),
+                ));
+            }
+            (Some(u), None) => {
+                if let Err(msg) = crate::sinks::mongodb::check_public_uri(u.get_ref()) {
+                    return Err(err(u.span(), format!("[sink.mongodb] uri: {msg}")));
+                }
+            }
+            (None, Some(_)) => {}
+        }
+        if m.max_batch == 0 {
+            let (span, _) = at("max_batch");
+            return Err(ConfigError::at(
+                file,
+                text,
+                span,
+                "[sink.mongodb] max_batch = 0: must be at least 1".into(),
+            ));
+        }
+        if m.retry_initial.0.is_zero() || m.retry_max.0 < m.retry_initial.0 {
+            let (span, _) = at("retry_max");
+            return Err(ConfigError::at(
+                file,
+                text,
+                span,
+                format!(
+                    "[sink.mongodb] retry delays: retry_initial ({:?}) must be above zero and at most retry_max ({:?})",
+                    m.retry_initial.0, m.retry_max.0
+                ),
+            ));
+        }
+    }
+
     for s in raw
         .alerts
         .default
@@ -707,27 +828,9 @@ pub fn step_config_json(pipeline: &Pipeline, step: &Step) -> Result<String, Stri
     })?;
     if let serde_json::Value::Object(map) = &mut v {
         for (key, r) in &step.config.secrets {
-            let secret = match r {
-                SecretRef::Env(var) => std::env::var(var).map_err(|_| {
-                    format!(
-                        "step {:?}: secret {key:?}: environment variable {var:?} is not set",
-                        step.name
-                    )
-                })?,
-                SecretRef::File(p) => {
-                    let path = pipeline.resolve(p);
-                    std::fs::read_to_string(&path)
-                        .map_err(|e| {
-                            format!(
-                                "step {:?}: secret {key:?}: cannot read {}: {e}",
-                                step.name,
-                                path.display()
-                            )
-                        })?
-                        .trim_end_matches(['\n', '\r'])
-                        .to_owned()
-                }
-            };
+            let secret = r
+                .resolve(pipeline)
+                .map_err(|e| format!("step {:?}: secret {key:?}: {e}", step.name))?;
             map.insert(key.clone(), serde_json::Value::String(secret));
         }
     }

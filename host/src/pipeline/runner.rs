@@ -13,7 +13,7 @@ use crate::alerts::AlertRouter;
 use crate::metrics::server::Health;
 use crate::metrics::{self, PipelineStats, SinkStats, StepStats};
 use crate::plugins::Runtime;
-use crate::sinks::sqlite::SqliteSink;
+use crate::sinks::{self, Sink, SinkPolicy};
 use crate::sources::replay::{self, ReplayReport};
 use crate::transport::memory;
 use anyhow::{Context, anyhow};
@@ -48,7 +48,12 @@ pub struct RunSummary {
     pub stats: Arc<PipelineStats>,
     pub steps: Vec<(String, Arc<StepStats>)>,
     pub replay: ReplayReport,
-    pub sink_path: PathBuf,
+    /// Where the data went (credentials redacted).
+    pub sink_target: String,
+    /// The SQLite file, when the sink is SQLite (for the `sqlite3` hint).
+    pub sqlite_path: Option<PathBuf>,
+    /// Messages per channel in the store at the end of the run.
+    pub channel_counts: Result<Vec<(String, u64)>, String>,
     pub generation: u64,
     /// Where the metrics endpoint listened, when `[metrics]` was set.
     pub metrics_addr: Option<std::net::SocketAddr>,
@@ -99,9 +104,9 @@ pub async fn run(
 
     let TransportConfig::Memory(mcfg) = &pipeline.transport;
     let (tx, rx) = memory::channel(mcfg.capacity, mcfg.batch_size);
-    let SinkConfig::Sqlite(scfg) = &pipeline.sink;
-    let sink_path = pipeline.resolve(&scfg.path);
-    let sink = SqliteSink::open(&sink_path)?;
+    let sink = Sink::open(&pipeline).await.context("opening the sink")?;
+    let sink_policy = Sink::policy(&pipeline);
+    let sink_target = sink.describe(&pipeline);
     let router = AlertRouter::new(&pipeline.alerts);
     let report = Arc::new(Mutex::new(ReplayReport::default()));
     let pending: PendingSlot = Arc::new(Mutex::new(None));
@@ -144,9 +149,17 @@ pub async fn run(
     sink_stats
         .register(&prom)
         .context("registering sink metrics")?;
-    let sink_task = tokio::spawn(sink_loop(sink_rx, sink, router, stats.clone(), sink_stats));
-
     let health = Arc::new(Health::default());
+    let sink_task = tokio::spawn(sink_loop(
+        sink_rx,
+        sink,
+        sink_policy,
+        router,
+        stats.clone(),
+        sink_stats,
+        health.clone(),
+        cancel.clone(),
+    ));
     let metrics_stop = CancellationToken::new();
     let metrics_addr = metrics_listener.as_ref().map(|(_, a)| *a);
     let metrics_server = metrics_listener.map(|(l, _)| {
@@ -204,6 +217,14 @@ pub async fn run(
     health.set_ready(false);
     let proc_res = processor.await.context("processor task panicked")?;
     let sink_res = sink_task.await.context("sink task panicked")?;
+    let sqlite_path = match &pipeline.sink {
+        SinkConfig::Sqlite(c) => Some(pipeline.resolve(&c.path)),
+        SinkConfig::Mongodb(_) => None,
+    };
+    let channel_counts = match &sink_res {
+        Ok(sink) => sink.counts_by_channel().await.map_err(|e| e.to_string()),
+        Err(_) => Err("the sink failed".to_owned()),
+    };
     watch_stop.cancel();
     metrics_stop.cancel();
     let metrics_res = match metrics_server {
@@ -231,7 +252,9 @@ pub async fn run(
         stats,
         steps: registry.stats(),
         replay,
-        sink_path,
+        sink_target,
+        sqlite_path,
+        channel_counts,
         generation: generation.load(std::sync::atomic::Ordering::Relaxed),
         metrics_addr,
     })
@@ -274,33 +297,72 @@ async fn process_loop(
     Ok(())
 }
 
+/// After shutdown was requested, how long the sink keeps retrying a failing write before
+/// the run gives up and reports what it could not store.
+const SINK_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// A number in [0, 1) that differs per call and per process (retry jitter; not crypto).
+fn jitter() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn sink_loop(
     mut rx: mpsc::Receiver<ChainOutput>,
-    mut sink: SqliteSink,
+    mut sink: Sink,
+    policy: SinkPolicy,
     router: AlertRouter,
     stats: Arc<PipelineStats>,
     sink_stats: Arc<SinkStats>,
-) -> anyhow::Result<()> {
-    while let Some(out) = rx.recv().await {
+    health: Arc<Health>,
+    cancel: CancellationToken,
+) -> anyhow::Result<Sink> {
+    let mut retry = Retry::new("preparing the sink", policy, &sink_stats, &health, &cancel);
+    loop {
+        match sink.prepare().await {
+            Ok(()) => break retry.succeeded(),
+            Err(e) => retry.failed(e, 0).await?,
+        }
+    }
+    while let Some(first) = rx.recv().await {
+        // Gather up to `max_batch` messages or `max_delay`, whichever comes first: a store
+        // round trip per processed batch would cap throughput at its latency.
+        let mut batch = first;
+        if policy.max_batch > 1 {
+            let until = tokio::time::Instant::now() + policy.max_delay;
+            while batch.messages.len() < policy.max_batch {
+                match tokio::time::timeout_at(until, rx.recv()).await {
+                    Ok(Some(more)) => sinks::merge(&mut batch, more),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        }
+        let out = Arc::new(batch);
         let dead = out.dead_letters.len() as u64;
         let size = out.messages.len() as f64;
         let started = Instant::now();
-        let (s, res) = tokio::task::spawn_blocking(move || {
-            let r = sink.write(&out);
-            (sink, r)
-        })
-        .await
-        .context("sink write panicked")?;
-        sink = s;
+        let mut retry = Retry::new("writing to the sink", policy, &sink_stats, &health, &cancel);
+        let written = loop {
+            match sink.write(&out).await {
+                Ok(w) => {
+                    retry.succeeded();
+                    break w;
+                }
+                Err(e) => retry.failed(e, out.messages.len()).await?,
+            }
+        };
         sink_stats
             .write_seconds
             .observe(started.elapsed().as_secs_f64());
         sink_stats.batches.inc();
         sink_stats.batch_size.observe(size);
-        let res = res.inspect_err(|_| sink_stats.errors.inc())?;
+        let res = written.result;
         stats.stored.add(res.inserted);
         stats.duplicates.add(res.duplicates);
-        stats.dead_lettered.add(dead);
+        stats.dead_lettered.add(dead + written.rejected);
         for a in &res.new_alerts {
             stats.alerts_fired.inc();
             match router.deliver(a) {
@@ -311,7 +373,85 @@ async fn sink_loop(
             }
         }
     }
-    Ok(())
+    Ok(sink)
+}
+
+/// Retry state of one sink operation. Transient failures (store unreachable) are retried
+/// with backoff while the run reports not ready; the processor waits meanwhile (the sink
+/// queue is bounded), so memory stays bounded and nothing is skipped. Permanent failures
+/// stop the run. After shutdown was requested, retries go on for [`SINK_SHUTDOWN_GRACE`].
+struct Retry<'a> {
+    what: &'static str,
+    policy: SinkPolicy,
+    sink_stats: &'a SinkStats,
+    health: &'a Health,
+    cancel: &'a CancellationToken,
+    attempt: u32,
+    give_up: Option<tokio::time::Instant>,
+}
+
+impl<'a> Retry<'a> {
+    fn new(
+        what: &'static str,
+        policy: SinkPolicy,
+        sink_stats: &'a SinkStats,
+        health: &'a Health,
+        cancel: &'a CancellationToken,
+    ) -> Self {
+        Retry {
+            what,
+            policy,
+            sink_stats,
+            health,
+            cancel,
+            attempt: 0,
+            give_up: None,
+        }
+    }
+
+    fn succeeded(&self) {
+        if self.attempt > 0 {
+            tracing::info!(attempts = self.attempt + 1, "{}: recovered", self.what);
+            self.health.set_sink_down(false);
+        }
+    }
+
+    /// Waits before the next attempt, or returns the error that ends the run.
+    async fn failed(&mut self, e: sinks::SinkError, pending: usize) -> anyhow::Result<()> {
+        self.sink_stats.errors.inc();
+        if !e.is_transient() {
+            return Err(anyhow::Error::new(e).context(self.what));
+        }
+        self.health.set_sink_down(true);
+        let delay = sinks::backoff(
+            self.policy.retry_initial,
+            self.policy.retry_max,
+            self.attempt,
+            jitter(),
+        );
+        self.attempt += 1;
+        tracing::warn!(
+            error = %e,
+            attempt = self.attempt,
+            retry_in_ms = delay.as_millis() as u64,
+            pending,
+            "{} failed; retrying",
+            self.what
+        );
+        if self.cancel.is_cancelled() {
+            let deadline = *self
+                .give_up
+                .get_or_insert_with(|| tokio::time::Instant::now() + SINK_SHUTDOWN_GRACE);
+            if tokio::time::Instant::now() >= deadline {
+                return Err(anyhow!(
+                    "{}: still failing {SINK_SHUTDOWN_GRACE:?} after shutdown was requested; {pending} processed messages were not stored: {e}",
+                    self.what
+                ));
+            }
+        }
+        tokio::time::sleep(delay).await;
+        Ok(())
+    }
 }
 
 impl RunSummary {
@@ -338,7 +478,7 @@ impl RunSummary {
         for (line, reason) in &self.replay.malformed {
             let _ = writeln!(s, "  line {line}: {reason}");
         }
-        match crate::sinks::sqlite::counts_by_channel(&self.sink_path) {
+        match &self.channel_counts {
             Ok(counts) => {
                 let _ = writeln!(s, "messages per channel (in the store):");
                 for (c, n) in counts {
@@ -375,7 +515,7 @@ impl RunSummary {
             st.reloads_failed.get(),
             self.generation
         );
-        let _ = writeln!(s, "data: {}", self.sink_path.display());
+        let _ = writeln!(s, "data: {}", self.sink_target);
         if let Some(a) = self.metrics_addr {
             let _ = writeln!(
                 s,
@@ -384,10 +524,16 @@ impl RunSummary {
         }
         let _ = writeln!(
             s,
-            "query: streamtap query {} --format table --limit 20\n       sqlite3 {} \"SELECT channel, json_extract(fields, '$.sentiment.compound') FROM messages LIMIT 5\"",
+            "query: streamtap query {} --format table --limit 20",
             self.pipeline.file.display(),
-            self.sink_path.display()
         );
+        if let Some(p) = &self.sqlite_path {
+            let _ = writeln!(
+                s,
+                "       sqlite3 {} \"SELECT channel, json_extract(fields, '$.sentiment.compound') FROM messages LIMIT 5\"",
+                p.display()
+            );
+        }
         s
     }
 }

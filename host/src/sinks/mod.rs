@@ -1,5 +1,227 @@
 //! Sinks store what the pipeline produced.
 //!
 //! - [`sqlite`]: the embedded default; idempotent on message id.
+//! - [`mongodb`]: the production store; idempotent on message id (`_id`), shard-friendly.
+//!
+//! [`Sink`] is what the run loop holds: one write call per (merged) batch, which either
+//! stored everything or failed as a whole — and a failed batch can be written again
+//! without storing anything twice, which is what lets the run loop retry it.
 
+pub mod mongodb;
 pub mod sqlite;
+
+use crate::pipeline::chain::ChainOutput;
+use crate::pipeline::config::{Pipeline, SinkConfig};
+use std::time::Duration;
+
+/// Errors from opening or writing a sink.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error(transparent)]
+    Sqlite(#[from] sqlite::SqliteError),
+    #[error(transparent)]
+    Mongo(#[from] mongodb::MongoError),
+    #[error("[sink.mongodb] uri_secret: {0}")]
+    Secret(String),
+    #[error("sqlite write task failed: {0}")]
+    Task(String),
+}
+
+impl SinkError {
+    /// Whether the same write can succeed later (server down, failover).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SinkError::Mongo(e) => e.is_transient(),
+            // SQLite is a local file: "database is locked" is already retried by the busy
+            // timeout, anything else (disk full, corruption) needs a person.
+            _ => false,
+        }
+    }
+}
+
+/// How a sink batches and retries, from its config.
+#[derive(Debug, Clone, Copy)]
+pub struct SinkPolicy {
+    /// Most messages in one write.
+    pub max_batch: usize,
+    /// Longest a message waits for its batch to fill.
+    pub max_delay: Duration,
+    /// First retry delay; doubles up to `retry_max`.
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+}
+
+/// An open sink.
+pub enum Sink {
+    /// In a mutex only so `Sink` is `Sync` (the connection is not) and its async methods
+    /// can be awaited on any worker; only the sink task ever locks it.
+    Sqlite(std::sync::Mutex<Option<sqlite::SqliteSink>>),
+    Mongo(mongodb::MongoSink),
+}
+
+/// What one write did, whatever the sink.
+#[derive(Debug, Default)]
+pub struct Written {
+    pub result: sqlite::WriteResult,
+    /// Messages the store refused (they went to its dead letters instead).
+    pub rejected: u64,
+}
+
+impl Sink {
+    /// Opens the pipeline's sink. MongoDB is not contacted yet: see [`Sink::prepare`].
+    pub async fn open(pipeline: &Pipeline) -> Result<Sink, SinkError> {
+        match &pipeline.sink {
+            SinkConfig::Sqlite(c) => Ok(Sink::Sqlite(std::sync::Mutex::new(Some(
+                sqlite::SqliteSink::open(&pipeline.resolve(&c.path))?,
+            )))),
+            SinkConfig::Mongodb(c) => {
+                let uri = match (&c.uri, &c.uri_secret) {
+                    (Some(u), _) => u.get_ref().clone(),
+                    (None, Some(secret)) => secret.resolve(pipeline).map_err(SinkError::Secret)?,
+                    (None, None) => unreachable!("validated with the pipeline file"),
+                };
+                Ok(Sink::Mongo(
+                    mongodb::MongoSink::connect(&uri, &c.database, c.timeout.0).await?,
+                ))
+            }
+        }
+    }
+
+    /// Batching and retry policy. SQLite writes whatever the processor hands over at once.
+    pub fn policy(pipeline: &Pipeline) -> SinkPolicy {
+        match &pipeline.sink {
+            SinkConfig::Sqlite(_) => SinkPolicy {
+                max_batch: 1,
+                max_delay: Duration::ZERO,
+                retry_initial: Duration::from_millis(100),
+                retry_max: Duration::from_secs(1),
+            },
+            SinkConfig::Mongodb(c) => SinkPolicy {
+                max_batch: c.max_batch,
+                max_delay: c.max_delay.0,
+                retry_initial: c.retry_initial.0,
+                retry_max: c.retry_max.0,
+            },
+        }
+    }
+
+    /// One-time setup needing the server (indexes); transient errors are retried by the
+    /// caller like writes.
+    pub async fn prepare(&self) -> Result<(), SinkError> {
+        match self {
+            Sink::Sqlite(_) => Ok(()),
+            Sink::Mongo(m) => Ok(m.ensure_indexes().await?),
+        }
+    }
+
+    /// Where the data goes, for logs and the run summary (credentials redacted).
+    pub fn describe(&self, pipeline: &Pipeline) -> String {
+        match (self, &pipeline.sink) {
+            (Sink::Mongo(m), _) => m.target(),
+            (_, SinkConfig::Sqlite(c)) => pipeline.resolve(&c.path).display().to_string(),
+            (Sink::Sqlite(_), SinkConfig::Mongodb(_)) => unreachable!("sink matches its config"),
+        }
+    }
+
+    /// Writes one batch (idempotently).
+    pub async fn write(&mut self, out: &std::sync::Arc<ChainOutput>) -> Result<Written, SinkError> {
+        match self {
+            Sink::Sqlite(slot) => {
+                // SQLite blocks: run it off the async workers, handing the connection over.
+                let taken = slot.get_mut().unwrap_or_else(|e| e.into_inner()).take();
+                let s = taken.ok_or_else(|| {
+                    SinkError::Task("an earlier write task did not return the connection".into())
+                })?;
+                let out = out.clone();
+                let (s, r) = tokio::task::spawn_blocking(move || {
+                    let mut s = s;
+                    let r = s.write(&out);
+                    (s, r)
+                })
+                .await
+                .map_err(|e| SinkError::Task(e.to_string()))?;
+                *slot.get_mut().unwrap_or_else(|e| e.into_inner()) = Some(s);
+                Ok(Written {
+                    result: r?,
+                    rejected: 0,
+                })
+            }
+            Sink::Mongo(m) => {
+                let w = m.write(out).await?;
+                Ok(Written {
+                    result: w.result,
+                    rejected: w.rejected,
+                })
+            }
+        }
+    }
+
+    /// Stored chat messages, oldest first (the newest `limit` when limited).
+    pub async fn query(&self, q: &sqlite::Query) -> Result<Vec<serde_json::Value>, SinkError> {
+        match self {
+            Sink::Sqlite(s) => Ok(sqlite::query(&Self::path(s)?, q)?),
+            Sink::Mongo(m) => Ok(m.query(q).await?),
+        }
+    }
+
+    /// Message counts per channel, largest first.
+    pub async fn counts_by_channel(&self) -> Result<Vec<(String, u64)>, SinkError> {
+        match self {
+            Sink::Sqlite(s) => Ok(sqlite::counts_by_channel(&Self::path(s)?)?),
+            Sink::Mongo(m) => Ok(m.counts_by_channel().await?),
+        }
+    }
+
+    fn path(
+        s: &std::sync::Mutex<Option<sqlite::SqliteSink>>,
+    ) -> Result<std::path::PathBuf, SinkError> {
+        s.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|s| s.path().to_owned())
+            .ok_or_else(|| {
+                SinkError::Task("the sqlite connection was lost by a failed write".into())
+            })
+    }
+
+    /// Readiness: the store answers.
+    pub async fn ping(&self) -> Result<(), SinkError> {
+        match self {
+            Sink::Sqlite(_) => Ok(()),
+            Sink::Mongo(m) => Ok(m.ping().await?),
+        }
+    }
+}
+
+/// Appends `b` to `a`: several processed batches written as one.
+pub fn merge(a: &mut ChainOutput, b: ChainOutput) {
+    a.messages.extend(b.messages);
+    a.dropped.extend(b.dropped);
+    a.dead_letters.extend(b.dead_letters);
+    a.alerts.extend(b.alerts);
+    a.records.extend(b.records);
+}
+
+/// Delay before retry number `attempt` (0-based): exponential from `initial`, capped at
+/// `max`, with "full jitter" in the upper half so many processors retrying the same
+/// server spread out instead of arriving together.
+pub fn backoff(initial: Duration, max: Duration, attempt: u32, jitter: f64) -> Duration {
+    let exp = initial.saturating_mul(1u32 << attempt.min(20));
+    let capped = exp.min(max);
+    capped.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_caps_and_jitters_within_bounds() {
+        let (i, m) = (Duration::from_millis(100), Duration::from_secs(2));
+        assert_eq!(backoff(i, m, 0, 1.0), Duration::from_millis(100));
+        assert_eq!(backoff(i, m, 3, 1.0), Duration::from_millis(800));
+        assert_eq!(backoff(i, m, 10, 1.0), Duration::from_secs(2));
+        assert_eq!(backoff(i, m, 40, 1.0), Duration::from_secs(2));
+        assert_eq!(backoff(i, m, 3, 0.0), Duration::from_millis(400));
+    }
+}

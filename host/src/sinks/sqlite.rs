@@ -157,6 +157,11 @@ impl SqliteSink {
         })
     }
 
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Writes everything a batch produced in one transaction.
     pub fn write(&mut self, out: &ChainOutput) -> Result<WriteResult, SqliteError> {
         let path = self.path.clone();
