@@ -1,17 +1,21 @@
-//! The run loop: source → transport → step chain → sink → alert delivery, plus the hot
+//! The run loop: source → transport → step chain → sink → alert dispatcher, plus the hot
 //! reloader and progress reporting.
 //!
 //! Each stage is a task; the run ends when the source is exhausted and everything queued
 //! has been processed and stored, or when `cancel` fires (then the queue is drained, so
-//! what was read is stored). A stage that fails stops the run with its error.
+//! what was read is stored). A stage that fails stops the run with its error. The alert
+//! dispatcher stops last, after the sink's final write, and then gets
+//! `[alerts.delivery] shutdown_timeout` to deliver what is pending.
 
 use super::chain::{Chain, ChainOutput};
 use super::config::{Pipeline, SinkConfig, SourceConfig, TransportConfig};
 use super::reload::{PendingSlot, Reloader};
 use super::{StepRegistry, build_chain};
-use crate::alerts::AlertRouter;
+use crate::alerts::Routes;
+use crate::alerts::dispatcher::Dispatcher;
+use crate::alerts::outbox::Backlog;
 use crate::metrics::server::Health;
-use crate::metrics::{self, PipelineStats, SinkStats, StepStats};
+use crate::metrics::{self, AlertStats, PipelineStats, SinkStats, StepStats};
 use crate::plugins::Runtime;
 use crate::sinks::sqlite::SqliteSink;
 use crate::sources::replay::{self, ReplayReport};
@@ -52,6 +56,12 @@ pub struct RunSummary {
     pub generation: u64,
     /// Where the metrics endpoint listened, when `[metrics]` was set.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Alert delivery counters, per sink.
+    pub alert_stats: Arc<AlertStats>,
+    /// The sinks `[alerts]` routes to.
+    pub alert_sinks: Vec<String>,
+    /// Alert deliveries left in the store at the end (delivered by the next run).
+    pub alerts_left: Backlog,
 }
 
 /// Outputs waiting for the sink; small, since each holds a whole batch.
@@ -102,7 +112,35 @@ pub async fn run(
     let SinkConfig::Sqlite(scfg) = &pipeline.sink;
     let sink_path = pipeline.resolve(&scfg.path);
     let sink = SqliteSink::open(&sink_path)?;
-    let router = AlertRouter::new(&pipeline.alerts);
+    let routes = Routes::new(&pipeline.alerts);
+    let alert_sinks = routes.all_sinks();
+    let alert_stats = Arc::new(AlertStats::new(&alert_sinks));
+    alert_stats
+        .register(&prom)
+        .context("registering alert metrics")?;
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let dispatcher = Dispatcher::new(
+        &sink_path,
+        crate::alerts::build_sinks(&pipeline.alerts).await,
+        pipeline.alerts.delivery.clone(),
+        alert_stats.clone(),
+        stats.clone(),
+        wake.clone(),
+    )?;
+    // Not a child of `cancel`: on Ctrl-C the dispatcher keeps going until the sink stored
+    // the drained queue, then gets its own shutdown bound.
+    let dispatch_stop = CancellationToken::new();
+    let dispatch_task = {
+        let (stop, run_cancel) = (dispatch_stop.clone(), cancel.clone());
+        tokio::spawn(async move {
+            let r = dispatcher.run(stop).await;
+            if r.is_err() {
+                // A dispatcher that cannot use the store stops the run.
+                run_cancel.cancel();
+            }
+            r
+        })
+    };
     let report = Arc::new(Mutex::new(ReplayReport::default()));
     let pending: PendingSlot = Arc::new(Mutex::new(None));
     let generation = Arc::new(std::sync::atomic::AtomicU64::new(1));
@@ -144,7 +182,14 @@ pub async fn run(
     sink_stats
         .register(&prom)
         .context("registering sink metrics")?;
-    let sink_task = tokio::spawn(sink_loop(sink_rx, sink, router, stats.clone(), sink_stats));
+    let sink_task = tokio::spawn(sink_loop(
+        sink_rx,
+        sink,
+        routes,
+        wake,
+        stats.clone(),
+        sink_stats,
+    ));
 
     let health = Arc::new(Health::default());
     let metrics_stop = CancellationToken::new();
@@ -204,6 +249,8 @@ pub async fn run(
     health.set_ready(false);
     let proc_res = processor.await.context("processor task panicked")?;
     let sink_res = sink_task.await.context("sink task panicked")?;
+    dispatch_stop.cancel();
+    let dispatch_res = dispatch_task.await.context("alert dispatcher panicked")?;
     watch_stop.cancel();
     metrics_stop.cancel();
     let metrics_res = match metrics_server {
@@ -221,6 +268,7 @@ pub async fn run(
     source_res.context("source")?;
     proc_res.context("processor")?;
     sink_res.context("sink")?;
+    let dispatched = dispatch_res.context("alert dispatcher")?;
     watch_res.context("hot reload watcher")?;
     metrics_res.context("metrics endpoint")?;
 
@@ -234,6 +282,9 @@ pub async fn run(
         sink_path,
         generation: generation.load(std::sync::atomic::Ordering::Relaxed),
         metrics_addr,
+        alert_stats,
+        alert_sinks,
+        alerts_left: dispatched.left,
     })
 }
 
@@ -277,7 +328,8 @@ async fn process_loop(
 async fn sink_loop(
     mut rx: mpsc::Receiver<ChainOutput>,
     mut sink: SqliteSink,
-    router: AlertRouter,
+    mut routes: Routes,
+    wake: Arc<tokio::sync::Notify>,
     stats: Arc<PipelineStats>,
     sink_stats: Arc<SinkStats>,
 ) -> anyhow::Result<()> {
@@ -285,13 +337,14 @@ async fn sink_loop(
         let dead = out.dead_letters.len() as u64;
         let size = out.messages.len() as f64;
         let started = Instant::now();
-        let (s, res) = tokio::task::spawn_blocking(move || {
-            let r = sink.write(&out);
-            (sink, r)
+        let (s, routes_back, res) = tokio::task::spawn_blocking(move || {
+            let r = sink.write(&out, &routes);
+            (sink, routes, r)
         })
         .await
         .context("sink write panicked")?;
         sink = s;
+        routes = routes_back;
         sink_stats
             .write_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -301,14 +354,10 @@ async fn sink_loop(
         stats.stored.add(res.inserted);
         stats.duplicates.add(res.duplicates);
         stats.dead_lettered.add(dead);
-        for a in &res.new_alerts {
-            stats.alerts_fired.inc();
-            match router.deliver(a) {
-                Ok(()) => stats.alerts_delivered.inc(),
-                Err(e) => {
-                    tracing::error!(topic = %a.alert.topic, error = %e, "alert delivery failed")
-                }
-            }
+        stats.alerts_fired.add(res.new_alerts.len() as u64);
+        if res.new_deliveries > 0 {
+            // Committed: the dispatcher can read them now.
+            wake.notify_one();
         }
     }
     Ok(())
@@ -367,6 +416,26 @@ impl RunSummary {
             "alerts fired: {} (delivered {})",
             st.alerts_fired.get(),
             st.alerts_delivered.get()
+        );
+        let per_sink: Vec<String> = self
+            .alert_sinks
+            .iter()
+            .map(|k| {
+                let a = &self.alert_stats;
+                format!(
+                    "{k} {} delivered, {} failed attempts, {} dead-lettered",
+                    AlertStats::by_sink(&a.delivered, k),
+                    AlertStats::by_sink(&a.retried, k),
+                    AlertStats::by_sink(&a.dead_lettered, k)
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            "alert deliveries: {}; left in the store for the next run: {} pending, {} dead letters",
+            per_sink.join("; "),
+            self.alerts_left.pending,
+            self.alerts_left.dead_letter
         );
         let _ = writeln!(
             s,
