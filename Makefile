@@ -29,8 +29,9 @@ demo: plugins build
 # The whole suite: formatting, lints, unit and integration tests. Release profile, so the
 # wasm plugins and the tests share compiled dependencies; the tests build the binary they
 # run themselves (a separate `cargo build -p streamtap` would resolve other features and
-# compile wasmtime a second time).
-test: plugins lint promtool
+# compile wasmtime a second time). The alert and MongoDB tests start moto_server and
+# secantusd-py from .venv/.
+test: plugins lint promtool venv
 	$(CARGO) test --release --workspace
 
 # The Prometheus scrape config and alerting rules, with the rules' unit tests.

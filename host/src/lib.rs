@@ -7,7 +7,7 @@
 //! - [`plugins`]: the WASM plugin runtime (the only module that touches wasmtime).
 //! - [`pipeline`]: pipeline files, the step chain, hot reload and the run loop.
 //! - [`sinks`]: where processed messages are stored (`sqlite`).
-//! - [`alerts`]: delivery of alerts plugins raise (`console`).
+//! - [`alerts`]: durable delivery of alerts plugins raise (`console`, `sns`, `webhook`).
 //! - [`metrics`]: counters each component owns, read for progress and summaries.
 //! - [`cli`]: the `streamtap` command line.
 

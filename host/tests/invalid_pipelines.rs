@@ -219,13 +219,74 @@ const CASES: &[(&str, usize, usize, &str)] = &[
         "unknown_alert_sink.toml",
         8,
         23,
-        "unknown alert sink \"slack\" (available: console)",
+        "unknown alert sink \"slack\" (available: console;",
     ),
     (
         "unknown_alert_topic_sink.toml",
         8,
         7,
-        "unknown alert sink \"discord\" (available: console)",
+        "unknown alert sink \"discord\" (available: console;",
+    ),
+    // `[alerts]`: SNS and webhook sinks, routes to them, delivery policy.
+    (
+        "alert_sns_bad_arn.toml",
+        8,
+        13,
+        "alerts.sns.hype: topic_arn \"arn:aws:sqs:us-east-1:123456789012:hype\" is not an SNS topic ARN",
+    ),
+    (
+        "alert_sns_region_mismatch.toml",
+        9,
+        10,
+        "alerts.sns.hype: region \"eu-west-1\" differs from the region \"us-east-1\" in topic_arn",
+    ),
+    (
+        "alert_sns_unknown_key.toml",
+        9,
+        1,
+        "unknown field `topic`, expected one of `topic_arn`, `region`, `endpoint_url`, `timeout`",
+    ),
+    (
+        "alert_sns_bad_endpoint.toml",
+        9,
+        16,
+        "alerts.sns.hype: endpoint_url \"localhost:4566\" must be an http:// or https:// URL",
+    ),
+    (
+        "alert_route_undefined_sns.toml",
+        11,
+        18,
+        "unknown alert sink \"sns.missing\" (available: console, sns.hype;",
+    ),
+    (
+        "alert_webhook_bad_url.toml",
+        8,
+        7,
+        "alerts.webhook.ops: url \"ftp://alerts.example.com/hook\" must be an http:// or https:// URL",
+    ),
+    (
+        "alert_delivery_zero_attempts.toml",
+        8,
+        16,
+        "alerts.delivery: max_attempts 0 must be at least 1",
+    ),
+    (
+        "alert_delivery_backoff_order.toml",
+        9,
+        15,
+        "alerts.delivery: max_backoff \"1s\" is shorter than initial_backoff",
+    ),
+    (
+        "alert_delivery_bad_duration.toml",
+        8,
+        20,
+        "invalid duration \"soon\"",
+    ),
+    (
+        "alert_sink_bad_name.toml",
+        7,
+        13,
+        "alerts.sns: invalid sink name \"Hype\": use lowercase letters, digits, '_' and '-'",
     ),
     // Not TOML at all: an unterminated string.
     (

@@ -109,20 +109,31 @@ enum Format {
     Table,
 }
 
-/// Log targets capped below trace whatever `RUST_LOG` says (see `main`).
-const NO_WIRE_DUMPS: [&str; 2] = ["ureq=debug", "ureq_proto=debug"];
+/// Log targets capped whatever `RUST_LOG` says (see `main`), ureq below trace (it hex-dumps
+/// request headers, API keys in `Authorization`), the AWS SDK at info: aws-sigv4 logs the canonical request
+/// (with `x-amz-security-token` for temporary AWS credentials) and the smithy runtime and
+/// HTTP client log requests and responses.
+const NO_WIRE_DUMPS: [&str; 7] = [
+    "ureq=debug",
+    "ureq_proto=debug",
+    "aws_sigv4=info",
+    "aws_smithy_runtime=info",
+    "aws_smithy_http_client=info",
+    "aws_config=info",
+    "hyper=info",
+];
 
 /// Entry point used by `main`.
 pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
-                // ureq hex-dumps request headers (API keys in `Authorization`) and bodies
-                // at trace level; secrets must not reach the log even at RUST_LOG=trace.
-                .add_directive(NO_WIRE_DUMPS[0].parse().expect("valid directive"))
-                .add_directive(NO_WIRE_DUMPS[1].parse().expect("valid directive")),
+            // Secrets must not reach the log even at RUST_LOG=trace.
+            NO_WIRE_DUMPS.iter().fold(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                |f, d| f.add_directive(d.parse().expect("valid directive")),
+            ),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -209,7 +209,7 @@ pub struct PipelineStats {
     pub dead_lettered: Counter,
     /// Alerts raised and new (not seen before under their dedupe key).
     pub alerts_fired: Counter,
-    /// Alerts delivered to every sink of their topic.
+    /// Alerts delivered to every sink of their topic (counted when the last one is).
     pub alerts_delivered: Counter,
     /// Pipeline generations swapped in by hot reload.
     pub reloads_ok: Counter,
@@ -333,6 +333,75 @@ impl SinkStats {
         registry.register(Box::new(self.batch_size.clone()))?;
         registry.register(Box::new(self.write_seconds.clone()))?;
         registry.register(Box::new(self.errors.0.clone()))
+    }
+}
+
+/// Alert delivery statistics, owned by the dispatcher. Per-sink series carry label `sink`
+/// (`console`, `sns.NAME`, `webhook.NAME`), created at zero for every configured sink.
+#[derive(Debug)]
+pub struct AlertStats {
+    /// Deliveries a sink accepted.
+    pub delivered: IntCounterVec,
+    /// Failed attempts (each is retried later: nothing is dropped).
+    pub retried: IntCounterVec,
+    /// Deliveries that became dead letters after `max_attempts` failures.
+    pub dead_lettered: IntCounterVec,
+    /// Deliveries in the store not delivered yet (pending and dead letters).
+    pub pending: IntGauge,
+    /// Of those, dead letters.
+    pub dead_letters: IntGauge,
+}
+
+impl AlertStats {
+    /// Stats with every series of `sinks` present from the start.
+    pub fn new(sinks: &[String]) -> Self {
+        let vec = |name: &str, help: &str| {
+            let v = IntCounterVec::new(Opts::new(name, help).namespace(NS), &["sink"])
+                .expect("valid counter vec");
+            for s in sinks {
+                v.with_label_values(&[s.as_str()]);
+            }
+            v
+        };
+        let gauge = |name: &str, help: &str| {
+            IntGauge::with_opts(Opts::new(name, help).namespace(NS)).expect("valid gauge")
+        };
+        AlertStats {
+            delivered: vec(
+                "alert_deliveries_total",
+                "Alert deliveries a sink accepted, by sink.",
+            ),
+            retried: vec(
+                "alert_delivery_retries_total",
+                "Failed alert delivery attempts (retried later), by sink.",
+            ),
+            dead_lettered: vec(
+                "alert_dead_letters_total",
+                "Alert deliveries moved to the dead-letter state after max_attempts failures, by sink.",
+            ),
+            pending: gauge(
+                "alert_deliveries_pending",
+                "Alert deliveries in the store not delivered yet (pending or dead letter).",
+            ),
+            dead_letters: gauge(
+                "alert_deliveries_dead_letter",
+                "Alert deliveries in the store in the dead-letter state.",
+            ),
+        }
+    }
+
+    /// Sum of a per-sink counter over sinks, for the run summary.
+    pub fn by_sink(v: &IntCounterVec, sink: &str) -> u64 {
+        v.with_label_values(&[sink]).get()
+    }
+
+    /// Adds the series to `registry`.
+    pub fn register(&self, registry: &Registry) -> prometheus::Result<()> {
+        registry.register(Box::new(self.delivered.clone()))?;
+        registry.register(Box::new(self.retried.clone()))?;
+        registry.register(Box::new(self.dead_lettered.clone()))?;
+        registry.register(Box::new(self.pending.clone()))?;
+        registry.register(Box::new(self.dead_letters.clone()))
     }
 }
 

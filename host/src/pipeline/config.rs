@@ -319,6 +319,14 @@ pub struct MongoConfig {
     /// Longest delay between retries. Default `10s`.
     #[serde(default = "default_mongo_retry_max")]
     pub retry_max: DurationValue,
+    /// Local SQLite file holding this processor's alert outbox (deliveries pending, dead
+    /// letters), relative to the pipeline file. Default `.streamtap/alert-outbox.db`.
+    #[serde(default = "default_alert_outbox")]
+    pub alert_outbox: PathBuf,
+}
+
+fn default_alert_outbox() -> PathBuf {
+    PathBuf::from(".streamtap/alert-outbox.db")
 }
 
 fn default_mongo_database() -> String {
@@ -357,16 +365,30 @@ impl SecretRef {
     }
 }
 
-/// `[alerts]`
+/// `[alerts]`: which sinks each alert topic goes to, the sinks themselves, and how
+/// delivery is retried.
+///
+/// Sinks are named by kind: `console`, `sns.NAME` for `[alerts.sns.NAME]`, `webhook.NAME`
+/// for `[alerts.webhook.NAME]`, so several SNS topics (one per theme of channels, say) can
+/// sit side by side and routes read unambiguously.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlertsConfig {
     /// Delivery for topics not listed in `topics`. Default `["console"]`.
     #[serde(default = "default_alert_sinks")]
     pub default: Vec<Spanned<String>>,
-    /// Delivery per alert topic: `[alerts.topics.hype] to = ["console"]`.
+    /// Delivery per alert topic: `[alerts.topics.hype] to = ["console", "sns.hype"]`.
     #[serde(default)]
     pub topics: BTreeMap<String, AlertRoute>,
+    /// Amazon SNS sinks by name: `[alerts.sns.hype] topic_arn = "arn:aws:sns:..."`.
+    #[serde(default)]
+    pub sns: BTreeMap<String, SnsSinkConfig>,
+    /// HTTP webhook sinks by name: `[alerts.webhook.ops] url = "https://..."`.
+    #[serde(default)]
+    pub webhook: BTreeMap<String, WebhookSinkConfig>,
+    /// Retry, dead-letter and shutdown behaviour of delivery.
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
 }
 
 impl Default for AlertsConfig {
@@ -374,6 +396,9 @@ impl Default for AlertsConfig {
         AlertsConfig {
             default: default_alert_sinks(),
             topics: BTreeMap::new(),
+            sns: BTreeMap::new(),
+            webhook: BTreeMap::new(),
+            delivery: DeliveryConfig::default(),
         }
     }
 }
@@ -386,8 +411,99 @@ fn default_alert_sinks() -> Vec<Spanned<String>> {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlertRoute {
-    /// Delivery sinks for this topic.
+    /// Delivery sinks for this topic (`console`, `sns.NAME`, `webhook.NAME`).
     pub to: Vec<Spanned<String>>,
+}
+
+/// `[alerts.sns.NAME]`: publishes to one SNS topic. Credentials come from the standard AWS
+/// chain (environment, profile, SSO, instance role), never from the pipeline file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnsSinkConfig {
+    /// The topic's ARN, `arn:aws:sns:REGION:ACCOUNT:NAME`; a name ending in `.fifo` is a
+    /// FIFO topic (message group: the channel; deduplication id: the alert's dedupe key).
+    pub topic_arn: Spanned<String>,
+    /// AWS region of the client. Default: the region in `topic_arn`.
+    #[serde(default)]
+    pub region: Option<Spanned<String>>,
+    /// Endpoint URL overriding AWS's (LocalStack, moto): `"http://127.0.0.1:4566"`.
+    /// Default: the region's SNS endpoint.
+    #[serde(default)]
+    pub endpoint_url: Option<Spanned<String>>,
+    /// Timeout of one publish (connect + request). Default `10s`.
+    #[serde(default = "default_sink_timeout")]
+    pub timeout: DurationValue,
+}
+
+/// `[alerts.webhook.NAME]`: POSTs each alert as a JSON object.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSinkConfig {
+    /// `http://` or `https://` URL; any 2xx answer counts as delivered.
+    pub url: Spanned<String>,
+    /// Timeout of one request. Default `10s`.
+    #[serde(default = "default_sink_timeout")]
+    pub timeout: DurationValue,
+}
+
+fn default_sink_timeout() -> DurationValue {
+    DurationValue(Duration::from_secs(10))
+}
+
+/// `[alerts.delivery]`: how failed deliveries are retried.
+///
+/// A failed delivery is retried after `initial_backoff`, doubling up to `max_backoff`,
+/// each wait randomised to between half and all of it (jitter, so many alerts failing
+/// together do not retry in lockstep). After `max_attempts` failures the delivery is a
+/// dead letter: kept in the store and retried every `dead_letter_interval` until it
+/// succeeds.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// Attempts before a delivery becomes a dead letter (at least 1). Default `5`.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Wait after the first failure. Default `1s`.
+    #[serde(default = "default_initial_backoff")]
+    pub initial_backoff: DurationValue,
+    /// Longest wait between attempts before dead-lettering. Default `1m`.
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff: DurationValue,
+    /// Retry cadence of dead letters. Default `5m`.
+    #[serde(default = "default_dead_letter_interval")]
+    pub dead_letter_interval: DurationValue,
+    /// At shutdown, how long to keep delivering what is pending before leaving it in the
+    /// store for the next run. Default `5s`.
+    #[serde(default = "default_shutdown_timeout")]
+    pub shutdown_timeout: DurationValue,
+}
+
+fn default_max_attempts() -> u32 {
+    5
+}
+fn default_initial_backoff() -> DurationValue {
+    DurationValue(Duration::from_secs(1))
+}
+fn default_max_backoff() -> DurationValue {
+    DurationValue(Duration::from_secs(60))
+}
+fn default_dead_letter_interval() -> DurationValue {
+    DurationValue(Duration::from_secs(300))
+}
+fn default_shutdown_timeout() -> DurationValue {
+    DurationValue(Duration::from_secs(5))
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            max_attempts: default_max_attempts(),
+            initial_backoff: default_initial_backoff(),
+            max_backoff: default_max_backoff(),
+            dead_letter_interval: default_dead_letter_interval(),
+            shutdown_timeout: default_shutdown_timeout(),
+        }
+    }
 }
 
 /// `[metrics]`
@@ -413,8 +529,8 @@ fn default_metrics_listen() -> std::net::SocketAddr {
     std::net::SocketAddr::from(([127, 0, 0, 1], 9464))
 }
 
-/// Alert delivery sinks this build knows.
-pub const ALERT_SINKS: &[&str] = &["console"];
+/// Alert sink kinds this build knows; `sns` and `webhook` sinks are named `KIND.NAME`.
+pub const ALERT_SINK_KINDS: &[&str] = &["console", "sns.NAME", "webhook.NAME"];
 
 /// A duration written as `"100ms"`, `"5s"`, `"2m"`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -742,23 +858,7 @@ fn validate(file: &Path, text: &str, raw: PipelineFile) -> Result<Pipeline, Conf
         }
     }
 
-    for s in raw
-        .alerts
-        .default
-        .iter()
-        .chain(raw.alerts.topics.values().flat_map(|r| r.to.iter()))
-    {
-        if !ALERT_SINKS.contains(&s.get_ref().as_str()) {
-            return Err(err(
-                s.span(),
-                format!(
-                    "unknown alert sink {:?} (available: {})",
-                    s.get_ref(),
-                    ALERT_SINKS.join(", ")
-                ),
-            ));
-        }
-    }
+    validate_alerts(file, text, &raw.alerts)?;
 
     let name = raw.name.unwrap_or_else(|| {
         file.file_stem()
@@ -775,6 +875,233 @@ fn validate(file: &Path, text: &str, raw: PipelineFile) -> Result<Pipeline, Conf
         alerts: raw.alerts,
         metrics: raw.metrics,
     })
+}
+
+/// Names may be part of sink names (`sns.NAME`) and delivery rows, so keep them plain.
+fn valid_sink_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
+/// Checks an SNS topic ARN (`arn:PARTITION:sns:REGION:ACCOUNT:NAME`) and returns its region.
+pub fn sns_arn_region(arn: &str) -> Result<&str, String> {
+    let parts: Vec<&str> = arn.split(':').collect();
+    let [prefix, partition, service, region, account, name] = parts[..] else {
+        return Err(format!(
+            "topic_arn {arn:?} is not an SNS topic ARN (expected arn:aws:sns:REGION:ACCOUNT:NAME)"
+        ));
+    };
+    if prefix != "arn" || !partition.starts_with("aws") || service != "sns" {
+        return Err(format!(
+            "topic_arn {arn:?} is not an SNS topic ARN (expected arn:aws:sns:REGION:ACCOUNT:NAME)"
+        ));
+    }
+    if region.is_empty()
+        || !region
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        return Err(format!("topic_arn {arn:?}: invalid region {region:?}"));
+    }
+    if account.len() != 12 || !account.chars().all(|c| c.is_ascii_digit()) {
+        return Err(format!(
+            "topic_arn {arn:?}: account {account:?} must be 12 digits"
+        ));
+    }
+    let base = name.strip_suffix(".fifo").unwrap_or(name);
+    if base.is_empty()
+        || name.len() > 256
+        || !base
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(format!(
+            "topic_arn {arn:?}: invalid topic name {name:?} (letters, digits, '-', '_', optional .fifo; at most 256)"
+        ));
+    }
+    Ok(region)
+}
+
+/// `http://host[:port][/path]` or `https://...`, with a host.
+fn valid_http_url(u: &str) -> bool {
+    let rest = u
+        .strip_prefix("http://")
+        .or_else(|| u.strip_prefix("https://"));
+    match rest {
+        Some(r) => {
+            let host = r.split(['/', '?', '#']).next().unwrap_or("");
+            !host.is_empty() && !host.contains(char::is_whitespace) && !host.contains('@')
+        }
+        None => false,
+    }
+}
+
+fn validate_alerts(file: &Path, text: &str, a: &AlertsConfig) -> Result<(), ConfigError> {
+    let err =
+        |span: std::ops::Range<usize>, msg: String| ConfigError::at(file, text, Some(span), msg);
+    let key_span = |path: &[At<'_>]| locate(text, path).map(|(k, _)| k);
+    for (kind, names) in [
+        ("sns", a.sns.keys().collect::<Vec<_>>()),
+        ("webhook", a.webhook.keys().collect()),
+    ] {
+        for n in names {
+            if !valid_sink_name(n) {
+                return Err(ConfigError::at(
+                    file,
+                    text,
+                    key_span(&[At::Key("alerts"), At::Key(kind), At::Key(n)]),
+                    format!(
+                        "alerts.{kind}: invalid sink name {n:?}: use lowercase letters, digits, '_' and '-'"
+                    ),
+                ));
+            }
+        }
+    }
+    for (name, c) in &a.sns {
+        let arn = c.topic_arn.get_ref();
+        let arn_region = sns_arn_region(arn)
+            .map_err(|m| err(c.topic_arn.span(), format!("alerts.sns.{name}: {m}")))?;
+        if let Some(r) = &c.region
+            && r.get_ref() != arn_region
+        {
+            return Err(err(
+                r.span(),
+                format!(
+                    "alerts.sns.{name}: region {:?} differs from the region {arn_region:?} in topic_arn (SNS topics are regional)",
+                    r.get_ref()
+                ),
+            ));
+        }
+        if let Some(u) = &c.endpoint_url
+            && !valid_http_url(u.get_ref())
+        {
+            return Err(err(
+                u.span(),
+                format!(
+                    "alerts.sns.{name}: endpoint_url {:?} must be an http:// or https:// URL",
+                    u.get_ref()
+                ),
+            ));
+        }
+        check_positive(
+            file,
+            text,
+            &["alerts", "sns", name.as_str(), "timeout"],
+            c.timeout,
+        )?;
+    }
+    for (name, c) in &a.webhook {
+        if !valid_http_url(c.url.get_ref()) {
+            return Err(err(
+                c.url.span(),
+                format!(
+                    "alerts.webhook.{name}: url {:?} must be an http:// or https:// URL",
+                    c.url.get_ref()
+                ),
+            ));
+        }
+        check_positive(
+            file,
+            text,
+            &["alerts", "webhook", name.as_str(), "timeout"],
+            c.timeout,
+        )?;
+    }
+    for s in a
+        .default
+        .iter()
+        .chain(a.topics.values().flat_map(|r| r.to.iter()))
+    {
+        let v = s.get_ref().as_str();
+        let known = match v.split_once('.') {
+            None => v == "console",
+            Some(("sns", n)) => a.sns.contains_key(n),
+            Some(("webhook", n)) => a.webhook.contains_key(n),
+            Some(_) => false,
+        };
+        if !known {
+            let mut available = vec!["console".to_owned()];
+            available.extend(a.sns.keys().map(|n| format!("sns.{n}")));
+            available.extend(a.webhook.keys().map(|n| format!("webhook.{n}")));
+            return Err(err(
+                s.span(),
+                format!(
+                    "unknown alert sink {v:?} (available: {}; define sns.NAME in [alerts.sns.NAME], webhook.NAME in [alerts.webhook.NAME])",
+                    available.join(", ")
+                ),
+            ));
+        }
+    }
+    let d = &a.delivery;
+    if d.max_attempts == 0 {
+        let (span, _) = value_at(
+            text,
+            &[
+                At::Key("alerts"),
+                At::Key("delivery"),
+                At::Key("max_attempts"),
+            ],
+        );
+        return Err(ConfigError::at(
+            file,
+            text,
+            span,
+            "alerts.delivery: max_attempts 0 must be at least 1".into(),
+        ));
+    }
+    for (key, v) in [
+        ("initial_backoff", d.initial_backoff),
+        ("max_backoff", d.max_backoff),
+        ("dead_letter_interval", d.dead_letter_interval),
+    ] {
+        check_positive(file, text, &["alerts", "delivery", key], v)?;
+    }
+    if d.max_backoff.0 < d.initial_backoff.0 {
+        let (span, shown) = value_at(
+            text,
+            &[
+                At::Key("alerts"),
+                At::Key("delivery"),
+                At::Key("max_backoff"),
+            ],
+        );
+        return Err(ConfigError::at(
+            file,
+            text,
+            span,
+            format!(
+                "alerts.delivery: max_backoff {} is shorter than initial_backoff",
+                shown.unwrap_or_default()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A duration at `path` (all keys) that must be longer than zero.
+fn check_positive(
+    file: &Path,
+    text: &str,
+    path: &[&str],
+    v: DurationValue,
+) -> Result<(), ConfigError> {
+    if !v.0.is_zero() {
+        return Ok(());
+    }
+    let at: Vec<At<'_>> = path.iter().map(|k| At::Key(k)).collect();
+    let (span, shown) = value_at(text, &at);
+    Err(ConfigError::at(
+        file,
+        text,
+        span,
+        format!(
+            "{}: {} {} must be longer than zero",
+            path[..path.len() - 1].join("."),
+            path[path.len() - 1],
+            shown.unwrap_or_else(|| "0s".into())
+        ),
+    ))
 }
 
 /// One step of a path into the document, for [`locate`].

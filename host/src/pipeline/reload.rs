@@ -9,7 +9,7 @@
 //! (bad TOML, missing or broken plugin, failing `init`) is rejected with an error naming the
 //! file and reason, and the running generation stays.
 //!
-//! Steps change live. `[source]`, `[transport]` and `[sink]` changes are reported and take
+//! Steps change live. `[source]`, `[transport]`, `[sink]` and `[alerts]` changes are reported and take
 //! effect at the next start, since swapping them would need draining in-flight messages
 //! through two stores.
 
@@ -221,9 +221,10 @@ impl Reloader {
             ("[source]", new.source != self.current.source),
             ("[transport]", new.transport != self.current.transport),
             ("[sink]", new.sink != self.current.sink),
+            ("[alerts]", new.alerts != self.current.alerts),
         ] {
             if changed {
-                tracing::warn!(file = %file.display(), section, "section changed: takes effect at the next start; steps and alerts reload now");
+                tracing::warn!(file = %file.display(), section, "section changed: takes effect at the next start; steps reload now");
             }
         }
         let runtime = self.runtime.clone();

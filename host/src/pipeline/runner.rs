@@ -1,17 +1,21 @@
-//! The run loop: source → transport → step chain → sink → alert delivery, plus the hot
+//! The run loop: source → transport → step chain → sink → alert dispatcher, plus the hot
 //! reloader and progress reporting.
 //!
 //! Each stage is a task; the run ends when the source is exhausted and everything queued
 //! has been processed and stored, or when `cancel` fires (then the queue is drained, so
-//! what was read is stored). A stage that fails stops the run with its error.
+//! what was read is stored). A stage that fails stops the run with its error. The alert
+//! dispatcher stops last, after the sink's final write, and then gets
+//! `[alerts.delivery] shutdown_timeout` to deliver what is pending.
 
 use super::chain::{Chain, ChainOutput};
 use super::config::{Pipeline, SinkConfig, SourceConfig, TransportConfig};
 use super::reload::{PendingSlot, Reloader};
 use super::{StepRegistry, build_chain};
-use crate::alerts::AlertRouter;
+use crate::alerts::Routes;
+use crate::alerts::dispatcher::Dispatcher;
+use crate::alerts::outbox::Backlog;
 use crate::metrics::server::Health;
-use crate::metrics::{self, PipelineStats, SinkStats, StepStats};
+use crate::metrics::{self, AlertStats, PipelineStats, SinkStats, StepStats};
 use crate::plugins::Runtime;
 use crate::sinks::{self, Sink, SinkPolicy};
 use crate::sources::replay::{self, ReplayReport};
@@ -57,6 +61,12 @@ pub struct RunSummary {
     pub generation: u64,
     /// Where the metrics endpoint listened, when `[metrics]` was set.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Alert delivery counters, per sink.
+    pub alert_stats: Arc<AlertStats>,
+    /// The sinks `[alerts]` routes to.
+    pub alert_sinks: Vec<String>,
+    /// Alert deliveries left in the store at the end (delivered by the next run).
+    pub alerts_left: Backlog,
 }
 
 /// Outputs waiting for the sink; small, since each holds a whole batch.
@@ -107,7 +117,35 @@ pub async fn run(
     let sink = Sink::open(&pipeline).await.context("opening the sink")?;
     let sink_policy = Sink::policy(&pipeline);
     let sink_target = sink.describe(&pipeline);
-    let router = AlertRouter::new(&pipeline.alerts);
+    let routes = Arc::new(Routes::new(&pipeline.alerts));
+    let alert_sinks = routes.all_sinks();
+    let alert_stats = Arc::new(AlertStats::new(&alert_sinks));
+    alert_stats
+        .register(&prom)
+        .context("registering alert metrics")?;
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let dispatcher = Dispatcher::new(
+        &sink.outbox_path()?,
+        crate::alerts::build_sinks(&pipeline.alerts).await,
+        pipeline.alerts.delivery.clone(),
+        alert_stats.clone(),
+        stats.clone(),
+        wake.clone(),
+    )?;
+    // Not a child of `cancel`: on Ctrl-C the dispatcher keeps going until the sink stored
+    // the drained queue, then gets its own shutdown bound.
+    let dispatch_stop = CancellationToken::new();
+    let dispatch_task = {
+        let (stop, run_cancel) = (dispatch_stop.clone(), cancel.clone());
+        tokio::spawn(async move {
+            let r = dispatcher.run(stop).await;
+            if r.is_err() {
+                // A dispatcher that cannot use the store stops the run.
+                run_cancel.cancel();
+            }
+            r
+        })
+    };
     let report = Arc::new(Mutex::new(ReplayReport::default()));
     let pending: PendingSlot = Arc::new(Mutex::new(None));
     let generation = Arc::new(std::sync::atomic::AtomicU64::new(1));
@@ -154,7 +192,8 @@ pub async fn run(
         sink_rx,
         sink,
         sink_policy,
-        router,
+        routes,
+        wake,
         stats.clone(),
         sink_stats,
         health.clone(),
@@ -225,6 +264,8 @@ pub async fn run(
         Ok(sink) => sink.counts_by_channel().await.map_err(|e| e.to_string()),
         Err(_) => Err("the sink failed".to_owned()),
     };
+    dispatch_stop.cancel();
+    let dispatch_res = dispatch_task.await.context("alert dispatcher panicked")?;
     watch_stop.cancel();
     metrics_stop.cancel();
     let metrics_res = match metrics_server {
@@ -242,6 +283,7 @@ pub async fn run(
     source_res.context("source")?;
     proc_res.context("processor")?;
     sink_res.context("sink")?;
+    let dispatched = dispatch_res.context("alert dispatcher")?;
     watch_res.context("hot reload watcher")?;
     metrics_res.context("metrics endpoint")?;
 
@@ -257,6 +299,9 @@ pub async fn run(
         channel_counts,
         generation: generation.load(std::sync::atomic::Ordering::Relaxed),
         metrics_addr,
+        alert_stats,
+        alert_sinks,
+        alerts_left: dispatched.left,
     })
 }
 
@@ -301,20 +346,13 @@ async fn process_loop(
 /// the run gives up and reports what it could not store.
 const SINK_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// A number in [0, 1) that differs per call and per process (retry jitter; not crypto).
-fn jitter() -> f64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(Instant::now().elapsed().as_nanos());
-    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn sink_loop(
     mut rx: mpsc::Receiver<ChainOutput>,
     mut sink: Sink,
     policy: SinkPolicy,
-    router: AlertRouter,
+    routes: Arc<Routes>,
+    wake: Arc<tokio::sync::Notify>,
     stats: Arc<PipelineStats>,
     sink_stats: Arc<SinkStats>,
     health: Arc<Health>,
@@ -346,7 +384,7 @@ async fn sink_loop(
         let started = Instant::now();
         let mut retry = Retry::new("writing to the sink", policy, &sink_stats, &health, &cancel);
         let written = loop {
-            match sink.write(&out).await {
+            match sink.write(&out, &routes).await {
                 Ok(w) => {
                     retry.succeeded();
                     break w;
@@ -363,14 +401,10 @@ async fn sink_loop(
         stats.stored.add(res.inserted);
         stats.duplicates.add(res.duplicates);
         stats.dead_lettered.add(dead + written.rejected);
-        for a in &res.new_alerts {
-            stats.alerts_fired.inc();
-            match router.deliver(a) {
-                Ok(()) => stats.alerts_delivered.inc(),
-                Err(e) => {
-                    tracing::error!(topic = %a.alert.topic, error = %e, "alert delivery failed")
-                }
-            }
+        stats.alerts_fired.add(res.new_alerts.len() as u64);
+        if res.new_deliveries > 0 {
+            // Committed: the dispatcher can read them now.
+            wake.notify_one();
         }
     }
     Ok(sink)
@@ -423,13 +457,13 @@ impl<'a> Retry<'a> {
             return Err(anyhow::Error::new(e).context(self.what));
         }
         self.health.set_sink_down(true);
-        let delay = sinks::backoff(
+        self.attempt += 1;
+        let delay = crate::alerts::outbox::backoff(
+            self.attempt,
             self.policy.retry_initial,
             self.policy.retry_max,
-            self.attempt,
-            jitter(),
+            fastrand::f64(),
         );
-        self.attempt += 1;
         tracing::warn!(
             error = %e,
             attempt = self.attempt,
@@ -507,6 +541,26 @@ impl RunSummary {
             "alerts fired: {} (delivered {})",
             st.alerts_fired.get(),
             st.alerts_delivered.get()
+        );
+        let per_sink: Vec<String> = self
+            .alert_sinks
+            .iter()
+            .map(|k| {
+                let a = &self.alert_stats;
+                format!(
+                    "{k} {} delivered, {} failed attempts, {} dead-lettered",
+                    AlertStats::by_sink(&a.delivered, k),
+                    AlertStats::by_sink(&a.retried, k),
+                    AlertStats::by_sink(&a.dead_lettered, k)
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            "alert deliveries: {}; left in the store for the next run: {} pending, {} dead letters",
+            per_sink.join("; "),
+            self.alerts_left.pending,
+            self.alerts_left.dead_letter
         );
         let _ = writeln!(
             s,

@@ -10,8 +10,10 @@
 pub mod mongodb;
 pub mod sqlite;
 
+use crate::alerts::Routes;
 use crate::pipeline::chain::ChainOutput;
 use crate::pipeline::config::{Pipeline, SinkConfig};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Errors from opening or writing a sink.
@@ -51,12 +53,43 @@ pub struct SinkPolicy {
     pub retry_max: Duration,
 }
 
+/// A SQLite connection the sink task lends to blocking threads. In a mutex only so
+/// [`Sink`] is `Sync` (the connection is not) and its async methods can be awaited on any
+/// worker; only the sink task ever locks it.
+type Lent = std::sync::Mutex<Option<sqlite::SqliteSink>>;
+
 /// An open sink.
 pub enum Sink {
-    /// In a mutex only so `Sink` is `Sync` (the connection is not) and its async methods
-    /// can be awaited on any worker; only the sink task ever locks it.
-    Sqlite(std::sync::Mutex<Option<sqlite::SqliteSink>>),
-    Mongo(mongodb::MongoSink),
+    Sqlite(Lent),
+    /// MongoDB, with a local SQLite alert outbox: alerts and their pending deliveries are
+    /// recorded there *before* the batch goes to MongoDB, so an alert whose batch is
+    /// redelivered (and then found already stored in MongoDB) still has its deliveries.
+    Mongo {
+        db: mongodb::MongoSink,
+        outbox: Lent,
+        outbox_path: PathBuf,
+    },
+}
+
+/// Writes `out` through a lent SQLite connection on a blocking thread.
+async fn write_lent(
+    slot: &mut Lent,
+    out: std::sync::Arc<ChainOutput>,
+    routes: std::sync::Arc<Routes>,
+) -> Result<sqlite::WriteResult, SinkError> {
+    let taken = slot.get_mut().unwrap_or_else(|e| e.into_inner()).take();
+    let s = taken.ok_or_else(|| {
+        SinkError::Task("an earlier write task did not return the connection".into())
+    })?;
+    let (s, r) = tokio::task::spawn_blocking(move || {
+        let mut s = s;
+        let r = s.write(&out, &routes);
+        (s, r)
+    })
+    .await
+    .map_err(|e| SinkError::Task(e.to_string()))?;
+    *slot.get_mut().unwrap_or_else(|e| e.into_inner()) = Some(s);
+    Ok(r?)
 }
 
 /// What one write did, whatever the sink.
@@ -80,9 +113,12 @@ impl Sink {
                     (None, Some(secret)) => secret.resolve(pipeline).map_err(SinkError::Secret)?,
                     (None, None) => unreachable!("validated with the pipeline file"),
                 };
-                Ok(Sink::Mongo(
-                    mongodb::MongoSink::connect(&uri, &c.database, c.timeout.0).await?,
-                ))
+                let outbox_path = pipeline.resolve(&c.alert_outbox);
+                Ok(Sink::Mongo {
+                    db: mongodb::MongoSink::connect(&uri, &c.database, c.timeout.0).await?,
+                    outbox: std::sync::Mutex::new(Some(sqlite::SqliteSink::open(&outbox_path)?)),
+                    outbox_path,
+                })
             }
         }
     }
@@ -110,44 +146,53 @@ impl Sink {
     pub async fn prepare(&self) -> Result<(), SinkError> {
         match self {
             Sink::Sqlite(_) => Ok(()),
-            Sink::Mongo(m) => Ok(m.ensure_indexes().await?),
+            Sink::Mongo { db, .. } => Ok(db.ensure_indexes().await?),
         }
     }
 
     /// Where the data goes, for logs and the run summary (credentials redacted).
     pub fn describe(&self, pipeline: &Pipeline) -> String {
         match (self, &pipeline.sink) {
-            (Sink::Mongo(m), _) => m.target(),
+            (Sink::Mongo { db, .. }, _) => db.target(),
             (_, SinkConfig::Sqlite(c)) => pipeline.resolve(&c.path).display().to_string(),
             (Sink::Sqlite(_), SinkConfig::Mongodb(_)) => unreachable!("sink matches its config"),
         }
     }
 
-    /// Writes one batch (idempotently).
-    pub async fn write(&mut self, out: &std::sync::Arc<ChainOutput>) -> Result<Written, SinkError> {
+    /// The SQLite file holding the alert outbox the dispatcher delivers from.
+    pub fn outbox_path(&self) -> Result<PathBuf, SinkError> {
         match self {
-            Sink::Sqlite(slot) => {
-                // SQLite blocks: run it off the async workers, handing the connection over.
-                let taken = slot.get_mut().unwrap_or_else(|e| e.into_inner()).take();
-                let s = taken.ok_or_else(|| {
-                    SinkError::Task("an earlier write task did not return the connection".into())
-                })?;
-                let out = out.clone();
-                let (s, r) = tokio::task::spawn_blocking(move || {
-                    let mut s = s;
-                    let r = s.write(&out);
-                    (s, r)
-                })
-                .await
-                .map_err(|e| SinkError::Task(e.to_string()))?;
-                *slot.get_mut().unwrap_or_else(|e| e.into_inner()) = Some(s);
-                Ok(Written {
-                    result: r?,
-                    rejected: 0,
-                })
-            }
-            Sink::Mongo(m) => {
-                let w = m.write(out).await?;
+            Sink::Sqlite(s) => Self::path(s),
+            Sink::Mongo { outbox_path, .. } => Ok(outbox_path.clone()),
+        }
+    }
+
+    /// Writes one batch (idempotently), with one pending alert delivery per new alert and
+    /// sink `routes` names for its topic.
+    pub async fn write(
+        &mut self,
+        out: &std::sync::Arc<ChainOutput>,
+        routes: &std::sync::Arc<Routes>,
+    ) -> Result<Written, SinkError> {
+        match self {
+            Sink::Sqlite(slot) => Ok(Written {
+                result: write_lent(slot, out.clone(), routes.clone()).await?,
+                rejected: 0,
+            }),
+            Sink::Mongo { db, outbox, .. } => {
+                let alerts = if out.alerts.is_empty() {
+                    sqlite::WriteResult::default()
+                } else {
+                    let only = ChainOutput {
+                        alerts: out.alerts.clone(),
+                        ..ChainOutput::default()
+                    };
+                    write_lent(outbox, std::sync::Arc::new(only), routes.clone()).await?
+                };
+                let mut w = db.write(out).await?;
+                // "New" is the outbox's verdict: it saw the alert first.
+                w.result.new_alerts = alerts.new_alerts;
+                w.result.new_deliveries = alerts.new_deliveries;
                 Ok(Written {
                     result: w.result,
                     rejected: w.rejected,
@@ -160,7 +205,7 @@ impl Sink {
     pub async fn query(&self, q: &sqlite::Query) -> Result<Vec<serde_json::Value>, SinkError> {
         match self {
             Sink::Sqlite(s) => Ok(sqlite::query(&Self::path(s)?, q)?),
-            Sink::Mongo(m) => Ok(m.query(q).await?),
+            Sink::Mongo { db, .. } => Ok(db.query(q).await?),
         }
     }
 
@@ -168,13 +213,11 @@ impl Sink {
     pub async fn counts_by_channel(&self) -> Result<Vec<(String, u64)>, SinkError> {
         match self {
             Sink::Sqlite(s) => Ok(sqlite::counts_by_channel(&Self::path(s)?)?),
-            Sink::Mongo(m) => Ok(m.counts_by_channel().await?),
+            Sink::Mongo { db, .. } => Ok(db.counts_by_channel().await?),
         }
     }
 
-    fn path(
-        s: &std::sync::Mutex<Option<sqlite::SqliteSink>>,
-    ) -> Result<std::path::PathBuf, SinkError> {
+    fn path(s: &Lent) -> Result<PathBuf, SinkError> {
         s.lock()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
@@ -188,7 +231,7 @@ impl Sink {
     pub async fn ping(&self) -> Result<(), SinkError> {
         match self {
             Sink::Sqlite(_) => Ok(()),
-            Sink::Mongo(m) => Ok(m.ping().await?),
+            Sink::Mongo { db, .. } => Ok(db.ping().await?),
         }
     }
 }
@@ -200,28 +243,4 @@ pub fn merge(a: &mut ChainOutput, b: ChainOutput) {
     a.dead_letters.extend(b.dead_letters);
     a.alerts.extend(b.alerts);
     a.records.extend(b.records);
-}
-
-/// Delay before retry number `attempt` (0-based): exponential from `initial`, capped at
-/// `max`, with "full jitter" in the upper half so many processors retrying the same
-/// server spread out instead of arriving together.
-pub fn backoff(initial: Duration, max: Duration, attempt: u32, jitter: f64) -> Duration {
-    let exp = initial.saturating_mul(1u32 << attempt.min(20));
-    let capped = exp.min(max);
-    capped.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_caps_and_jitters_within_bounds() {
-        let (i, m) = (Duration::from_millis(100), Duration::from_secs(2));
-        assert_eq!(backoff(i, m, 0, 1.0), Duration::from_millis(100));
-        assert_eq!(backoff(i, m, 3, 1.0), Duration::from_millis(800));
-        assert_eq!(backoff(i, m, 10, 1.0), Duration::from_secs(2));
-        assert_eq!(backoff(i, m, 40, 1.0), Duration::from_secs(2));
-        assert_eq!(backoff(i, m, 3, 0.0), Duration::from_millis(400));
-    }
 }

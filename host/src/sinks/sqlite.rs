@@ -5,7 +5,12 @@
 //! exist, so a replayed or redelivered message is never stored twice. Alerts are keyed by
 //! their dedupe key, and only alerts inserted for the first time are returned for delivery.
 //! Plugin fields are stored as one JSON object and are queryable with `json_extract`.
+//!
+//! Alert delivery is an outbox: each new alert gets one `alert_deliveries` row per sink its
+//! topic routes to, written in the same transaction as the batch, so an alert stored is an
+//! alert that will be delivered (see [`crate::alerts::outbox`]).
 
+use crate::alerts::Routes;
 use crate::pipeline::chain::{ChainOutput, RaisedAlert};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::{Path, PathBuf};
@@ -73,6 +78,29 @@ CREATE TABLE IF NOT EXISTS alerts (
     channel TEXT NOT NULL,
     at INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS alert_deliveries (
+    dedupe_key TEXT NOT NULL REFERENCES alerts (dedupe_key),
+    sink TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'dead_letter')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    next_attempt_at INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    delivered_at INTEGER,
+    PRIMARY KEY (dedupe_key, sink)
+);
+CREATE INDEX IF NOT EXISTS alert_deliveries_due ON alert_deliveries (status, next_attempt_at);
+CREATE VIEW IF NOT EXISTS alert_status AS
+    SELECT a.dedupe_key, a.topic, a.channel, a.title, a.at,
+           CASE
+               WHEN COUNT(d.sink) = 0 THEN 'no_sinks'
+               WHEN SUM(d.status = 'dead_letter') > 0 THEN 'dead_letter'
+               WHEN SUM(d.status = 'pending') > 0 THEN 'pending'
+               ELSE 'delivered'
+           END AS status,
+           group_concat(d.sink || '=' || d.status, ',') AS deliveries
+    FROM alerts a LEFT JOIN alert_deliveries d USING (dedupe_key)
+    GROUP BY a.dedupe_key;
 CREATE TABLE IF NOT EXISTS records (
     tbl TEXT NOT NULL,
     key TEXT NOT NULL,
@@ -90,8 +118,10 @@ pub struct WriteResult {
     pub inserted: u64,
     /// Messages already stored (same id): skipped.
     pub duplicates: u64,
-    /// Alerts seen for the first time (by dedupe key): to deliver.
+    /// Alerts seen for the first time (by dedupe key).
     pub new_alerts: Vec<RaisedAlert>,
+    /// Outbox rows written for them (one per alert and sink).
+    pub new_deliveries: u64,
 }
 
 /// An open SQLite sink.
@@ -162,8 +192,13 @@ impl SqliteSink {
         &self.path
     }
 
-    /// Writes everything a batch produced in one transaction.
-    pub fn write(&mut self, out: &ChainOutput) -> Result<WriteResult, SqliteError> {
+    /// Writes everything a batch produced in one transaction, including one pending
+    /// delivery per new alert and sink `routes` names for its topic.
+    pub fn write(
+        &mut self,
+        out: &ChainOutput,
+        routes: &Routes,
+    ) -> Result<WriteResult, SqliteError> {
         let path = self.path.clone();
         let e = db_err(&path);
         let tx = self.conn.transaction().map_err(&e)?;
@@ -233,6 +268,12 @@ impl SqliteSink {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 )
                 .map_err(&e)?;
+            let mut outbox = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO alert_deliveries (dedupe_key, sink, status, attempts, next_attempt_at, created_at)
+                     VALUES (?1, ?2, 'pending', 0, ?3, ?3)",
+                )
+                .map_err(&e)?;
             for a in &out.alerts {
                 // An alert without a key is keyed by where it came from, so a redelivered
                 // message still cannot fire it twice.
@@ -263,6 +304,10 @@ impl SqliteSink {
                     ])
                     .map_err(&e)?;
                 if n == 1 {
+                    for sink in routes.sinks_for(&a.alert.topic) {
+                        res.new_deliveries +=
+                            outbox.execute(params![key, sink, at]).map_err(&e)? as u64;
+                    }
                     res.new_alerts.push(a.clone());
                 }
             }
