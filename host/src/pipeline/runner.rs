@@ -3,7 +3,9 @@
 //!
 //! Each stage is a task; the run ends when the source is exhausted and everything queued
 //! has been processed and stored, or when `cancel` fires (then the queue is drained, so
-//! what was read is stored). A stage that fails stops the run with its error.
+//! what was read is stored). Either way, after the last batch each step's optional
+//! `flush` runs and its output is stored too. A stage that fails stops the run with its
+//! error.
 
 use super::chain::{Chain, ChainOutput};
 use super::config::{Pipeline, SinkConfig, SourceConfig, TransportConfig};
@@ -11,7 +13,7 @@ use super::reload::{PendingSlot, Reloader};
 use super::{StepRegistry, build_chain};
 use crate::alerts::AlertRouter;
 use crate::metrics::server::Health;
-use crate::metrics::{self, PipelineStats, SinkStats, StepStats};
+use crate::metrics::{self, ChannelStatsMetrics, PipelineStats, SinkStats, StepStats};
 use crate::plugins::Runtime;
 use crate::sinks::sqlite::SqliteSink;
 use crate::sources::replay::{self, ReplayReport};
@@ -144,7 +146,18 @@ pub async fn run(
     sink_stats
         .register(&prom)
         .context("registering sink metrics")?;
-    let sink_task = tokio::spawn(sink_loop(sink_rx, sink, router, stats.clone(), sink_stats));
+    let channel_metrics = Arc::new(ChannelStatsMetrics::default());
+    channel_metrics
+        .register(&prom)
+        .context("registering channel_stats metrics")?;
+    let sink_task = tokio::spawn(sink_loop(
+        sink_rx,
+        sink,
+        router,
+        stats.clone(),
+        sink_stats,
+        channel_metrics,
+    ));
 
     let health = Arc::new(Health::default());
     let metrics_stop = CancellationToken::new();
@@ -271,6 +284,23 @@ async fn process_loop(
             .await
             .map_err(|_| anyhow!("sink stopped before the processor"))?;
     }
+    // The input is exhausted (end of replay, or shutdown drained the queue): let steps emit
+    // what they hold open, e.g. the analytics windows of channels that went quiet, which
+    // no later message will close. Stored like any batch's output.
+    if let Some(g) = pending.lock().expect("pending lock").take() {
+        chain = g.chain;
+        generation.store(g.id, std::sync::atomic::Ordering::Relaxed);
+        stats.reloads_ok.inc();
+    }
+    let (_, out) = tokio::task::spawn_blocking(move || {
+        let out = chain.flush();
+        (chain, out)
+    })
+    .await
+    .context("step chain panicked in flush")?;
+    sink.send(out)
+        .await
+        .map_err(|_| anyhow!("sink stopped before the processor"))?;
     Ok(())
 }
 
@@ -280,6 +310,7 @@ async fn sink_loop(
     router: AlertRouter,
     stats: Arc<PipelineStats>,
     sink_stats: Arc<SinkStats>,
+    channel_metrics: Arc<ChannelStatsMetrics>,
 ) -> anyhow::Result<()> {
     while let Some(out) = rx.recv().await {
         let dead = out.dead_letters.len() as u64;
@@ -301,6 +332,25 @@ async fn sink_loop(
         stats.stored.add(res.inserted);
         stats.duplicates.add(res.duplicates);
         stats.dead_lettered.add(dead);
+        for row in &res.channel_stats {
+            channel_metrics.observe(
+                &row.channel,
+                row.window_start_ms,
+                row.messages,
+                row.unique_chatters,
+                row.sentiment_mean,
+            );
+        }
+        for bad in &res.invalid_records {
+            channel_metrics.invalid.inc();
+            tracing::error!(
+                step = %bad.step,
+                key = %bad.key,
+                field = bad.field,
+                error = %bad,
+                "invalid channel_stats record kept in the records table"
+            );
+        }
         for a in &res.new_alerts {
             stats.alerts_fired.inc();
             match router.deliver(a) {

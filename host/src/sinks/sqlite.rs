@@ -5,8 +5,14 @@
 //! exist, so a replayed or redelivered message is never stored twice. Alerts are keyed by
 //! their dedupe key, and only alerts inserted for the first time are returned for delivery.
 //! Plugin fields are stored as one JSON object and are queryable with `json_extract`.
+//!
+//! Records go to the generic `records` table by (table, key), except `channel_stats`
+//! records (the analytics plugin's window aggregates), which get their own typed table so
+//! reports and dashboards can read them with plain SQL. Their checks live in
+//! [`ChannelStatsRow::from_record`]; a record that fails them is kept in `records` and
+//! reported, never dropped.
 
-use crate::pipeline::chain::{ChainOutput, RaisedAlert};
+use crate::pipeline::chain::{ChainOutput, EmittedRecord, RaisedAlert};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::{Path, PathBuf};
 use streamtap_plugin_sdk::{ChatMessage, Value};
@@ -21,6 +27,149 @@ pub enum SqliteError {
     },
     #[error("sqlite database {0:?} does not exist (has the pipeline run yet?)")]
     Missing(PathBuf),
+}
+
+/// Why a `channel_stats` record could not be stored in its typed table.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("channel_stats record {key:?} from step {step:?}: field `{field}` {problem}")]
+pub struct RecordError {
+    /// The step that emitted the record.
+    pub step: String,
+    /// The record's key.
+    pub key: String,
+    /// The offending field.
+    pub field: &'static str,
+    /// What is wrong with it, quoting the value.
+    pub problem: String,
+}
+
+/// The table name analytics records carry.
+pub const CHANNEL_STATS: &str = "channel_stats";
+
+/// One `channel_stats` record, checked and typed (see docs/ANALYTICS.md for the fields).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelStatsRow {
+    pub channel: String,
+    pub window_start_ms: i64,
+    pub window_end_ms: i64,
+    pub messages: i64,
+    pub unique_chatters: i64,
+    /// `None` when no message in the window had a sentiment score.
+    pub sentiment_mean: Option<f64>,
+    pub first_time_chatters: i64,
+    pub late: i64,
+    /// JSON list of `{emote, count}`.
+    pub top_emotes: String,
+    /// JSON map language → messages.
+    pub langs: String,
+    /// JSON map event kind → count.
+    pub events: String,
+    /// JSON map of every other field of the record (`subs`, `raids`, the cap flags, ...).
+    pub extra: String,
+}
+
+impl ChannelStatsRow {
+    /// Checks a record's value against the `channel_stats` schema.
+    pub fn from_record(r: &EmittedRecord) -> Result<Self, RecordError> {
+        let err = |field: &'static str, problem: String| RecordError {
+            step: r.step.clone(),
+            key: r.key.clone(),
+            field,
+            problem,
+        };
+        let Value::Map(m) = &r.value else {
+            return Err(err(
+                "(value)",
+                format!("must be a map, got {}", r.value.to_json()),
+            ));
+        };
+        let get = |field: &'static str| m.get(field).ok_or_else(|| err(field, "is missing".into()));
+        let count = |field: &'static str| match get(field)? {
+            Value::Int(n) if *n >= 0 => Ok(*n),
+            v => Err(err(
+                field,
+                format!("must be a non-negative integer, got {}", v.to_json()),
+            )),
+        };
+        let int = |field: &'static str| match get(field)? {
+            Value::Int(n) => Ok(*n),
+            v => Err(err(
+                field,
+                format!("must be an integer, got {}", v.to_json()),
+            )),
+        };
+        let json_of = |field: &'static str, want_list: bool| {
+            let v = get(field)?;
+            match (v, want_list) {
+                (Value::List(_), true) | (Value::Map(_), false) => Ok(v.to_json().to_string()),
+                _ => Err(err(
+                    field,
+                    format!(
+                        "must be a {}, got {}",
+                        if want_list { "list" } else { "map" },
+                        v.to_json()
+                    ),
+                )),
+            }
+        };
+        let channel = match get("channel")? {
+            Value::Str(s) if !s.is_empty() => s.clone(),
+            v => Err(err(
+                "channel",
+                format!("must be a non-empty string, got {}", v.to_json()),
+            ))?,
+        };
+        let window_start_ms = int("window_start_ms")?;
+        let window_end_ms = int("window_end_ms")?;
+        if window_end_ms <= window_start_ms {
+            return Err(err(
+                "window_end_ms",
+                format!("must be after window_start_ms ({window_start_ms}), got {window_end_ms}"),
+            ));
+        }
+        let sentiment_mean = match m.get("sentiment_mean") {
+            None | Some(Value::Null) => None,
+            Some(Value::Float(x)) if x.is_finite() => Some(*x),
+            Some(Value::Int(n)) => Some(*n as f64),
+            Some(v) => Err(err(
+                "sentiment_mean",
+                format!("must be a finite number or null, got {}", v.to_json()),
+            ))?,
+        };
+        const TYPED: &[&str] = &[
+            "channel",
+            "window_start_ms",
+            "window_end_ms",
+            "messages",
+            "unique_chatters",
+            "sentiment_mean",
+            "first_time_chatters",
+            "late",
+            "top_emotes",
+            "langs",
+            "events",
+        ];
+        let extra = serde_json::Value::Object(
+            m.iter()
+                .filter(|(k, _)| !TYPED.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.to_json()))
+                .collect(),
+        );
+        Ok(ChannelStatsRow {
+            channel,
+            window_start_ms,
+            window_end_ms,
+            messages: count("messages")?,
+            unique_chatters: count("unique_chatters")?,
+            sentiment_mean,
+            first_time_chatters: count("first_time_chatters")?,
+            late: count("late")?,
+            top_emotes: json_of("top_emotes", true)?,
+            langs: json_of("langs", false)?,
+            events: json_of("events", false)?,
+            extra: extra.to_string(),
+        })
+    }
 }
 
 const SCHEMA: &str = "
@@ -73,6 +222,24 @@ CREATE TABLE IF NOT EXISTS alerts (
     channel TEXT NOT NULL,
     at INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS channel_stats (
+    channel TEXT NOT NULL,
+    window_start INTEGER NOT NULL,
+    window_end INTEGER NOT NULL,
+    messages INTEGER NOT NULL,
+    unique_chatters INTEGER NOT NULL,
+    sentiment_mean REAL,
+    first_time_chatters INTEGER NOT NULL,
+    late INTEGER NOT NULL,
+    top_emotes TEXT NOT NULL,
+    langs TEXT NOT NULL,
+    events TEXT NOT NULL,
+    extra TEXT NOT NULL,
+    step TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    PRIMARY KEY (channel, window_start)
+);
+CREATE INDEX IF NOT EXISTS channel_stats_start ON channel_stats (window_start);
 CREATE TABLE IF NOT EXISTS records (
     tbl TEXT NOT NULL,
     key TEXT NOT NULL,
@@ -92,6 +259,10 @@ pub struct WriteResult {
     pub duplicates: u64,
     /// Alerts seen for the first time (by dedupe key): to deliver.
     pub new_alerts: Vec<RaisedAlert>,
+    /// `channel_stats` rows written (inserted or replacing the same channel and window).
+    pub channel_stats: Vec<ChannelStatsRow>,
+    /// `channel_stats` records that failed the schema checks (kept in `records`).
+    pub invalid_records: Vec<RecordError>,
 }
 
 /// An open SQLite sink.
@@ -267,7 +438,48 @@ impl SqliteSink {
                      ON CONFLICT (tbl, key) DO UPDATE SET value = excluded.value, step = excluded.step, at = excluded.at",
                 )
                 .map_err(&e)?;
+            // A window re-emitted for the same channel and start (a redelivery, or a window
+            // flushed at shutdown and completed after a restart) replaces the row: the
+            // newest emission is the most complete.
+            let mut cs = tx
+                .prepare_cached(
+                    "INSERT INTO channel_stats (channel, window_start, window_end, messages, unique_chatters, sentiment_mean, first_time_chatters, late, top_emotes, langs, events, extra, step, at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                     ON CONFLICT (channel, window_start) DO UPDATE SET window_end = excluded.window_end,
+                       messages = excluded.messages, unique_chatters = excluded.unique_chatters,
+                       sentiment_mean = excluded.sentiment_mean, first_time_chatters = excluded.first_time_chatters,
+                       late = excluded.late, top_emotes = excluded.top_emotes, langs = excluded.langs,
+                       events = excluded.events, extra = excluded.extra, step = excluded.step, at = excluded.at",
+                )
+                .map_err(&e)?;
             for r in &out.records {
+                if r.table == CHANNEL_STATS {
+                    match ChannelStatsRow::from_record(r) {
+                        Ok(row) => {
+                            cs.execute(params![
+                                row.channel,
+                                row.window_start_ms,
+                                row.window_end_ms,
+                                row.messages,
+                                row.unique_chatters,
+                                row.sentiment_mean,
+                                row.first_time_chatters,
+                                row.late,
+                                row.top_emotes,
+                                row.langs,
+                                row.events,
+                                row.extra,
+                                r.step,
+                                at
+                            ])
+                            .map_err(&e)?;
+                            res.channel_stats.push(row);
+                            continue;
+                        }
+                        // Kept as it came, in the generic table, so nothing is lost.
+                        Err(bad) => res.invalid_records.push(bad),
+                    }
+                }
                 rec.execute(params![r.table, r.key, json_of_value(&r.value), r.step, at])
                     .map_err(&e)?;
             }
