@@ -1,7 +1,8 @@
-//! The `streamtap` command line: `run`, `check`, `query`, `plugin new`, `plugin test`,
-//! `eval sentiment`.
+//! The `streamtap` command line: `run`, `check`, `query`, `report`, `plugin new`,
+//! `plugin test`, `eval sentiment`.
 
 mod eval;
+mod report;
 mod scaffold;
 
 use crate::pipeline::config::{Pipeline, SinkConfig};
@@ -60,6 +61,20 @@ enum Command {
         limit: Option<u64>,
         #[arg(long, value_enum, default_value = "jsonl")]
         format: Format,
+    },
+    /// Draw per-channel charts (volume, sentiment, languages, alerts) from the analytics
+    /// step's `channel_stats` into an HTML page or a PNG.
+    Report {
+        pipeline: PathBuf,
+        /// Only this channel.
+        #[arg(long)]
+        channel: Option<String>,
+        /// Only windows starting after this: a duration ago (`6h`) or an RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Output file: `.html` (self-contained page with SVG charts) or `.png`.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Plugin authoring tools.
     Plugin {
@@ -140,6 +155,21 @@ pub fn main() -> anyhow::Result<()> {
             limit,
             format,
         } => cmd_query(&pipeline, channel, since, limit, format),
+        Command::Report {
+            pipeline,
+            channel,
+            since,
+            out,
+        } => {
+            let since_ms = since.as_deref().map(parse_since).transpose()?;
+            report::run(
+                &pipeline,
+                channel.as_deref(),
+                since_ms,
+                since.as_deref(),
+                &out,
+            )
+        }
         Command::Plugin { command } => match command {
             PluginCommand::New {
                 name,

@@ -14,6 +14,7 @@
 
 use crate::pipeline::chain::{ChainOutput, EmittedRecord, RaisedAlert};
 use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use streamtap_plugin_sdk::{ChatMessage, Value};
 
@@ -616,4 +617,141 @@ pub fn count(path: &Path, table: &str) -> Result<u64, SqliteError> {
         .optional()
         .map_err(&e)?;
     Ok(n.unwrap_or(0) as u64)
+}
+
+/// A stored `channel_stats` window (what `streamtap report` draws).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredWindow {
+    pub channel: String,
+    pub window_start_ms: i64,
+    pub window_end_ms: i64,
+    pub messages: i64,
+    pub unique_chatters: i64,
+    pub sentiment_mean: Option<f64>,
+    /// Messages that had a sentiment score (0 when the record did not say).
+    pub sentiment_count: i64,
+    /// Messages per language.
+    pub langs: Vec<(String, i64)>,
+}
+
+/// An alert as a report marker: when, where, what.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertMarker {
+    /// Message time of the message that fired it (the store time when that message is
+    /// not stored), ms since the epoch: the marker belongs on the chat's time axis.
+    pub at_ms: i64,
+    pub channel: String,
+    pub title: String,
+}
+
+fn open_read_only(path: &Path) -> Result<Connection, SqliteError> {
+    if !path.exists() {
+        return Err(SqliteError::Missing(path.to_owned()));
+    }
+    Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(db_err(path))
+}
+
+/// `channel_stats` windows starting at or after `since_ms`, of one channel or all, by
+/// channel then time. A store written before the table existed reads as empty.
+pub fn channel_windows(
+    path: &Path,
+    channel: Option<&str>,
+    since_ms: Option<i64>,
+) -> Result<Vec<StoredWindow>, SqliteError> {
+    let conn = open_read_only(path)?;
+    let e = db_err(path);
+    if !has_table(&conn, "channel_stats").map_err(&e)? {
+        return Ok(Vec::new());
+    }
+    let mut stmt = conn
+        .prepare(
+            "SELECT channel, window_start, window_end, messages, unique_chatters, sentiment_mean,
+                    COALESCE(json_extract(extra, '$.sentiment_count'), 0), langs
+             FROM channel_stats
+             WHERE (?1 IS NULL OR channel = ?1) AND (?2 IS NULL OR window_start >= ?2)
+             ORDER BY channel, window_start",
+        )
+        .map_err(&e)?;
+    let rows = stmt
+        .query_map(params![channel, since_ms], |r| {
+            let langs: String = r.get(7)?;
+            let langs: BTreeMap<String, i64> = serde_json::from_str(&langs).unwrap_or_default();
+            Ok(StoredWindow {
+                channel: r.get(0)?,
+                window_start_ms: r.get(1)?,
+                window_end_ms: r.get(2)?,
+                messages: r.get(3)?,
+                unique_chatters: r.get(4)?,
+                sentiment_mean: r.get(5)?,
+                sentiment_count: r.get(6)?,
+                langs: langs.into_iter().collect(),
+            })
+        })
+        .map_err(&e)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(&e)
+}
+
+/// Channels with `channel_stats` windows, and the time span the windows cover.
+pub fn channel_stats_extent(path: &Path) -> Result<(Vec<String>, Option<(i64, i64)>), SqliteError> {
+    let conn = open_read_only(path)?;
+    let e = db_err(path);
+    if !has_table(&conn, "channel_stats").map_err(&e)? {
+        return Ok((Vec::new(), None));
+    }
+    let mut stmt = conn
+        .prepare("SELECT DISTINCT channel FROM channel_stats ORDER BY channel")
+        .map_err(&e)?;
+    let channels = stmt
+        .query_map([], |r| r.get(0))
+        .map_err(&e)?
+        .collect::<Result<Vec<String>, _>>()
+        .map_err(&e)?;
+    let span: (Option<i64>, Option<i64>) = conn
+        .query_row(
+            "SELECT MIN(window_start), MAX(window_end) FROM channel_stats",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(&e)?;
+    Ok((channels, span.0.zip(span.1)))
+}
+
+/// Alerts of one channel or all, at or after `since_ms` (on the time of [`AlertMarker`]),
+/// oldest first. Reads only the alerts table's identifying columns.
+pub fn alert_markers(
+    path: &Path,
+    channel: Option<&str>,
+    since_ms: Option<i64>,
+) -> Result<Vec<AlertMarker>, SqliteError> {
+    let conn = open_read_only(path)?;
+    let e = db_err(path);
+    let mut stmt = conn
+        .prepare(
+            "SELECT at_ms, channel, title FROM (
+               SELECT COALESCE(m.ts, a.at) AS at_ms, a.channel AS channel, a.title AS title
+               FROM alerts a LEFT JOIN messages m ON m.id = a.message_id)
+             WHERE (?1 IS NULL OR channel = ?1) AND (?2 IS NULL OR at_ms >= ?2)
+             ORDER BY at_ms, channel, title",
+        )
+        .map_err(&e)?;
+    let rows = stmt
+        .query_map(params![channel, since_ms], |r| {
+            Ok(AlertMarker {
+                at_ms: r.get(0)?,
+                channel: r.get(1)?,
+                title: r.get(2)?,
+            })
+        })
+        .map_err(&e)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(&e)
+}
+
+fn has_table(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+        [name],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n > 0)
 }
