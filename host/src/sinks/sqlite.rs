@@ -755,3 +755,101 @@ fn has_table(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
     )
     .map(|n| n > 0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats_record(step: &str, messages: Value) -> EmittedRecord {
+        EmittedRecord {
+            table: CHANNEL_STATS.into(),
+            key: "c:60000".into(),
+            value: Value::map([
+                ("channel", Value::from("c")),
+                ("window_start_ms", Value::Int(60_000)),
+                ("window_end_ms", Value::Int(120_000)),
+                ("messages", messages),
+                ("unique_chatters", Value::Int(2)),
+                ("first_time_chatters", Value::Int(0)),
+                ("sentiment_mean", Value::Float(0.25)),
+                ("late", Value::Int(0)),
+                ("top_emotes", Value::List(vec![])),
+                ("langs", Value::map([("en", Value::Int(3))])),
+                ("events", Value::map::<&str, _>([])),
+                ("subs", Value::Int(0)),
+            ]),
+            step: step.into(),
+        }
+    }
+
+    fn write(sink: &mut SqliteSink, records: Vec<EmittedRecord>) -> WriteResult {
+        sink.write(&ChainOutput {
+            records,
+            ..ChainOutput::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn channel_stats_are_typed_and_a_redelivery_replaces_the_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.db");
+        let mut sink = SqliteSink::open(&db).unwrap();
+        let res = write(&mut sink, vec![stats_record("a", Value::Int(3))]);
+        assert_eq!(res.channel_stats.len(), 1);
+        assert_eq!(res.channel_stats[0].sentiment_mean, Some(0.25));
+        assert_eq!(res.channel_stats[0].extra, r#"{"subs":0}"#);
+        // Same channel and window again (a redelivery, or a flushed window completed
+        // later): one row, holding the newest values.
+        write(&mut sink, vec![stats_record("a", Value::Int(5))]);
+        let w = channel_windows(&db, None, None).unwrap();
+        assert_eq!(w.len(), 1);
+        assert_eq!(
+            (w[0].messages, w[0].langs.clone()),
+            (5, vec![("en".into(), 3)])
+        );
+        assert_eq!(count(&db, "records").unwrap(), 0);
+    }
+
+    #[test]
+    fn a_bad_channel_stats_record_is_kept_in_records_and_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.db");
+        let mut sink = SqliteSink::open(&db).unwrap();
+        let mut missing = stats_record("agg", Value::Int(1));
+        if let Value::Map(m) = &mut missing.value {
+            m.remove("unique_chatters");
+        }
+        let res = write(
+            &mut sink,
+            vec![stats_record("agg", Value::from("many")), missing],
+        );
+        assert!(res.channel_stats.is_empty());
+        let msgs: Vec<String> = res.invalid_records.iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            msgs,
+            [
+                r#"channel_stats record "c:60000" from step "agg": field `messages` must be a non-negative integer, got "many""#,
+                r#"channel_stats record "c:60000" from step "agg": field `unique_chatters` is missing"#,
+            ]
+        );
+        assert_eq!(count(&db, "channel_stats").unwrap(), 0);
+        assert_eq!(
+            count(&db, "records").unwrap(),
+            1,
+            "same (table, key): one row"
+        );
+        let bad = EmittedRecord {
+            value: Value::Int(7),
+            ..stats_record("agg", Value::Int(1))
+        };
+        let err = ChannelStatsRow::from_record(&bad).unwrap_err();
+        assert_eq!(err.field, "(value)");
+        let mut backwards = stats_record("agg", Value::Int(1));
+        if let Value::Map(m) = &mut backwards.value {
+            m.insert("window_end_ms".into(), Value::Int(60_000));
+        }
+        let err = ChannelStatsRow::from_record(&backwards).unwrap_err();
+        assert_eq!(err.field, "window_end_ms");
+    }
+}
