@@ -243,3 +243,26 @@ fn plugin_test_reports_failures_per_message() {
         "the plugin was not restarted after the trap"
     );
 }
+
+#[test]
+fn plugin_test_prints_what_flush_emits_at_the_end_of_input() {
+    let wasm = common::plugin("analytics", &[]);
+    let lines = [
+        r#"{"channel":"a","user":"u1","text":"hi","ts":"2024-11-27T09:33:01Z"}"#,
+        r#"{"channel":"a","user":"u2","text":"yo","ts":"2024-11-27T09:33:02Z"}"#,
+    ];
+    let out = plugin_test(&wasm, &["--with", "metrics=false"], &lines);
+    let text = ok(&out);
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert_eq!(lines[0]["actions"], serde_json::json!([]), "{text}");
+    let flush = lines[2]["flush"].as_array().expect("a flush line");
+    assert_eq!(flush.len(), 1, "{text}");
+    let rec = &flush[0]["record"];
+    assert_eq!(rec["table"], "channel_stats");
+    assert_eq!(rec["key"], "a:1732699980000");
+    assert_eq!(rec["value"]["messages"], 2);
+}

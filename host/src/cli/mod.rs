@@ -524,6 +524,16 @@ impl StandalonePlugin {
         codec::decode_output(&out, msgs.len()).map_err(|e| CallError::BadOutput(e.to_string()))
     }
 
+    /// Runs the plugin's optional `flush`; no actions when it has none.
+    fn flush(&mut self) -> Result<Vec<Action>, CallError> {
+        let Some(out) = self.inst.flush()? else {
+            return Ok(Vec::new());
+        };
+        let mut lists =
+            codec::decode_output(&out, 1).map_err(|e| CallError::BadOutput(e.to_string()))?;
+        Ok(lists.pop().unwrap_or_default())
+    }
+
     /// A trap poisons the instance; a fresh one lets the remaining messages still run.
     fn replace_if_poisoned(&mut self) -> anyhow::Result<()> {
         if self.inst.is_poisoned() {
@@ -585,6 +595,22 @@ fn cmd_plugin_test(
                 failures += 1;
                 plugin.replace_if_poisoned()?;
             }
+        }
+    }
+    // End of input is the end of the run: show what the plugin's `flush` emits, if anything.
+    match plugin.flush() {
+        Ok(actions) if actions.is_empty() => {}
+        Ok(actions) => {
+            let actions: Vec<_> = actions.iter().map(action_json).collect();
+            writeln!(out, "{}", serde_json::json!({"flush": actions}))?;
+        }
+        Err(e) => {
+            writeln!(
+                out,
+                "{}",
+                serde_json::json!({"flush": [], "error": e.to_string(), "kind": e.kind()})
+            )?;
+            failures += 1;
         }
     }
     if failures > 0 {

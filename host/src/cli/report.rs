@@ -107,7 +107,10 @@ pub fn run(
     let pipeline = Pipeline::load(file)?;
     let SinkConfig::Sqlite(s) = &pipeline.sink;
     let db = pipeline.resolve(&s.path);
-    let (known, span) = sqlite::channel_stats_extent(&db)?;
+    let sqlite::ChannelStatsExtent {
+        channels: known,
+        span,
+    } = sqlite::channel_stats_extent(&db)?;
     if known.is_empty() {
         bail!(
             "{}: no channel_stats windows stored; add the analytics step to the pipeline (docs/ANALYTICS.md) and run it",

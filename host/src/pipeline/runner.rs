@@ -298,9 +298,11 @@ async fn process_loop(
     })
     .await
     .context("step chain panicked in flush")?;
-    sink.send(out)
-        .await
-        .map_err(|_| anyhow!("sink stopped before the processor"))?;
+    if !(out.records.is_empty() && out.alerts.is_empty()) {
+        sink.send(out)
+            .await
+            .map_err(|_| anyhow!("sink stopped before the processor"))?;
+    }
     Ok(())
 }
 

@@ -692,12 +692,21 @@ pub fn channel_windows(
     rows.collect::<Result<Vec<_>, _>>().map_err(&e)
 }
 
+/// What `channel_stats` holds, for error messages about what is not there.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct ChannelStatsExtent {
+    /// Channels with windows, by name.
+    pub channels: Vec<String>,
+    /// Start of the first and end of the last window (ms), when there is any.
+    pub span: Option<(i64, i64)>,
+}
+
 /// Channels with `channel_stats` windows, and the time span the windows cover.
-pub fn channel_stats_extent(path: &Path) -> Result<(Vec<String>, Option<(i64, i64)>), SqliteError> {
+pub fn channel_stats_extent(path: &Path) -> Result<ChannelStatsExtent, SqliteError> {
     let conn = open_read_only(path)?;
     let e = db_err(path);
     if !has_table(&conn, "channel_stats").map_err(&e)? {
-        return Ok((Vec::new(), None));
+        return Ok(ChannelStatsExtent::default());
     }
     let mut stmt = conn
         .prepare("SELECT DISTINCT channel FROM channel_stats ORDER BY channel")
@@ -714,7 +723,10 @@ pub fn channel_stats_extent(path: &Path) -> Result<(Vec<String>, Option<(i64, i6
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .map_err(&e)?;
-    Ok((channels, span.0.zip(span.1)))
+    Ok(ChannelStatsExtent {
+        channels,
+        span: span.0.zip(span.1),
+    })
 }
 
 /// Alerts of one channel or all, at or after `since_ms` (on the time of [`AlertMarker`]),
