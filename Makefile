@@ -18,13 +18,19 @@ plugins: wasm-target
 build:
 	$(CARGO) build --release -p streamtap
 
-# Builds everything and runs the embedded pipeline end to end, then shows what was stored.
+# Builds everything and runs the embedded pipeline end to end, then shows what was stored
+# and writes the report (data/demo-report.html and .png).
 demo: plugins build
-	rm -f data/demo.db data/demo.db-wal data/demo.db-shm
+	rm -f data/demo.db data/demo.db-wal data/demo.db-shm data/demo-report.html data/demo-report.png
 	$(BIN) run pipelines/demo.toml --no-reload
 	@echo
 	@echo "== the 8 newest stored messages (streamtap query pipelines/demo.toml --format table --limit 8) =="
 	$(BIN) query pipelines/demo.toml --format table --limit 8
+	@echo
+	@echo "== report: per-channel volume, sentiment, languages and alerts (streamtap report) =="
+	$(BIN) report pipelines/demo.toml --out data/demo-report.html
+	$(BIN) report pipelines/demo.toml --out data/demo-report.png
+	@echo "open $(CURDIR)/data/demo-report.html (or data/demo-report.png)"
 
 # The whole suite: formatting, lints, unit and integration tests. Release profile, so the
 # wasm plugins and the tests share compiled dependencies; the tests build the binary they

@@ -16,7 +16,7 @@ fn plugin_test(wasm: &Path, args: &[&str], input: &[&str]) -> std::process::Outp
 
 /// The demo pipeline, pointed at a temporary store and run at full speed.
 fn demo_copy(dir: &Path) -> std::path::PathBuf {
-    for p in ["sentiment", "translate", "alerts"] {
+    for p in ["sentiment", "translate", "analytics", "alerts"] {
         common::plugin(p, &[]);
     }
     let root = common::workspace_root().canonicalize().unwrap();
@@ -85,6 +85,36 @@ fn demo_pipeline_stores_every_message_with_plugin_fields() {
     );
     assert!(rows.iter().any(|r| r["lang"] == "ja"));
 
+    // Analytics: every stored message is in exactly one window of its channel (the last
+    // minute of each channel included, closed by the end-of-run flush), 11 per channel.
+    let conn = rusqlite::Connection::open(dir.path().join("demo.db")).unwrap();
+    let per_channel: Vec<(String, i64, i64, i64)> = conn
+        .prepare(
+            "SELECT s.channel, COUNT(*), SUM(s.messages), (SELECT COUNT(*) FROM messages m WHERE m.channel = s.channel)
+             FROM channel_stats s GROUP BY s.channel ORDER BY s.channel",
+        )
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(per_channel.len(), 5, "{per_channel:?}");
+    for (channel, windows, in_windows, stored) in &per_channel {
+        assert_eq!(in_windows, stored, "#{channel}: {per_channel:?}");
+        assert_eq!(*windows, 11, "#{channel}: {per_channel:?}");
+    }
+    // The demo's report shows the hype alert.
+    let report = ok(&streamtap(
+        dir.path(),
+        &["report", "demo.toml", "--out", "demo-report.html"],
+    ));
+    assert!(
+        report.contains("5 channel(s), 55 window(s), 1 alert marker(s)"),
+        "{report}"
+    );
+    let html = std::fs::read_to_string(dir.path().join("demo-report.html")).unwrap();
+    assert!(html.contains("hype: #pixelqueen 150 messages in 20s"));
+
     let limited = ok(&streamtap(
         dir.path(),
         &[
@@ -121,8 +151,8 @@ fn check_loads_every_plugin_and_names_versions() {
     let dir = tempfile::tempdir().unwrap();
     demo_copy(dir.path());
     let out = ok(&streamtap(dir.path(), &["check", "demo.toml"]));
-    assert!(out.contains("ok, pipeline \"demo\", 3 step(s)"), "{out}");
-    for s in ["sentiment", "lang", "alerts"] {
+    assert!(out.contains("ok, pipeline \"demo\", 4 step(s)"), "{out}");
+    for s in ["sentiment", "lang", "analytics", "alerts"] {
         assert!(out.contains(s), "{out}");
     }
     // A step whose `with` the plugin rejects fails the check with the plugin's reason.
@@ -212,4 +242,27 @@ fn plugin_test_reports_failures_per_message() {
         lines[3]["actions"][0]["set"], "ok",
         "the plugin was not restarted after the trap"
     );
+}
+
+#[test]
+fn plugin_test_prints_what_flush_emits_at_the_end_of_input() {
+    let wasm = common::plugin("analytics", &[]);
+    let lines = [
+        r#"{"channel":"a","user":"u1","text":"hi","ts":"2024-11-27T09:33:01Z"}"#,
+        r#"{"channel":"a","user":"u2","text":"yo","ts":"2024-11-27T09:33:02Z"}"#,
+    ];
+    let out = plugin_test(&wasm, &["--with", "metrics=false"], &lines);
+    let text = ok(&out);
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert_eq!(lines[0]["actions"], serde_json::json!([]), "{text}");
+    let flush = lines[2]["flush"].as_array().expect("a flush line");
+    assert_eq!(flush.len(), 1, "{text}");
+    let rec = &flush[0]["record"];
+    assert_eq!(rec["table"], "channel_stats");
+    assert_eq!(rec["key"], "a:1732699980000");
+    assert_eq!(rec["value"]["messages"], 2);
 }

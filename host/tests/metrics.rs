@@ -61,12 +61,20 @@ fn sample(text: &str, name: &str) -> Option<f64> {
 fn start_pipeline(d: &Path, port: u16) -> Guard {
     let noop = common::plugin("noop", &[]);
     std::fs::copy(&noop, d.join("noop.wasm")).unwrap();
+    // Sentiment then analytics, as in the demo, so the per-channel gauges (mean sentiment
+    // included) are exported.
+    for p in ["sentiment", "analytics"] {
+        std::fs::copy(common::plugin(p, &[]), d.join(format!("{p}.wasm"))).unwrap();
+    }
     common::write_log(&d.join("chat.log"), 500, &["alpha", "beta"]);
     std::fs::write(
         d.join("p.toml"),
         format!(
             "[source.replay]\npath = \"chat.log\"\nrate = 300\nloop = true\n\n\
-             [[steps]]\nuses = \"noop.wasm\"\n\n[sink.sqlite]\npath = \"out.db\"\n\n\
+             [[steps]]\nuses = \"noop.wasm\"\n\n\
+             [[steps]]\nuses = \"sentiment.wasm\"\n\n\
+             [[steps]]\nuses = \"analytics.wasm\"\nwith = {{ window = \"100ms\", grace = \"0s\" }}\n\n\
+             [sink.sqlite]\npath = \"out.db\"\n\n\
              [metrics]\nlisten = \"127.0.0.1:{port}\"\n"
         ),
     )
@@ -119,14 +127,32 @@ fn metrics_endpoint_serves_valid_metrics_health_and_readiness() {
         "streamtap_transport_queue_depth ",
         "streamtap_build_info{version=",
         "# HELP streamtap_reloads_total ",
+        "streamtap_channel_stats_invalid_total 0",
     ] {
         assert!(first.contains(series), "{series:?} missing from:\n{first}");
     }
-    let second = wait_until("the counter to increase", Duration::from_secs(30), || {
+    wait_until("the counter to increase", Duration::from_secs(30), || {
         let (_, t) = get(&format!("{base}/metrics"))?;
-        processed(&t).filter(|n| *n > n1).map(|_| t)
+        processed(&t).filter(|n| *n > n1)
     });
 
+    // The analytics step's windows (100 ms of message time) close as the replay loops.
+    let second = wait_until("channel gauges", Duration::from_secs(30), || {
+        let (_, t) = get(&format!("{base}/metrics"))?;
+        t.contains("streamtap_channel_window_messages{channel=\"alpha\"} ")
+            .then_some(t)
+    });
+    for series in [
+        "streamtap_channel_window_chatters{channel=\"beta\"} ",
+        "streamtap_channel_window_sentiment_mean{channel=\"alpha\"} ",
+        "streamtap_channel_stats_stored_total ",
+        "streamtap_channel_stats_untracked_total 0",
+    ] {
+        assert!(
+            second.contains(series),
+            "{series:?} missing from:\n{second}"
+        );
+    }
     // The dashboards and alerting rules in deploy/ may only use series that exist.
     let live: std::collections::BTreeSet<&str> = second
         .lines()

@@ -199,9 +199,17 @@ fn memory_bomb_is_refused_at_the_limit() {
 }
 
 fn chain_with(on_error: &str, dir: &std::path::Path) -> streamtap::pipeline::chain::Chain {
+    chain_flushing(on_error, "", dir)
+}
+
+fn chain_flushing(
+    on_error: &str,
+    flush: &str,
+    dir: &std::path::Path,
+) -> streamtap::pipeline::chain::Chain {
     let wasm = common::plugin("hostile", &[]);
     let text = format!(
-        "[source.replay]\npath = \"chat.log\"\n\n[[steps]]\nuses = {wasm:?}\non_error = \"{on_error}\"\ndeadline = \"200ms\"\n\n[sink.sqlite]\npath = \"out.db\"\n",
+        "[source.replay]\npath = \"chat.log\"\n\n[[steps]]\nuses = {wasm:?}\non_error = \"{on_error}\"\ndeadline = \"200ms\"\nwith = {{ flush = \"{flush}\" }}\n\n[sink.sqlite]\npath = \"out.db\"\n",
         wasm = wasm.display().to_string()
     );
     let p = Pipeline::parse(&dir.join("p.toml"), &text).expect("pipeline");
@@ -311,4 +319,27 @@ fn plugin_drops_remove_exactly_those_messages() {
         ]
     );
     assert_eq!(chain.steps[0].stats.dropped.get(), 3);
+}
+
+#[test]
+fn a_failing_flush_is_counted_and_the_host_carries_on() {
+    let dir = tempfile::tempdir().unwrap();
+    for (mode, kind) in [("trap", "trap"), ("loop", "timeout"), ("set", "bad_output")] {
+        let mut chain = chain_flushing("skip", mode, dir.path());
+        chain.process(vec![msg(0, "a")]);
+        let out = chain.flush();
+        assert!(out.records.is_empty() && out.alerts.is_empty(), "{mode}");
+        let errors = chain.steps[0].stats.errors.snapshot();
+        assert_eq!(errors.get(kind), Some(&1), "{mode}: {errors:?}");
+    }
+    // A well-behaved flush: its record is collected, tagged with the step.
+    let mut chain = chain_flushing("skip", "record", dir.path());
+    chain.process(vec![msg(0, "a"), msg(1, "b")]);
+    let out = chain.flush();
+    assert_eq!(out.records.len(), 1);
+    assert_eq!(
+        (out.records[0].table.as_str(), &out.records[0].value),
+        ("hostile", &Value::Int(2))
+    );
+    assert_eq!(out.records[0].step, "hostile");
 }

@@ -144,6 +144,17 @@ pub trait Plugin: Sized + 'static {
     /// message: writing changed state back to [`host::kv`] once instead of per message,
     /// or one log line summing up the batch.
     fn end_batch(&mut self) {}
+
+    /// Called once when the run ends, after the last batch (and its
+    /// [`end_batch`](Plugin::end_batch)): emit what is still held open, such as the last
+    /// window of an aggregate that would otherwise close only on a later message. Only
+    /// [`Actions::record`], [`Actions::metric`] and [`Actions::alert`] mean something here
+    /// (there is no message to set fields on or drop). [`end_batch`](Plugin::end_batch)
+    /// runs again afterwards, so state changed here is saved the usual way. The default
+    /// does nothing.
+    fn flush(&mut self, out: &mut Actions) {
+        let _ = out;
+    }
 }
 
 #[doc(hidden)]
@@ -177,6 +188,22 @@ pub mod __private {
             .map_err(|_| "process re-entered".to_string())?;
         let plugin = st.as_mut().ok_or("process called before init")?;
         process_with(plugin, &batch)
+    }
+
+    pub fn flush<P: Plugin>(state: &RefCell<Option<P>>) -> Result<Vec<u8>, String> {
+        let mut st = state
+            .try_borrow_mut()
+            .map_err(|_| "flush re-entered".to_string())?;
+        let plugin = st.as_mut().ok_or("flush called before init")?;
+        Ok(flush_with(plugin))
+    }
+
+    /// Flush, then encode the actions as an output of one action list.
+    pub fn flush_with<P: Plugin>(plugin: &mut P) -> Vec<u8> {
+        let mut out = BatchOutput::new(1);
+        plugin.flush(out.message(0));
+        plugin.end_batch();
+        out.encode(1)
     }
 
     /// Decode, run, encode: the one code path both the export glue and native tests use.
@@ -230,6 +257,10 @@ macro_rules! export {
                 batch: ::std::vec::Vec<u8>,
             ) -> ::std::result::Result<::std::vec::Vec<u8>, ::std::string::String> {
                 __STREAMTAP_STATE.with(|s| $crate::__private::process::<$plugin>(s, batch))
+            }
+
+            fn flush() -> ::std::result::Result<::std::vec::Vec<u8>, ::std::string::String> {
+                __STREAMTAP_STATE.with(|s| $crate::__private::flush::<$plugin>(s))
             }
         }
 
@@ -440,6 +471,15 @@ pub mod testing {
         let buf = codec::encode_batch(msgs);
         let out = __private::process_with(plugin, &buf).expect("process");
         codec::decode_output(&out, msgs.len()).expect("decode output")
+    }
+
+    /// Runs [`Plugin::flush`] via the wire format, returning the actions it emitted.
+    pub fn flush<P: Plugin>(plugin: &mut P) -> Vec<Action> {
+        let out = __private::flush_with(plugin);
+        codec::decode_output(&out, 1)
+            .expect("decode output")
+            .pop()
+            .unwrap_or_default()
     }
 
     /// Routes [`host::http::send`] to `f` in native tests.

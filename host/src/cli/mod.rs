@@ -1,7 +1,8 @@
-//! The `streamtap` command line: `run`, `check`, `query`, `plugin new`, `plugin test`,
-//! `eval sentiment`.
+//! The `streamtap` command line: `run`, `check`, `query`, `report`, `plugin new`,
+//! `plugin test`, `eval sentiment`.
 
 mod eval;
+mod report;
 mod scaffold;
 
 use crate::pipeline::config::{Pipeline, SinkConfig};
@@ -61,6 +62,20 @@ enum Command {
         limit: Option<u64>,
         #[arg(long, value_enum, default_value = "jsonl")]
         format: Format,
+    },
+    /// Draw per-channel charts (volume, sentiment, languages, alerts) from the analytics
+    /// step's `channel_stats` into an HTML page or a PNG.
+    Report {
+        pipeline: PathBuf,
+        /// Only this channel.
+        #[arg(long)]
+        channel: Option<String>,
+        /// Only windows starting after this: a duration ago (`6h`) or an RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Output file: `.html` (self-contained page with SVG charts) or `.png`.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Plugin authoring tools.
     Plugin {
@@ -152,6 +167,21 @@ pub fn main() -> anyhow::Result<()> {
             limit,
             format,
         } => cmd_query(&pipeline, channel, since, limit, format),
+        Command::Report {
+            pipeline,
+            channel,
+            since,
+            out,
+        } => {
+            let since_ms = since.as_deref().map(parse_since).transpose()?;
+            report::run(
+                &pipeline,
+                channel.as_deref(),
+                since_ms,
+                since.as_deref(),
+                &out,
+            )
+        }
         Command::Plugin { command } => match command {
             PluginCommand::New {
                 name,
@@ -516,6 +546,16 @@ impl StandalonePlugin {
         codec::decode_output(&out, msgs.len()).map_err(|e| CallError::BadOutput(e.to_string()))
     }
 
+    /// Runs the plugin's optional `flush`; no actions when it has none.
+    fn flush(&mut self) -> Result<Vec<Action>, CallError> {
+        let Some(out) = self.inst.flush()? else {
+            return Ok(Vec::new());
+        };
+        let mut lists =
+            codec::decode_output(&out, 1).map_err(|e| CallError::BadOutput(e.to_string()))?;
+        Ok(lists.pop().unwrap_or_default())
+    }
+
     /// A trap poisons the instance; a fresh one lets the remaining messages still run.
     fn replace_if_poisoned(&mut self) -> anyhow::Result<()> {
         if self.inst.is_poisoned() {
@@ -577,6 +617,22 @@ fn cmd_plugin_test(
                 failures += 1;
                 plugin.replace_if_poisoned()?;
             }
+        }
+    }
+    // End of input is the end of the run: show what the plugin's `flush` emits, if anything.
+    match plugin.flush() {
+        Ok(actions) if actions.is_empty() => {}
+        Ok(actions) => {
+            let actions: Vec<_> = actions.iter().map(action_json).collect();
+            writeln!(out, "{}", serde_json::json!({"flush": actions}))?;
+        }
+        Err(e) => {
+            writeln!(
+                out,
+                "{}",
+                serde_json::json!({"flush": [], "error": e.to_string(), "kind": e.kind()})
+            )?;
+            failures += 1;
         }
     }
     if failures > 0 {

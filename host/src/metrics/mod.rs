@@ -11,7 +11,8 @@ pub mod server;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
 };
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -442,4 +443,160 @@ pub fn build_info() -> IntGauge {
     .expect("valid gauge");
     g.set(1);
     g
+}
+
+/// Channels that get their own `channel_*` gauge series at most: each channel is a label
+/// value, and an unbounded label set would grow Prometheus's memory with every channel a
+/// long run ever saw.
+pub const MAX_CHANNEL_SERIES: usize = 500;
+
+/// The latest closed analytics window per channel, as gauges, plus what the sink did with
+/// `channel_stats` records. Owned by the sink loop, which updates it after each write.
+#[derive(Debug)]
+pub struct ChannelStatsMetrics {
+    /// Messages in the channel's latest window.
+    pub messages: IntGaugeVec,
+    /// Distinct chatters in the channel's latest window.
+    pub chatters: IntGaugeVec,
+    /// Mean sentiment of the channel's latest window (absent while no window had one).
+    pub sentiment: GaugeVec,
+    /// Rows written to the `channel_stats` table.
+    pub stored: Counter,
+    /// Records that failed the `channel_stats` checks (kept in `records`).
+    pub invalid: Counter,
+    /// Windows of channels past [`MAX_CHANNEL_SERIES`]: stored, but not exported as gauges.
+    pub untracked: Counter,
+    /// Start of the window each tracked channel's gauges show, so an older window
+    /// written later (a late flush, a redelivery) does not move the gauges backwards.
+    latest: Mutex<std::collections::HashMap<String, i64>>,
+    cap: usize,
+}
+
+impl Default for ChannelStatsMetrics {
+    fn default() -> Self {
+        Self::with_cap(MAX_CHANNEL_SERIES)
+    }
+}
+
+impl ChannelStatsMetrics {
+    /// Metrics tracking at most `cap` channels.
+    pub fn with_cap(cap: usize) -> Self {
+        let opts = |name: &str, help: &str| Opts::new(name, help).namespace(NS);
+        ChannelStatsMetrics {
+            messages: IntGaugeVec::new(
+                opts(
+                    "channel_window_messages",
+                    "Messages in the channel's latest closed analytics window.",
+                ),
+                &["channel"],
+            )
+            .expect("valid gauge vec"),
+            chatters: IntGaugeVec::new(
+                opts(
+                    "channel_window_chatters",
+                    "Distinct chatters in the channel's latest closed analytics window.",
+                ),
+                &["channel"],
+            )
+            .expect("valid gauge vec"),
+            sentiment: GaugeVec::new(
+                opts(
+                    "channel_window_sentiment_mean",
+                    "Mean sentiment compound score of the channel's latest closed analytics window.",
+                ),
+                &["channel"],
+            )
+            .expect("valid gauge vec"),
+            stored: Counter::new(
+                "channel_stats_stored_total",
+                "Analytics window records written to the channel_stats table.",
+            ),
+            invalid: Counter::new(
+                "channel_stats_invalid_total",
+                "channel_stats records with missing or ill-typed fields (kept in the records table).",
+            ),
+            untracked: Counter::new(
+                "channel_stats_untracked_total",
+                "Analytics windows of channels beyond the gauge cap (stored, not exported as gauges).",
+            ),
+            latest: Mutex::default(),
+            cap,
+        }
+    }
+
+    /// Updates the gauges with a window the sink stored.
+    pub fn observe(
+        &self,
+        channel: &str,
+        window_start_ms: i64,
+        messages: i64,
+        chatters: i64,
+        sentiment: Option<f64>,
+    ) {
+        self.stored.inc();
+        let mut latest = self.latest.lock().expect("channel metrics lock");
+        let full = latest.len() >= self.cap;
+        match latest.get_mut(channel) {
+            Some(start) if *start > window_start_ms => return,
+            Some(start) => *start = window_start_ms,
+            None if full => {
+                self.untracked.inc();
+                return;
+            }
+            None => {
+                latest.insert(channel.to_owned(), window_start_ms);
+            }
+        }
+        self.messages.with_label_values(&[channel]).set(messages);
+        self.chatters.with_label_values(&[channel]).set(chatters);
+        match sentiment {
+            Some(m) => self.sentiment.with_label_values(&[channel]).set(m),
+            // No score in this window: a stale mean from an earlier one would mislead.
+            None => {
+                let _ = self.sentiment.remove_label_values(&[channel]);
+            }
+        }
+    }
+
+    /// Adds the series to `registry`.
+    pub fn register(&self, registry: &Registry) -> prometheus::Result<()> {
+        registry.register(Box::new(self.messages.clone()))?;
+        registry.register(Box::new(self.chatters.clone()))?;
+        registry.register(Box::new(self.sentiment.clone()))?;
+        registry.register(Box::new(self.stored.0.clone()))?;
+        registry.register(Box::new(self.invalid.0.clone()))?;
+        registry.register(Box::new(self.untracked.0.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_gauges_are_capped_and_never_go_back_in_time() {
+        let m = ChannelStatsMetrics::with_cap(2);
+        m.observe("a", 60_000, 10, 3, Some(0.5));
+        m.observe("b", 60_000, 4, 2, None);
+        m.observe("c", 60_000, 7, 1, Some(0.1));
+        assert_eq!(m.untracked.get(), 1, "the third channel is past the cap");
+        assert!(m.messages.get_metric_with_label_values(&["a"]).is_ok());
+        let reg = Registry::new();
+        m.register(&reg).unwrap();
+        let series = |name: &str| {
+            reg.gather()
+                .into_iter()
+                .find(|f| f.name() == name)
+                .map_or(0, |f| f.get_metric().len())
+        };
+        assert_eq!(series("streamtap_channel_window_messages"), 2);
+        assert_eq!(series("streamtap_channel_window_sentiment_mean"), 1);
+        // An older window written later leaves the gauges on the newer one.
+        m.observe("a", 0, 99, 99, Some(-1.0));
+        assert_eq!(m.messages.with_label_values(&["a"]).get(), 10);
+        m.observe("a", 120_000, 5, 5, None);
+        assert_eq!(m.messages.with_label_values(&["a"]).get(), 5);
+        assert_eq!(series("streamtap_channel_window_sentiment_mean"), 0);
+        assert_eq!(m.stored.get(), 5);
+    }
 }

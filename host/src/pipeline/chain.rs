@@ -227,6 +227,108 @@ impl Chain {
     }
 }
 
+impl Chain {
+    /// End of run: calls each step's optional `flush` export, in step order, and collects
+    /// what they emit (records, metrics, alerts). A step that fails here is logged and
+    /// counted like a failed call; the others still flush.
+    pub fn flush(&mut self) -> ChainOutput {
+        let mut out = ChainOutput::default();
+        for step in &mut self.steps {
+            if let Err(e) = step.ensure_healthy() {
+                tracing::error!(step = %step.name, error = %e, "cannot restart instance to flush");
+                continue;
+            }
+            if !step.instance.has_flush() {
+                continue;
+            }
+            let started = Instant::now();
+            step.stats.calls.inc();
+            let res = step.instance.flush().and_then(|o| {
+                let Some(bytes) = o else {
+                    return Ok(Vec::new());
+                };
+                let mut lists = codec::decode_output(&bytes, 1)
+                    .map_err(|e| CallError::BadOutput(format!("flush: {e}")))?;
+                Ok(lists.pop().unwrap_or_default())
+            });
+            step.stats
+                .record_batch(0, started.elapsed(), step.plugin.short_hash());
+            match res.and_then(|actions| apply_flush(step, actions, &mut out)) {
+                Ok(n) => {
+                    tracing::info!(step = %step.name, actions = n, "flushed step at end of run")
+                }
+                Err(e) => {
+                    step.stats.errors.inc(e.kind());
+                    let (plugin, version) = step.plugin_version();
+                    tracing::error!(
+                        step = %step.name,
+                        plugin,
+                        version,
+                        hash = step.plugin.short_hash(),
+                        error_kind = e.kind(),
+                        error = %e,
+                        "plugin flush failed; what it held open is not emitted"
+                    );
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Applies the actions of a `flush` call: records, metrics and alerts. There is no message
+/// to set fields on or drop, so those make the whole output invalid (nothing is applied
+/// in part). Returns the number of actions applied.
+fn apply_flush(
+    step: &StepRunner,
+    actions: Vec<Action>,
+    out: &mut ChainOutput,
+) -> Result<usize, CallError> {
+    if let Some(bad) = actions
+        .iter()
+        .find(|a| matches!(a, Action::Set { .. } | Action::Drop { .. }))
+    {
+        let what = match bad {
+            Action::Set { name, .. } => format!("set-field {name:?}"),
+            _ => "drop".to_owned(),
+        };
+        return Err(CallError::BadOutput(format!(
+            "flush returned {what}, which needs a message"
+        )));
+    }
+    let n = actions.len();
+    for a in actions {
+        match a {
+            Action::Alert(alert) => out.alerts.push(RaisedAlert {
+                channel: alert
+                    .attributes
+                    .iter()
+                    .find(|(k, _)| k == "channel")
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default(),
+                alert,
+                step: step.name.clone(),
+                message_id: "flush".into(),
+            }),
+            Action::Record { table, key, value } => out.records.push(EmittedRecord {
+                table,
+                key,
+                value,
+                step: step.name.clone(),
+            }),
+            Action::Metric {
+                name,
+                value,
+                labels,
+            } => out
+                .records
+                .push(metric_record(&step.name, &name, value, labels)),
+            Action::Set { .. } | Action::Drop { .. } => {}
+        }
+    }
+    Ok(n)
+}
+
 /// Applies per-message action lists in place, then removes the messages a plugin dropped.
 /// In place, because moving every message into a new vector per step costs more than the
 /// no-op step itself.
@@ -262,26 +364,9 @@ fn apply(
                     name,
                     value,
                     labels,
-                } => out.records.push(EmittedRecord {
-                    table: "plugin_metrics".into(),
-                    // One row per series: the labels are part of the key, or samples of
-                    // `failures{kind="timeout"}` and `failures{kind="status"}` would
-                    // overwrite each other.
-                    key: metric_key(&name, &labels),
-                    value: Value::map([
-                        ("value", Value::Float(value)),
-                        (
-                            "labels",
-                            Value::Map(
-                                labels
-                                    .into_iter()
-                                    .map(|(k, v)| (k, Value::Str(v)))
-                                    .collect(),
-                            ),
-                        ),
-                    ]),
-                    step: step.name.clone(),
-                }),
+                } => out
+                    .records
+                    .push(metric_record(&step.name, &name, value, labels)),
             }
         }
         if let Some(reason) = dropped {
@@ -303,6 +388,35 @@ fn apply(
             i += 1;
             keep.get(i - 1).copied().unwrap_or(true)
         });
+    }
+}
+
+/// A metric sample as the record the sink stores in `plugin_metrics`.
+fn metric_record(
+    step: &str,
+    name: &str,
+    value: f64,
+    labels: Vec<(String, String)>,
+) -> EmittedRecord {
+    EmittedRecord {
+        table: "plugin_metrics".into(),
+        // One row per series: the labels are part of the key, or samples of
+        // `failures{kind="timeout"}` and `failures{kind="status"}` would overwrite each
+        // other.
+        key: metric_key(name, &labels),
+        value: Value::map([
+            ("value", Value::Float(value)),
+            (
+                "labels",
+                Value::Map(
+                    labels
+                        .into_iter()
+                        .map(|(k, v)| (k, Value::Str(v)))
+                        .collect(),
+                ),
+            ),
+        ]),
+        step: step.to_owned(),
     }
 }
 

@@ -3,8 +3,9 @@
 //!
 //! Each stage is a task; the run ends when the source is exhausted and everything queued
 //! has been processed and stored, or when `cancel` fires (then the queue is drained, so
-//! what was read is stored). A stage that fails stops the run with its error. The alert
-//! dispatcher stops last, after the sink's final write, and then gets
+//! what was read is stored). Either way, after the last batch each step's optional
+//! `flush` runs and its output is stored too. A stage that fails stops the run with its
+//! error. The alert dispatcher stops last, after the sink's final write, and then gets
 //! `[alerts.delivery] shutdown_timeout` to deliver what is pending.
 
 use super::chain::{Chain, ChainOutput};
@@ -15,7 +16,7 @@ use crate::alerts::Routes;
 use crate::alerts::dispatcher::Dispatcher;
 use crate::alerts::outbox::Backlog;
 use crate::metrics::server::Health;
-use crate::metrics::{self, AlertStats, PipelineStats, SinkStats, StepStats};
+use crate::metrics::{self, AlertStats, ChannelStatsMetrics, PipelineStats, SinkStats, StepStats};
 use crate::plugins::Runtime;
 use crate::sinks::{self, Sink, SinkPolicy};
 use crate::sources::replay::{self, ReplayReport};
@@ -187,6 +188,10 @@ pub async fn run(
     sink_stats
         .register(&prom)
         .context("registering sink metrics")?;
+    let channel_metrics = Arc::new(ChannelStatsMetrics::default());
+    channel_metrics
+        .register(&prom)
+        .context("registering channel_stats metrics")?;
     let health = Arc::new(Health::default());
     let sink_task = tokio::spawn(sink_loop(
         sink_rx,
@@ -196,6 +201,7 @@ pub async fn run(
         wake,
         stats.clone(),
         sink_stats,
+        channel_metrics,
         health.clone(),
         cancel.clone(),
     ));
@@ -339,6 +345,25 @@ async fn process_loop(
             .await
             .map_err(|_| anyhow!("sink stopped before the processor"))?;
     }
+    // The input is exhausted (end of replay, or shutdown drained the queue): let steps emit
+    // what they hold open, e.g. the analytics windows of channels that went quiet, which
+    // no later message will close. Stored like any batch's output.
+    if let Some(g) = pending.lock().expect("pending lock").take() {
+        chain = g.chain;
+        generation.store(g.id, std::sync::atomic::Ordering::Relaxed);
+        stats.reloads_ok.inc();
+    }
+    let (_, out) = tokio::task::spawn_blocking(move || {
+        let out = chain.flush();
+        (chain, out)
+    })
+    .await
+    .context("step chain panicked in flush")?;
+    if !(out.records.is_empty() && out.alerts.is_empty()) {
+        sink.send(out)
+            .await
+            .map_err(|_| anyhow!("sink stopped before the processor"))?;
+    }
     Ok(())
 }
 
@@ -355,6 +380,7 @@ async fn sink_loop(
     wake: Arc<tokio::sync::Notify>,
     stats: Arc<PipelineStats>,
     sink_stats: Arc<SinkStats>,
+    channel_metrics: Arc<ChannelStatsMetrics>,
     health: Arc<Health>,
     cancel: CancellationToken,
 ) -> anyhow::Result<Sink> {
@@ -405,6 +431,25 @@ async fn sink_loop(
         if res.new_deliveries > 0 {
             // Committed: the dispatcher can read them now.
             wake.notify_one();
+            for row in &res.channel_stats {
+                channel_metrics.observe(
+                    &row.channel,
+                    row.window_start_ms,
+                    row.messages,
+                    row.unique_chatters,
+                    row.sentiment_mean,
+                );
+            }
+            for bad in &res.invalid_records {
+                channel_metrics.invalid.inc();
+                tracing::error!(
+                    step = %bad.step,
+                    key = %bad.key,
+                    field = bad.field,
+                    error = %bad,
+                    "invalid channel_stats record kept in the records table"
+                );
+            }
         }
     }
     Ok(sink)

@@ -31,10 +31,16 @@ use wasmtime::{
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+// The host links against `plugin-base` (what every plugin must export); optional exports
+// of the `plugin` world such as `flush` are looked up by name, so components built before
+// they existed still load.
 wasmtime::component::bindgen!({
     path: "../wit",
-    world: "plugin",
+    world: "plugin-base",
 });
+
+/// The optional `flush` export, typed.
+type FlushFunc = wasmtime::component::TypedFunc<(), (Result<Vec<u8>, String>,)>;
 
 /// How often the epoch advances; deadlines are rounded up to whole ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
@@ -216,7 +222,9 @@ pub struct LoadedPlugin {
     pub path: PathBuf,
     /// Hex SHA-256 of the file's bytes: the plugin's identity in logs, caches and metrics.
     pub hash: String,
-    pre: PluginPre<StepState>,
+    pre: PluginBasePre<StepState>,
+    /// Where the component exports `flush`, when it does.
+    flush: Option<wasmtime::component::ComponentExportIndex>,
 }
 
 impl LoadedPlugin {
@@ -319,7 +327,7 @@ impl Runtime {
         let mut linker: Linker<StepState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
-        Plugin::add_to_linker::<StepState, HasSelf<StepState>>(&mut linker, |s| s)
+        PluginBase::add_to_linker::<StepState, HasSelf<StepState>>(&mut linker, |s| s)
             .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
 
         let stop = Arc::new(AtomicBool::new(false));
@@ -389,14 +397,16 @@ impl Runtime {
                     path: path.to_owned(),
                     reason: one_line(&e),
                 })?;
-        let pre = PluginPre::new(pre).map_err(|e| PluginError::Instantiate {
+        let pre = PluginBasePre::new(pre).map_err(|e| PluginError::Instantiate {
             path: path.to_owned(),
             reason: one_line(&e),
         })?;
+        let flush = component.get_export_index(None, "flush");
         Ok(Arc::new(LoadedPlugin {
             path: path.to_owned(),
             hash,
             pre,
+            flush,
         }))
     }
 
@@ -489,17 +499,36 @@ impl Runtime {
             )))
         });
         store.set_epoch_deadline(deadline_ticks(limits.deadline));
+        let instantiate_err =
+            |e: wasmtime::Error, store: &Store<StepState>| PluginError::Instantiate {
+                path: plugin.path.clone(),
+                reason: classify(&e, store, limits).to_string(),
+            };
+        let instance = plugin
+            .pre
+            .instance_pre()
+            .instantiate(&mut store)
+            .map_err(|e| instantiate_err(e, &store))?;
         let bindings =
-            plugin
-                .pre
-                .instantiate(&mut store)
-                .map_err(|e| PluginError::Instantiate {
-                    path: plugin.path.clone(),
-                    reason: classify(&e, &store, limits).to_string(),
-                })?;
+            PluginBase::new(&mut store, &instance).map_err(|e| instantiate_err(e, &store))?;
+        let flush = match plugin.flush {
+            Some(idx) => Some(
+                instance
+                    .get_typed_func::<(), (Result<Vec<u8>, String>,)>(&mut store, idx)
+                    .map_err(|e| PluginError::Instantiate {
+                        path: plugin.path.clone(),
+                        reason: format!(
+                            "export `flush` does not match `func() -> result<list<u8>, string>`: {}",
+                            one_line(&e)
+                        ),
+                    })?,
+            ),
+            None => None,
+        };
         let mut inst = Instance {
             store,
             bindings,
+            flush,
             plugin: plugin.clone(),
             limits,
             info: PluginInfo {
@@ -558,7 +587,8 @@ fn classify(e: &wasmtime::Error, store: &Store<StepState>, limits: Limits) -> Ca
 /// A live plugin instance with its own store.
 pub struct Instance {
     store: Store<StepState>,
-    bindings: Plugin,
+    bindings: PluginBase,
+    flush: Option<FlushFunc>,
     plugin: Arc<LoadedPlugin>,
     limits: Limits,
     info: PluginInfo,
@@ -582,6 +612,36 @@ impl Instance {
     /// True after a trap: the instance must not be called again.
     pub fn is_poisoned(&self) -> bool {
         self.poisoned
+    }
+
+    /// Whether the plugin exports `flush`.
+    pub fn has_flush(&self) -> bool {
+        self.flush.is_some()
+    }
+
+    /// Runs the optional `flush` export under the deadline and memory limit: `Ok(None)`
+    /// when the plugin has none, else its encoded output (one action list).
+    pub fn flush(&mut self) -> Result<Option<Vec<u8>>, CallError> {
+        let Some(f) = self.flush else {
+            return Ok(None);
+        };
+        if self.poisoned {
+            return Err(CallError::Trap(
+                "instance poisoned by an earlier trap".into(),
+            ));
+        }
+        self.store.data_mut().limiter.denied = false;
+        self.store.data_mut().timing.start();
+        self.store
+            .set_epoch_deadline(deadline_ticks(self.limits.deadline));
+        match f.call(&mut self.store, ()).map(|(r,)| r) {
+            Ok(Ok(out)) => Ok(Some(out)),
+            Ok(Err(msg)) => Err(CallError::Plugin(msg)),
+            Err(e) => {
+                self.poisoned = true;
+                Err(classify(&e, &self.store, self.limits))
+            }
+        }
     }
 
     /// Runs `process` on an encoded batch, under the deadline and memory limit.

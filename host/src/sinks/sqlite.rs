@@ -10,9 +10,16 @@
 //! topic routes to, written in the same transaction as the batch, so an alert stored is an
 //! alert that will be delivered (see [`crate::alerts::outbox`]).
 
+//! Records go to the generic `records` table by (table, key), except `channel_stats`
+//! records (the analytics plugin's window aggregates), which get their own typed table so
+//! reports and dashboards can read them with plain SQL. Their checks live in
+//! [`ChannelStatsRow::from_record`]; a record that fails them is kept in `records` and
+//! reported, never dropped.
+
 use crate::alerts::Routes;
-use crate::pipeline::chain::{ChainOutput, RaisedAlert};
+use crate::pipeline::chain::{ChainOutput, EmittedRecord, RaisedAlert};
 use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use streamtap_plugin_sdk::{ChatMessage, Value};
 
@@ -26,6 +33,149 @@ pub enum SqliteError {
     },
     #[error("sqlite database {0:?} does not exist (has the pipeline run yet?)")]
     Missing(PathBuf),
+}
+
+/// Why a `channel_stats` record could not be stored in its typed table.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("channel_stats record {key:?} from step {step:?}: field `{field}` {problem}")]
+pub struct RecordError {
+    /// The step that emitted the record.
+    pub step: String,
+    /// The record's key.
+    pub key: String,
+    /// The offending field.
+    pub field: &'static str,
+    /// What is wrong with it, quoting the value.
+    pub problem: String,
+}
+
+/// The table name analytics records carry.
+pub const CHANNEL_STATS: &str = "channel_stats";
+
+/// One `channel_stats` record, checked and typed (see docs/ANALYTICS.md for the fields).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelStatsRow {
+    pub channel: String,
+    pub window_start_ms: i64,
+    pub window_end_ms: i64,
+    pub messages: i64,
+    pub unique_chatters: i64,
+    /// `None` when no message in the window had a sentiment score.
+    pub sentiment_mean: Option<f64>,
+    pub first_time_chatters: i64,
+    pub late: i64,
+    /// JSON list of `{emote, count}`.
+    pub top_emotes: String,
+    /// JSON map language → messages.
+    pub langs: String,
+    /// JSON map event kind → count.
+    pub events: String,
+    /// JSON map of every other field of the record (`subs`, `raids`, the cap flags, ...).
+    pub extra: String,
+}
+
+impl ChannelStatsRow {
+    /// Checks a record's value against the `channel_stats` schema.
+    pub fn from_record(r: &EmittedRecord) -> Result<Self, RecordError> {
+        let err = |field: &'static str, problem: String| RecordError {
+            step: r.step.clone(),
+            key: r.key.clone(),
+            field,
+            problem,
+        };
+        let Value::Map(m) = &r.value else {
+            return Err(err(
+                "(value)",
+                format!("must be a map, got {}", r.value.to_json()),
+            ));
+        };
+        let get = |field: &'static str| m.get(field).ok_or_else(|| err(field, "is missing".into()));
+        let count = |field: &'static str| match get(field)? {
+            Value::Int(n) if *n >= 0 => Ok(*n),
+            v => Err(err(
+                field,
+                format!("must be a non-negative integer, got {}", v.to_json()),
+            )),
+        };
+        let int = |field: &'static str| match get(field)? {
+            Value::Int(n) => Ok(*n),
+            v => Err(err(
+                field,
+                format!("must be an integer, got {}", v.to_json()),
+            )),
+        };
+        let json_of = |field: &'static str, want_list: bool| {
+            let v = get(field)?;
+            match (v, want_list) {
+                (Value::List(_), true) | (Value::Map(_), false) => Ok(v.to_json().to_string()),
+                _ => Err(err(
+                    field,
+                    format!(
+                        "must be a {}, got {}",
+                        if want_list { "list" } else { "map" },
+                        v.to_json()
+                    ),
+                )),
+            }
+        };
+        let channel = match get("channel")? {
+            Value::Str(s) if !s.is_empty() => s.clone(),
+            v => Err(err(
+                "channel",
+                format!("must be a non-empty string, got {}", v.to_json()),
+            ))?,
+        };
+        let window_start_ms = int("window_start_ms")?;
+        let window_end_ms = int("window_end_ms")?;
+        if window_end_ms <= window_start_ms {
+            return Err(err(
+                "window_end_ms",
+                format!("must be after window_start_ms ({window_start_ms}), got {window_end_ms}"),
+            ));
+        }
+        let sentiment_mean = match m.get("sentiment_mean") {
+            None | Some(Value::Null) => None,
+            Some(Value::Float(x)) if x.is_finite() => Some(*x),
+            Some(Value::Int(n)) => Some(*n as f64),
+            Some(v) => Err(err(
+                "sentiment_mean",
+                format!("must be a finite number or null, got {}", v.to_json()),
+            ))?,
+        };
+        const TYPED: &[&str] = &[
+            "channel",
+            "window_start_ms",
+            "window_end_ms",
+            "messages",
+            "unique_chatters",
+            "sentiment_mean",
+            "first_time_chatters",
+            "late",
+            "top_emotes",
+            "langs",
+            "events",
+        ];
+        let extra = serde_json::Value::Object(
+            m.iter()
+                .filter(|(k, _)| !TYPED.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.to_json()))
+                .collect(),
+        );
+        Ok(ChannelStatsRow {
+            channel,
+            window_start_ms,
+            window_end_ms,
+            messages: count("messages")?,
+            unique_chatters: count("unique_chatters")?,
+            sentiment_mean,
+            first_time_chatters: count("first_time_chatters")?,
+            late: count("late")?,
+            top_emotes: json_of("top_emotes", true)?,
+            langs: json_of("langs", false)?,
+            events: json_of("events", false)?,
+            extra: extra.to_string(),
+        })
+    }
 }
 
 const SCHEMA: &str = "
@@ -101,6 +251,24 @@ CREATE VIEW IF NOT EXISTS alert_status AS
            group_concat(d.sink || '=' || d.status, ',') AS deliveries
     FROM alerts a LEFT JOIN alert_deliveries d USING (dedupe_key)
     GROUP BY a.dedupe_key;
+CREATE TABLE IF NOT EXISTS channel_stats (
+    channel TEXT NOT NULL,
+    window_start INTEGER NOT NULL,
+    window_end INTEGER NOT NULL,
+    messages INTEGER NOT NULL,
+    unique_chatters INTEGER NOT NULL,
+    sentiment_mean REAL,
+    first_time_chatters INTEGER NOT NULL,
+    late INTEGER NOT NULL,
+    top_emotes TEXT NOT NULL,
+    langs TEXT NOT NULL,
+    events TEXT NOT NULL,
+    extra TEXT NOT NULL,
+    step TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    PRIMARY KEY (channel, window_start)
+);
+CREATE INDEX IF NOT EXISTS channel_stats_start ON channel_stats (window_start);
 CREATE TABLE IF NOT EXISTS records (
     tbl TEXT NOT NULL,
     key TEXT NOT NULL,
@@ -122,6 +290,10 @@ pub struct WriteResult {
     pub new_alerts: Vec<RaisedAlert>,
     /// Outbox rows written for them (one per alert and sink).
     pub new_deliveries: u64,
+    /// `channel_stats` rows written (inserted or replacing the same channel and window).
+    pub channel_stats: Vec<ChannelStatsRow>,
+    /// `channel_stats` records that failed the schema checks (kept in `records`).
+    pub invalid_records: Vec<RecordError>,
 }
 
 /// An open SQLite sink.
@@ -317,7 +489,48 @@ impl SqliteSink {
                      ON CONFLICT (tbl, key) DO UPDATE SET value = excluded.value, step = excluded.step, at = excluded.at",
                 )
                 .map_err(&e)?;
+            // A window re-emitted for the same channel and start (a redelivery, or a window
+            // flushed at shutdown and completed after a restart) replaces the row: the
+            // newest emission is the most complete.
+            let mut cs = tx
+                .prepare_cached(
+                    "INSERT INTO channel_stats (channel, window_start, window_end, messages, unique_chatters, sentiment_mean, first_time_chatters, late, top_emotes, langs, events, extra, step, at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                     ON CONFLICT (channel, window_start) DO UPDATE SET window_end = excluded.window_end,
+                       messages = excluded.messages, unique_chatters = excluded.unique_chatters,
+                       sentiment_mean = excluded.sentiment_mean, first_time_chatters = excluded.first_time_chatters,
+                       late = excluded.late, top_emotes = excluded.top_emotes, langs = excluded.langs,
+                       events = excluded.events, extra = excluded.extra, step = excluded.step, at = excluded.at",
+                )
+                .map_err(&e)?;
             for r in &out.records {
+                if r.table == CHANNEL_STATS {
+                    match ChannelStatsRow::from_record(r) {
+                        Ok(row) => {
+                            cs.execute(params![
+                                row.channel,
+                                row.window_start_ms,
+                                row.window_end_ms,
+                                row.messages,
+                                row.unique_chatters,
+                                row.sentiment_mean,
+                                row.first_time_chatters,
+                                row.late,
+                                row.top_emotes,
+                                row.langs,
+                                row.events,
+                                row.extra,
+                                r.step,
+                                at
+                            ])
+                            .map_err(&e)?;
+                            res.channel_stats.push(row);
+                            continue;
+                        }
+                        // Kept as it came, in the generic table, so nothing is lost.
+                        Err(bad) => res.invalid_records.push(bad),
+                    }
+                }
                 rec.execute(params![r.table, r.key, json_of_value(&r.value), r.step, at])
                     .map_err(&e)?;
             }
@@ -454,4 +667,251 @@ pub fn count(path: &Path, table: &str) -> Result<u64, SqliteError> {
         .optional()
         .map_err(&e)?;
     Ok(n.unwrap_or(0) as u64)
+}
+
+/// A stored `channel_stats` window (what `streamtap report` draws).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredWindow {
+    pub channel: String,
+    pub window_start_ms: i64,
+    pub window_end_ms: i64,
+    pub messages: i64,
+    pub unique_chatters: i64,
+    pub sentiment_mean: Option<f64>,
+    /// Messages that had a sentiment score (0 when the record did not say).
+    pub sentiment_count: i64,
+    /// Messages per language.
+    pub langs: Vec<(String, i64)>,
+}
+
+/// An alert as a report marker: when, where, what.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertMarker {
+    /// Message time of the message that fired it (the store time when that message is
+    /// not stored), ms since the epoch: the marker belongs on the chat's time axis.
+    pub at_ms: i64,
+    pub channel: String,
+    pub title: String,
+}
+
+fn open_read_only(path: &Path) -> Result<Connection, SqliteError> {
+    if !path.exists() {
+        return Err(SqliteError::Missing(path.to_owned()));
+    }
+    Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(db_err(path))
+}
+
+/// `channel_stats` windows starting at or after `since_ms`, of one channel or all, by
+/// channel then time. A store written before the table existed reads as empty.
+pub fn channel_windows(
+    path: &Path,
+    channel: Option<&str>,
+    since_ms: Option<i64>,
+) -> Result<Vec<StoredWindow>, SqliteError> {
+    let conn = open_read_only(path)?;
+    let e = db_err(path);
+    if !has_table(&conn, "channel_stats").map_err(&e)? {
+        return Ok(Vec::new());
+    }
+    let mut stmt = conn
+        .prepare(
+            "SELECT channel, window_start, window_end, messages, unique_chatters, sentiment_mean,
+                    COALESCE(json_extract(extra, '$.sentiment_count'), 0), langs
+             FROM channel_stats
+             WHERE (?1 IS NULL OR channel = ?1) AND (?2 IS NULL OR window_start >= ?2)
+             ORDER BY channel, window_start",
+        )
+        .map_err(&e)?;
+    let rows = stmt
+        .query_map(params![channel, since_ms], |r| {
+            let langs: String = r.get(7)?;
+            let langs: BTreeMap<String, i64> = serde_json::from_str(&langs).unwrap_or_default();
+            Ok(StoredWindow {
+                channel: r.get(0)?,
+                window_start_ms: r.get(1)?,
+                window_end_ms: r.get(2)?,
+                messages: r.get(3)?,
+                unique_chatters: r.get(4)?,
+                sentiment_mean: r.get(5)?,
+                sentiment_count: r.get(6)?,
+                langs: langs.into_iter().collect(),
+            })
+        })
+        .map_err(&e)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(&e)
+}
+
+/// What `channel_stats` holds, for error messages about what is not there.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct ChannelStatsExtent {
+    /// Channels with windows, by name.
+    pub channels: Vec<String>,
+    /// Start of the first and end of the last window (ms), when there is any.
+    pub span: Option<(i64, i64)>,
+}
+
+/// Channels with `channel_stats` windows, and the time span the windows cover.
+pub fn channel_stats_extent(path: &Path) -> Result<ChannelStatsExtent, SqliteError> {
+    let conn = open_read_only(path)?;
+    let e = db_err(path);
+    if !has_table(&conn, "channel_stats").map_err(&e)? {
+        return Ok(ChannelStatsExtent::default());
+    }
+    let mut stmt = conn
+        .prepare("SELECT DISTINCT channel FROM channel_stats ORDER BY channel")
+        .map_err(&e)?;
+    let channels = stmt
+        .query_map([], |r| r.get(0))
+        .map_err(&e)?
+        .collect::<Result<Vec<String>, _>>()
+        .map_err(&e)?;
+    let span: (Option<i64>, Option<i64>) = conn
+        .query_row(
+            "SELECT MIN(window_start), MAX(window_end) FROM channel_stats",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(&e)?;
+    Ok(ChannelStatsExtent {
+        channels,
+        span: span.0.zip(span.1),
+    })
+}
+
+/// Alerts of one channel or all, at or after `since_ms` (on the time of [`AlertMarker`]),
+/// oldest first. Reads only the alerts table's identifying columns.
+pub fn alert_markers(
+    path: &Path,
+    channel: Option<&str>,
+    since_ms: Option<i64>,
+) -> Result<Vec<AlertMarker>, SqliteError> {
+    let conn = open_read_only(path)?;
+    let e = db_err(path);
+    let mut stmt = conn
+        .prepare(
+            "SELECT at_ms, channel, title FROM (
+               SELECT COALESCE(m.ts, a.at) AS at_ms, a.channel AS channel, a.title AS title
+               FROM alerts a LEFT JOIN messages m ON m.id = a.message_id)
+             WHERE (?1 IS NULL OR channel = ?1) AND (?2 IS NULL OR at_ms >= ?2)
+             ORDER BY at_ms, channel, title",
+        )
+        .map_err(&e)?;
+    let rows = stmt
+        .query_map(params![channel, since_ms], |r| {
+            Ok(AlertMarker {
+                at_ms: r.get(0)?,
+                channel: r.get(1)?,
+                title: r.get(2)?,
+            })
+        })
+        .map_err(&e)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(&e)
+}
+
+fn has_table(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+        [name],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats_record(step: &str, messages: Value) -> EmittedRecord {
+        EmittedRecord {
+            table: CHANNEL_STATS.into(),
+            key: "c:60000".into(),
+            value: Value::map([
+                ("channel", Value::from("c")),
+                ("window_start_ms", Value::Int(60_000)),
+                ("window_end_ms", Value::Int(120_000)),
+                ("messages", messages),
+                ("unique_chatters", Value::Int(2)),
+                ("first_time_chatters", Value::Int(0)),
+                ("sentiment_mean", Value::Float(0.25)),
+                ("late", Value::Int(0)),
+                ("top_emotes", Value::List(vec![])),
+                ("langs", Value::map([("en", Value::Int(3))])),
+                ("events", Value::map::<&str, _>([])),
+                ("subs", Value::Int(0)),
+            ]),
+            step: step.into(),
+        }
+    }
+
+    fn write(sink: &mut SqliteSink, records: Vec<EmittedRecord>) -> WriteResult {
+        sink.write(&ChainOutput {
+            records,
+            ..ChainOutput::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn channel_stats_are_typed_and_a_redelivery_replaces_the_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.db");
+        let mut sink = SqliteSink::open(&db).unwrap();
+        let res = write(&mut sink, vec![stats_record("a", Value::Int(3))]);
+        assert_eq!(res.channel_stats.len(), 1);
+        assert_eq!(res.channel_stats[0].sentiment_mean, Some(0.25));
+        assert_eq!(res.channel_stats[0].extra, r#"{"subs":0}"#);
+        // Same channel and window again (a redelivery, or a flushed window completed
+        // later): one row, holding the newest values.
+        write(&mut sink, vec![stats_record("a", Value::Int(5))]);
+        let w = channel_windows(&db, None, None).unwrap();
+        assert_eq!(w.len(), 1);
+        assert_eq!(
+            (w[0].messages, w[0].langs.clone()),
+            (5, vec![("en".into(), 3)])
+        );
+        assert_eq!(count(&db, "records").unwrap(), 0);
+    }
+
+    #[test]
+    fn a_bad_channel_stats_record_is_kept_in_records_and_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.db");
+        let mut sink = SqliteSink::open(&db).unwrap();
+        let mut missing = stats_record("agg", Value::Int(1));
+        if let Value::Map(m) = &mut missing.value {
+            m.remove("unique_chatters");
+        }
+        let res = write(
+            &mut sink,
+            vec![stats_record("agg", Value::from("many")), missing],
+        );
+        assert!(res.channel_stats.is_empty());
+        let msgs: Vec<String> = res.invalid_records.iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            msgs,
+            [
+                r#"channel_stats record "c:60000" from step "agg": field `messages` must be a non-negative integer, got "many""#,
+                r#"channel_stats record "c:60000" from step "agg": field `unique_chatters` is missing"#,
+            ]
+        );
+        assert_eq!(count(&db, "channel_stats").unwrap(), 0);
+        assert_eq!(
+            count(&db, "records").unwrap(),
+            1,
+            "same (table, key): one row"
+        );
+        let bad = EmittedRecord {
+            value: Value::Int(7),
+            ..stats_record("agg", Value::Int(1))
+        };
+        let err = ChannelStatsRow::from_record(&bad).unwrap_err();
+        assert_eq!(err.field, "(value)");
+        let mut backwards = stats_record("agg", Value::Int(1));
+        if let Value::Map(m) = &mut backwards.value {
+            m.insert("window_end_ms".into(), Value::Int(60_000));
+        }
+        let err = ChannelStatsRow::from_record(&backwards).unwrap_err();
+        assert_eq!(err.field, "window_end_ms");
+    }
 }

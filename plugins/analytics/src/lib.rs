@@ -25,7 +25,8 @@
 //!   **late**: it is counted in the `late` field of the window holding the watermark, and
 //!   not in any other statistic.
 //! * A window with no messages is never emitted; a quiet channel's last window stays open
-//!   until that channel's next message.
+//!   until that channel's next message, or until the host calls `flush` at the end of the
+//!   run, which emits every open window (so a replay's report has its last minute).
 //!
 //! ## State
 //!
@@ -81,6 +82,11 @@ pub const OTHER: &str = "_other";
 pub const RECORD_TABLE: &str = "channel_stats";
 /// Prefix of the key-value keys; bump the version when [`ChannelState`] changes shape.
 const KV_PREFIX: &str = "analytics/v1/";
+
+/// Key-value key of the set of channels that may have open windows, so `flush` finds the
+/// channels evicted from the cache and those a previous generation saw. (Channel entries
+/// use a JSON-quoted name after the prefix, so this key cannot collide with one.)
+const INDEX_KEY: &str = "analytics/v1/open-channels";
 /// Cached channels above which clean entries not touched by the latest batch are evicted
 /// at the end of a batch (they stay in the key-value store and reload on demand).
 const MAX_CACHED: usize = 1024;
@@ -151,7 +157,7 @@ fn duration_ms(key: &str, setting: &DurationSetting) -> Result<i64, String> {
 }
 
 /// The validated settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 struct Settings {
     window_ms: i64,
     grace_ms: i64,
@@ -299,6 +305,10 @@ pub struct Analytics {
     batch_no: u64,
     /// Tallies of the batch in progress, reported by `end_batch`.
     notes: BatchNotes,
+    /// Channels that may have open windows (see [`INDEX_KEY`]); loaded on first use.
+    index: Option<BTreeSet<String>>,
+    /// `index` changed since it was last written.
+    index_dirty: bool,
 }
 
 impl Plugin for Analytics {
@@ -311,6 +321,8 @@ impl Plugin for Analytics {
             dirty: Vec::new(),
             batch_no: 0,
             notes: BatchNotes::default(),
+            index: None,
+            index_dirty: false,
         })
     }
 
@@ -325,15 +337,38 @@ impl Plugin for Analytics {
         let notes = std::mem::take(&mut self.notes);
         self.finish_batch(notes);
     }
+
+    /// End of the run: every open window of every channel is emitted (oldest first per
+    /// channel, channels in name order), since no later message will close them. The
+    /// watermarks stay, so a message for a flushed window that still arrives counts as late.
+    fn flush(&mut self, out: &mut Actions) {
+        let channels = std::mem::take(self.index());
+        self.index_dirty = true;
+        let cfg = self.cfg;
+        for channel in channels {
+            let windows = std::mem::take(&mut self.slot(&channel, out).state.windows);
+            for w in &windows {
+                emit(&cfg, &channel, w, out);
+            }
+        }
+    }
 }
 
 impl Analytics {
-    fn handle(&mut self, msg: &Message<'_>, out: &mut Actions, notes: &mut BatchNotes) {
-        let channel = msg.channel();
-        let ts = msg.ts_ms();
-        let cfg = &self.cfg;
+    /// The set of channels that may have open windows, read from the store on first use.
+    fn index(&mut self) -> &mut BTreeSet<String> {
+        self.index.get_or_insert_with(|| {
+            host::kv::get(INDEX_KEY)
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default()
+        })
+    }
+
+    /// The channel's cached state (loaded from the store when not cached), marked as
+    /// changed in this batch.
+    fn slot(&mut self, channel: &str, out: &mut Actions) -> &mut Slot {
         if !self.cache.contains_key(channel) {
-            let state = load(cfg, channel, out);
+            let state = load(&self.cfg, channel, out);
             self.cache.insert(
                 channel.to_owned(),
                 Slot {
@@ -343,14 +378,27 @@ impl Analytics {
                 },
             );
         }
-        let Some(slot) = self.cache.get_mut(channel) else {
-            return;
-        };
+        let slot = self
+            .cache
+            .get_mut(channel)
+            .expect("inserted above when missing");
         slot.touched = self.batch_no;
         if !slot.dirty {
             slot.dirty = true;
             self.dirty.push(channel.to_owned());
         }
+        slot
+    }
+
+    fn handle(&mut self, msg: &Message<'_>, out: &mut Actions, notes: &mut BatchNotes) {
+        let channel = msg.channel();
+        let ts = msg.ts_ms();
+        if !self.index().contains(channel) {
+            self.index().insert(channel.to_owned());
+            self.index_dirty = true;
+        }
+        let cfg = &{ self.cfg };
+        let slot = self.slot(channel, out);
         let st = &mut slot.state;
         let watermark = st.watermark.map_or(ts, |w| w.max(ts));
         st.watermark = Some(watermark);
@@ -403,6 +451,17 @@ impl Analytics {
                     // Probably the step's `state_limit`: keep counting in memory (a dirty
                     // entry is never evicted) and retry after every batch.
                     failed.push(channel);
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if self.index_dirty {
+            let res = serde_json::to_vec(self.index())
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| host::kv::set(INDEX_KEY, &bytes));
+            match res {
+                Ok(()) => self.index_dirty = false,
+                Err(e) => {
                     first_error.get_or_insert(e);
                 }
             }

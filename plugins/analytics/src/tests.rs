@@ -565,3 +565,62 @@ fn config_errors_are_clear() {
         assert!(testing::init::<Analytics>(ok.clone()).is_ok(), "{ok}");
     }
 }
+
+/// The `channel_stats` records among flush actions, of one channel (the native key-value
+/// store is per thread and shared by the tests that run on it).
+fn flushed(p: &mut Analytics, channel: &str) -> Vec<(String, Value)> {
+    records(&[testing::flush(p)])
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(&format!("{channel}:")))
+        .collect()
+}
+
+#[test]
+fn flush_emits_every_open_window_once() {
+    let mut p = plugin(json!({ "window": "60s", "grace": "10s" }));
+    let out = testing::run(
+        &mut p,
+        &[
+            msg("fl", "a", B),
+            msg("fl", "b", B + 61_000), // B is still within grace
+            msg("fl2", "c", B + 1_000),
+        ],
+    );
+    assert!(records(&out).is_empty());
+    let recs = flushed(&mut p, "fl");
+    assert_eq!(
+        recs.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
+        [format!("fl:{B}"), format!("fl:{}", B + 60_000)],
+        "oldest first"
+    );
+    assert_eq!(int(&recs[0].1, "messages"), 1);
+    assert_eq!(
+        flushed(&mut p, "fl2").len(),
+        0,
+        "already flushed with fl above"
+    );
+    // Nothing left: a second flush emits nothing, and later messages for the flushed
+    // windows count as late rather than re-opening them.
+    assert!(flushed(&mut p, "fl").is_empty());
+    let out = testing::run(&mut p, &[msg("fl", "d", B + 62_000)]);
+    assert!(records(&out).is_empty());
+    let recs = flushed(&mut p, "fl");
+    assert_eq!(recs.len(), 1);
+    assert_eq!(int(&recs[0].1, "late"), 0);
+    assert_eq!(int(&recs[0].1, "messages"), 1);
+}
+
+#[test]
+fn flush_finds_channels_a_previous_generation_saw() {
+    let mut old = plugin(json!({}));
+    testing::run(&mut old, &[msg("fg", "a", B), msg("fg", "b", B + 1)]);
+    drop(old);
+    let mut new = plugin(json!({}));
+    let recs = flushed(&mut new, "fg");
+    assert_eq!(recs.len(), 1);
+    assert_eq!(int(&recs[0].1, "messages"), 2);
+    // The flush was saved: another generation has nothing left to emit.
+    drop(new);
+    let mut third = plugin(json!({}));
+    assert!(flushed(&mut third, "fg").is_empty());
+}

@@ -10,7 +10,9 @@
 //! - `reserved` — tries to overwrite the reserved `id` field.
 //! - `drop` — drops the message (a legitimate action).
 //!
-//! With `trap_every = N`, every Nth message seen traps instead (a flaky plugin).
+//! With `trap_every = N`, every Nth message seen traps instead (a flaky plugin). With
+//! `flush = "trap" | "loop" | "set" | "record"`, the end-of-run `flush` panics, spins,
+//! returns an action that needs a message, or emits one record (a well-behaved flush).
 
 use streamtap_plugin_sdk::host::http;
 use streamtap_plugin_sdk::{Actions, Message, Plugin, export, host};
@@ -20,11 +22,14 @@ use streamtap_plugin_sdk::{Actions, Message, Plugin, export, host};
 pub struct Config {
     /// Trap on every Nth message (0 = never).
     pub trap_every: u64,
+    /// What `flush` does (empty: nothing).
+    pub flush: String,
 }
 
 pub struct Hostile {
     trap_every: u64,
     seen: u64,
+    flush: String,
 }
 
 impl Plugin for Hostile {
@@ -34,7 +39,27 @@ impl Plugin for Hostile {
         Ok(Hostile {
             trap_every: config.trap_every,
             seen: 0,
+            flush: config.flush,
         })
+    }
+
+    fn flush(&mut self, out: &mut Actions) {
+        match self.flush.as_str() {
+            "trap" => panic!("asked to trap in flush"),
+            "loop" => {
+                let mut x: u64 = 0;
+                loop {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            }
+            "set" => out.set("ok", true),
+            "record" => out.record(
+                "hostile",
+                "seen",
+                streamtap_plugin_sdk::Value::Int(self.seen as i64),
+            ),
+            _ => {}
+        }
     }
 
     fn process(&mut self, msg: &Message<'_>, out: &mut Actions) {
