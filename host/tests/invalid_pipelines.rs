@@ -41,7 +41,7 @@ const CASES: &[(&str, usize, usize, &str)] = &[
         "unknown_source_kind.toml",
         1,
         9,
-        "unknown variant `kafka2`, expected `replay`",
+        "unknown variant `kafka2`, expected `replay` or `twitch`",
     ),
     (
         "unknown_sink_kind.toml",

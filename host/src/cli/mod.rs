@@ -43,6 +43,11 @@ enum Command {
         /// No progress lines.
         #[arg(long)]
         quiet: bool,
+        /// Read only this instance's share of a `[source.twitch]` channel list: `I/N` (I from
+        /// 0) takes the channels whose FNV-1a-64 hash of the login is I modulo N, so N
+        /// instances started with the same file join every channel exactly once.
+        #[arg(long, value_name = "I/N")]
+        shard: Option<crate::sources::twitch::Shard>,
     },
     /// Validate a pipeline file and load (compile and init) every plugin.
     Check { pipeline: PathBuf },
@@ -109,7 +114,7 @@ enum Format {
 }
 
 /// Log targets capped below trace whatever `RUST_LOG` says (see `main`).
-const NO_WIRE_DUMPS: [&str; 2] = ["ureq=debug", "ureq_proto=debug"];
+const NO_WIRE_DUMPS: [&str; 3] = ["ureq=debug", "ureq_proto=debug", "twitch_irc=debug"];
 
 /// Entry point used by `main`.
 pub fn main() -> anyhow::Result<()> {
@@ -121,7 +126,9 @@ pub fn main() -> anyhow::Result<()> {
                 // ureq hex-dumps request headers (API keys in `Authorization`) and bodies
                 // at trace level; secrets must not reach the log even at RUST_LOG=trace.
                 .add_directive(NO_WIRE_DUMPS[0].parse().expect("valid directive"))
-                .add_directive(NO_WIRE_DUMPS[1].parse().expect("valid directive")),
+                .add_directive(NO_WIRE_DUMPS[1].parse().expect("valid directive"))
+                // twitch-irc traces every line it sends, `PASS oauth:...` included.
+                .add_directive(NO_WIRE_DUMPS[2].parse().expect("valid directive")),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -131,7 +138,8 @@ pub fn main() -> anyhow::Result<()> {
             pipeline,
             no_reload,
             quiet,
-        } => cmd_run(&pipeline, !no_reload, quiet),
+            shard,
+        } => cmd_run(&pipeline, !no_reload, quiet, shard.unwrap_or_default()),
         Command::Check { pipeline } => cmd_check(&pipeline),
         Command::Query {
             pipeline,
@@ -172,7 +180,12 @@ fn runtime() -> anyhow::Result<Arc<Runtime>> {
     Ok(Runtime::new(Runtime::default_cache_dir())?)
 }
 
-fn cmd_run(file: &Path, hot_reload: bool, quiet: bool) -> anyhow::Result<()> {
+fn cmd_run(
+    file: &Path,
+    hot_reload: bool,
+    quiet: bool,
+    shard: crate::sources::twitch::Shard,
+) -> anyhow::Result<()> {
     let pipeline = Pipeline::load(file)?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
@@ -187,6 +200,7 @@ fn cmd_run(file: &Path, hot_reload: bool, quiet: bool) -> anyhow::Result<()> {
         let opts = RunOptions {
             progress: (!quiet).then_some(Duration::from_secs(1)),
             hot_reload,
+            shard,
         };
         let res = runner::run(pipeline, runtime()?, opts, cancel).await;
         ctrl_c.abort();

@@ -5,6 +5,8 @@
 //! exist, so a replayed or redelivered message is never stored twice. Alerts are keyed by
 //! their dedupe key, and only alerts inserted for the first time are returned for delivery.
 //! Plugin fields are stored as one JSON object and are queryable with `json_extract`.
+//! Gap events of the `twitch` source (kind `gap`) go to the `gaps` table, keyed by channel
+//! and start, so a redelivered gap is stored once.
 
 use crate::pipeline::chain::{ChainOutput, RaisedAlert};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -73,6 +75,15 @@ CREATE TABLE IF NOT EXISTS alerts (
     channel TEXT NOT NULL,
     at INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS gaps (
+    channel TEXT NOT NULL,
+    channel_id TEXT NOT NULL,
+    from_ts INTEGER NOT NULL,
+    to_ts INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    PRIMARY KEY (channel, from_ts)
+);
 CREATE TABLE IF NOT EXISTS records (
     tbl TEXT NOT NULL,
     key TEXT NOT NULL,
@@ -90,6 +101,8 @@ pub struct WriteResult {
     pub inserted: u64,
     /// Messages already stored (same id): skipped.
     pub duplicates: u64,
+    /// Collection gaps stored for the first time.
+    pub gaps: u64,
     /// Alerts seen for the first time (by dedupe key): to deliver.
     pub new_alerts: Vec<RaisedAlert>,
 }
@@ -171,7 +184,19 @@ impl SqliteSink {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 )
                 .map_err(&e)?;
+            let mut gap = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO gaps (channel, channel_id, from_ts, to_ts, reason, at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .map_err(&e)?;
             for m in &out.messages {
+                if let Some(g) = crate::sources::twitch::gap_of(m) {
+                    res.gaps += gap
+                        .execute(params![g.channel, g.channel_id, g.from_ms, g.to_ms, g.reason, at])
+                        .map_err(&e)? as u64;
+                    continue;
+                }
                 let (badges, emotes, fields) = message_json_parts(m);
                 let n = ins
                     .execute(params![

@@ -5,3 +5,4 @@
 
 pub mod irc;
 pub mod replay;
+pub mod twitch;
