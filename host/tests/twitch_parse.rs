@@ -67,9 +67,18 @@ fn privmsg_core_fields_badges_and_unicode_emotes() {
     assert_eq!(
         m.badges,
         vec![
-            Badge { name: "broadcaster".into(), version: "1".into() },
-            Badge { name: "subscriber".into(), version: "12".into() },
-            Badge { name: "partner".into(), version: "1".into() },
+            Badge {
+                name: "broadcaster".into(),
+                version: "1".into()
+            },
+            Badge {
+                name: "subscriber".into(),
+                version: "12".into()
+            },
+            Badge {
+                name: "partner".into(),
+                version: "1".into()
+            },
         ]
     );
     // Positions count characters, so the emoji and the accented letter do not shift them.

@@ -792,8 +792,8 @@ fn validate(file: &Path, text: &str, raw: PipelineFile) -> Result<Pipeline, Conf
 
 fn validate_twitch(file: &Path, text: &str, t: &TwitchConfig) -> Result<(), ConfigError> {
     let key_err = |key: &str, msg: String| {
-        let span = locate(text, &[At::Key("source"), At::Key("twitch"), At::Key(key)])
-            .map(|(_, v)| v);
+        let span =
+            locate(text, &[At::Key("source"), At::Key("twitch"), At::Key(key)]).map(|(_, v)| v);
         ConfigError::at(file, text, span, msg)
     };
     for c in &t.channels {
@@ -884,8 +884,9 @@ fn validate_twitch(file: &Path, text: &str, t: &TwitchConfig) -> Result<(), Conf
 /// Reads a secret named in the pipeline file (environment variable or file).
 pub fn read_secret(pipeline: &Pipeline, r: &SecretRef) -> Result<String, String> {
     match r {
-        SecretRef::Env(var) => std::env::var(var)
-            .map_err(|_| format!("environment variable {var:?} is not set")),
+        SecretRef::Env(var) => {
+            std::env::var(var).map_err(|_| format!("environment variable {var:?} is not set"))
+        }
         SecretRef::File(p) => {
             let path = pipeline.resolve(p);
             std::fs::read_to_string(&path)

@@ -126,7 +126,8 @@ impl Reloader {
     /// Applies a changed twitch channel list. Returns whether the source differs in
     /// anything but its channels.
     fn apply_channel_edits(&self, new: &Pipeline) -> bool {
-        let (SourceConfig::Twitch(a), SourceConfig::Twitch(b)) = (&new.source, &self.current.source)
+        let (SourceConfig::Twitch(a), SourceConfig::Twitch(b)) =
+            (&new.source, &self.current.source)
         else {
             return new.source != self.current.source;
         };

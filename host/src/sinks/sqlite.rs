@@ -193,7 +193,14 @@ impl SqliteSink {
             for m in &out.messages {
                 if let Some(g) = crate::sources::twitch::gap_of(m) {
                     res.gaps += gap
-                        .execute(params![g.channel, g.channel_id, g.from_ms, g.to_ms, g.reason, at])
+                        .execute(params![
+                            g.channel,
+                            g.channel_id,
+                            g.from_ms,
+                            g.to_ms,
+                            g.reason,
+                            at
+                        ])
                         .map_err(&e)? as u64;
                     continue;
                 }

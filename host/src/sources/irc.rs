@@ -223,10 +223,7 @@ pub fn parse_line(line: &str) -> Result<ChatMessage, IrcError> {
                     user_id,
                     timeout_length,
                 } => {
-                    fields.insert(
-                        "duration_s".to_owned(),
-                        int(timeout_length.as_secs()),
-                    );
+                    fields.insert("duration_s".to_owned(), int(timeout_length.as_secs()));
                     ("timeout", user_login.clone(), user_id.clone())
                 }
             };
@@ -249,10 +246,7 @@ pub fn parse_line(line: &str) -> Result<ChatMessage, IrcError> {
             }
         }
         ServerMessage::ClearMsg(c) => {
-            fields.insert(
-                "target_msg_id".to_owned(),
-                Value::Str(c.message_id.clone()),
-            );
+            fields.insert("target_msg_id".to_owned(), Value::Str(c.message_id.clone()));
             if c.is_action {
                 fields.insert("action".to_owned(), Value::Bool(true));
             }
@@ -281,7 +275,8 @@ pub fn parse_line(line: &str) -> Result<ChatMessage, IrcError> {
         return Err(malformed("empty `id` tag".into()));
     }
     let mut m = m;
-    m.fields.insert("raw".to_owned(), Value::Str(line.to_owned()));
+    m.fields
+        .insert("raw".to_owned(), Value::Str(line.to_owned()));
     Ok(m)
 }
 

@@ -268,7 +268,11 @@ enum LinkEvent {
     /// A chat line (PRIVMSG, USERNOTICE, CLEARCHAT, CLEARMSG) as received.
     Line(String),
     /// The server confirmed our JOIN of `channel` on connection `conn`.
-    Joined { conn: u64, channel: String, at_ms: i64 },
+    Joined {
+        conn: u64,
+        channel: String,
+        at_ms: i64,
+    },
     /// Connection `conn` ended; it was joined to `channels` and last received a line at
     /// `last_rx_ms`.
     Lost {
@@ -360,7 +364,12 @@ impl ConnState {
         let channels: Vec<String> = std::mem::take(&mut *self.joined.lock().expect("joined"))
             .into_iter()
             .collect();
-        tracing::warn!(conn = self.id, channels = channels.len(), reason, "twitch connection lost");
+        tracing::warn!(
+            conn = self.id,
+            channels = channels.len(),
+            reason,
+            "twitch connection lost"
+        );
         let _ = self.ctx.events.send(LinkEvent::Lost {
             conn: self.id,
             channels,
@@ -377,7 +386,10 @@ type WsAdapter = async_tungstenite::tokio::TokioAdapter<BoxSocket>;
 
 enum Reader {
     Lines(tokio::io::Lines<BufReader<tokio::io::ReadHalf<BoxSocket>>>),
-    Ws(async_tungstenite::WebSocketReceiver<WsAdapter>, VecDeque<String>),
+    Ws(
+        async_tungstenite::WebSocketReceiver<WsAdapter>,
+        VecDeque<String>,
+    ),
 }
 
 impl Reader {
@@ -525,12 +537,13 @@ async fn open_socket(ctx: &LinkContext) -> Result<BoxSocket, LinkError> {
     if !ctx.connection.is_secure() {
         return Ok(Box::new(tcp));
     }
-    let name = tokio_rustls::rustls::pki_types::ServerName::try_from(ctx.host.clone()).map_err(
-        |e| LinkError::Tls {
-            server: ctx.server.clone(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
-        },
-    )?;
+    let name =
+        tokio_rustls::rustls::pki_types::ServerName::try_from(ctx.host.clone()).map_err(|e| {
+            LinkError::Tls {
+                server: ctx.server.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+            }
+        })?;
     let tls = ctx
         .tls
         .connect(name, tcp)
@@ -556,7 +569,10 @@ impl Transport for Link {
             .ok_or(LinkError::NoContext)?;
         let delay = ctx.backoff.lock().expect("backoff lock").next_delay();
         if !delay.is_zero() {
-            tracing::info!(delay_ms = delay.as_millis() as u64, "twitch: waiting before reconnecting");
+            tracing::info!(
+                delay_ms = delay.as_millis() as u64,
+                "twitch: waiting before reconnecting"
+            );
             tokio::time::sleep(delay).await;
         }
         let connected = tokio::time::timeout(CONNECT_TIMEOUT, async {
@@ -567,7 +583,11 @@ impl Transport for Link {
                     Ok((Reader::Lines(BufReader::new(r).lines()), Writer::Plain(w)))
                 }
                 TwitchConnection::Wss | TwitchConnection::Ws => {
-                    let scheme = if ctx.connection.is_secure() { "wss" } else { "ws" };
+                    let scheme = if ctx.connection.is_secure() {
+                        "wss"
+                    } else {
+                        "ws"
+                    };
                     let url = format!("{scheme}://{}", ctx.server);
                     let (ws, _) = async_tungstenite::tokio::client_async(url, sock)
                         .await
@@ -627,7 +647,11 @@ impl Transport for Link {
     }
 }
 
-async fn read_loop(conn: Arc<ConnState>, mut reader: Reader, tx: mpsc::UnboundedSender<IncomingItem>) {
+async fn read_loop(
+    conn: Arc<ConnState>,
+    mut reader: Reader,
+    tx: mpsc::UnboundedSender<IncomingItem>,
+) {
     let ctx = conn.ctx.clone();
     loop {
         let next = tokio::select! {
@@ -695,7 +719,11 @@ async fn read_loop(conn: Arc<ConnState>, mut reader: Reader, tx: mpsc::Unbounded
     }
 }
 
-async fn write_loop(conn: Arc<ConnState>, mut writer: Writer, mut rx: mpsc::UnboundedReceiver<IRCMessage>) {
+async fn write_loop(
+    conn: Arc<ConnState>,
+    mut writer: Writer,
+    mut rx: mpsc::UnboundedReceiver<IRCMessage>,
+) {
     let ctx = conn.ctx.clone();
     // Channels waiting for a JOIN slot, and channels whose JOIN went out on this connection.
     let mut queued: VecDeque<String> = VecDeque::new();
@@ -1073,14 +1101,20 @@ mod tests {
                 .iter()
                 .take_while(|u| **u < *t + Duration::from_millis(10_500))
                 .count();
-            assert!(in_window <= 20, "{in_window} JOINs in the window from {t:?}");
+            assert!(
+                in_window <= 20,
+                "{in_window} JOINs in the window from {t:?}"
+            );
         }
     }
 
     #[test]
     fn shards_are_stable_and_cover() {
         // FNV-1a 64 known value: "a" → 0xaf63dc4c8601ec8c.
-        assert_eq!(shard_of("a", u32::MAX), (0xaf63_dc4c_8601_ec8c_u64 % u64::from(u32::MAX)) as u32);
+        assert_eq!(
+            shard_of("a", u32::MAX),
+            (0xaf63_dc4c_8601_ec8c_u64 % u64::from(u32::MAX)) as u32
+        );
         assert_eq!(shard_of("XQC", 3), shard_of("xqc", 3));
         let shards: Vec<Shard> = (0..3).map(|i| format!("{i}/3").parse().unwrap()).collect();
         for c in ["xqc", "kaicenat", "shroud", "pokimane", "a", "b_c"] {
@@ -1104,7 +1138,11 @@ mod tests {
             let d = Duration::from_secs(1 << (n - 1).min(20)).min(Duration::from_secs(60));
             for _ in 0..20 {
                 let x = b.next_delay();
-                assert!(x >= d / 2 && x <= d, "failure {n}: {x:?} outside {:?}..={d:?}", d / 2);
+                assert!(
+                    x >= d / 2 && x <= d,
+                    "failure {n}: {x:?} outside {:?}..={d:?}",
+                    d / 2
+                );
             }
         }
         b.lost(STABLE_AFTER);

@@ -100,14 +100,24 @@ impl MockTwitch {
 
     /// Open connections.
     pub fn open_connections(&self) -> usize {
-        self.state.lock().unwrap().conns.iter().filter(|c| c.alive).count()
+        self.state
+            .lock()
+            .unwrap()
+            .conns
+            .iter()
+            .filter(|c| c.alive)
+            .count()
     }
 
     /// Sends `line` to every open connection joined to `channel`; returns how many got it.
     pub fn send_to_channel(&self, channel: &str, line: &str) -> usize {
         let mut st = self.state.lock().unwrap();
         let mut n = 0;
-        for c in st.conns.iter_mut().filter(|c| c.alive && c.channels.contains(channel)) {
+        for c in st
+            .conns
+            .iter_mut()
+            .filter(|c| c.alive && c.channels.contains(channel))
+        {
             if c.stream.write_all(format!("{line}\r\n").as_bytes()).is_ok() {
                 n += 1;
             }
@@ -173,9 +183,9 @@ fn serve(state: Arc<Mutex<State>>, stream: TcpStream) {
         let (cmd, rest) = line.split_once(' ').unwrap_or((line.as_str(), ""));
         let mut reply = String::new();
         match cmd {
-            "CAP" => reply.push_str(
-                ":tmi.twitch.tv CAP * ACK :twitch.tv/tags twitch.tv/commands\r\n",
-            ),
+            "CAP" => {
+                reply.push_str(":tmi.twitch.tv CAP * ACK :twitch.tv/tags twitch.tv/commands\r\n")
+            }
             "PASS" => st.passwords.push(rest.to_owned()),
             "NICK" => {
                 conn.nick = rest.to_owned();

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake_translate;
+pub mod mock_twitch;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
