@@ -337,13 +337,50 @@ pub enum OnError {
 }
 
 /// A secret's source: never written in the pipeline text itself.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum SecretRef {
     /// Read from this environment variable.
     Env(String),
     /// Read from this file (relative to the pipeline file), trailing newline trimmed.
     File(PathBuf),
+}
+
+impl<'de> Deserialize<'de> for SecretRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // The derived enum would read a bare string as a variant name and quote it in
+        // "unknown variant `<the token>`": a secret pasted into the file would land in the
+        // error and the log. A bare string is refused without showing it.
+        #[derive(Deserialize)]
+        #[serde(rename_all = "snake_case", deny_unknown_fields)]
+        enum Tagged {
+            Env(String),
+            File(PathBuf),
+        }
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = SecretRef;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("{ env = \"VAR\" } or { file = \"path\" }")
+            }
+            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<SecretRef, E> {
+                Err(E::custom(
+                    "a secret must not be written in the pipeline file (value not shown): use { env = \"VAR\" } or { file = \"path\" }",
+                ))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<SecretRef, A::Error> {
+                Tagged::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(|t| {
+                    match t {
+                        Tagged::Env(v) => SecretRef::Env(v),
+                        Tagged::File(p) => SecretRef::File(p),
+                    }
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// One `[[steps]]` entry.
