@@ -415,3 +415,40 @@ fn live_pipeline_passes_check() {
         other => panic!("live.toml is not a twitch pipeline: {other:?}"),
     }
 }
+
+#[test]
+fn websocket_connection_reads_chat_and_survives_a_disconnect() {
+    // `connection = "ws"` through a WebSocket front of the mock: the same client, the
+    // WebSocket transport.
+    let mock = MockTwitch::start();
+    let ws_port = common::mock_twitch::websocket_front(&mock);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db = d.join("out.db");
+    let text = pipeline(&mock, &["wschan"], "")
+        .replace("connection = \"tcp\"", "connection = \"ws\"")
+        .replace(&mock.addr(), &format!("127.0.0.1:{ws_port}"));
+    std::fs::write(d.join("p.toml"), text).unwrap();
+    let mut run = start(d, "p.toml", &[], &[], "info");
+    for round in 0..2 {
+        wait_for(&mut run, "joined over ws", Duration::from_secs(20), || {
+            mock.joined() == set(&["wschan"]) && mock.open_connections() == 1
+        });
+        let id = format!("ws-{round}");
+        assert_eq!(
+            mock.send_to_channel("wschan", &privmsg("wschan", &id, "over ws", 1)),
+            1
+        );
+        wait_for(&mut run, "stored", Duration::from_secs(10), || {
+            count(&db, "SELECT COUNT(*) FROM messages") == round + 1
+        });
+        if round == 0 {
+            mock.drop_all();
+        }
+    }
+    run.stop();
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM gaps WHERE channel = 'wschan'"),
+        1
+    );
+}

@@ -254,3 +254,65 @@ pub fn privmsg(channel: &str, id: &str, text: &str, ts_ms: i64) -> String {
         "@badge-info=;badges=;color=#1E90FF;display-name=Viewer;emotes=;first-msg=0;flags=;id={id};mod=0;returning-chatter=0;room-id=4242;subscriber=0;tmi-sent-ts={ts_ms};turbo=0;user-id=777;user-type= :viewer!viewer@viewer.tmi.twitch.tv PRIVMSG #{channel} :{text}"
     )
 }
+
+/// A WebSocket front for the mock (Twitch's `irc-ws` flavour): accepts `ws://` connections
+/// on its own port and relays each one to a fresh TCP connection of `mock`, one IRC line per
+/// text frame from the server, any number of lines per frame from the client.
+pub fn websocket_front(mock: &MockTwitch) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind ws front");
+    let port = listener.local_addr().unwrap().port();
+    let backend = mock.addr();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let listener = rt
+            .block_on(async { tokio::net::TcpListener::from_std(listener) })
+            .unwrap();
+        rt.block_on(async move {
+            loop {
+                let Ok((sock, _)) = listener.accept().await else {
+                    continue;
+                };
+                let backend = backend.clone();
+                tokio::spawn(async move {
+                    use futures_util::StreamExt;
+                    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+                    let Ok(ws) = async_tungstenite::tokio::accept_async(sock).await else {
+                        return;
+                    };
+                    let Ok(tcp) = tokio::net::TcpStream::connect(&backend).await else {
+                        return;
+                    };
+                    let (r, mut w) = tcp.into_split();
+                    let (mut ws_tx, mut ws_rx) = ws.split();
+                    let up = async move {
+                        while let Some(Ok(m)) = ws_rx.next().await {
+                            if let async_tungstenite::tungstenite::Message::Text(t) = m {
+                                for l in t.as_str().lines() {
+                                    if w.write_all(format!("{l}\r\n").as_bytes()).await.is_err() {
+                                        return;
+                                    }
+                                }
+                            }
+                        }
+                    };
+                    let down = async move {
+                        let mut lines = tokio::io::BufReader::new(r).lines();
+                        while let Ok(Some(l)) = lines.next_line().await {
+                            let frame = async_tungstenite::tungstenite::Message::text(l);
+                            if ws_tx.send(frame).await.is_err() {
+                                return;
+                            }
+                        }
+                        let _ = ws_tx.close(None).await;
+                    };
+                    tokio::select! { _ = up => {}, _ = down => {} }
+                });
+            }
+        });
+    });
+    port
+}
