@@ -253,6 +253,11 @@ fn live_channel_edits_oauth_login_and_bad_channels() {
     );
     assert_eq!(mock.passwords(), [format!("oauth:{secret}")]);
     assert_eq!(mock.nicks(), ["mybot"]);
+    // A server PING is answered.
+    mock.ping_all();
+    wait_for(&mut run, "PONG", Duration::from_secs(10), || {
+        mock.pongs() >= 1
+    });
     wait_for(
         &mut run,
         "the bad-channel NOTICE logged",

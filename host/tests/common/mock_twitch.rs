@@ -34,6 +34,7 @@ struct State {
     parts: Vec<(u64, String)>,
     passwords: Vec<String>,
     nicks: Vec<String>,
+    pongs: usize,
     bad: HashSet<String>,
     next_id: u64,
 }
@@ -82,6 +83,11 @@ impl MockTwitch {
 
     pub fn passwords(&self) -> Vec<String> {
         self.state.lock().unwrap().passwords.clone()
+    }
+
+    /// PONGs received (answers to [`MockTwitch::ping_all`]).
+    pub fn pongs(&self) -> usize {
+        self.state.lock().unwrap().pongs
     }
 
     pub fn nicks(&self) -> Vec<String> {
@@ -232,6 +238,7 @@ fn serve(state: Arc<Mutex<State>>, stream: TcpStream) {
                     }
                 }
             }
+            "PONG" => st.pongs += 1,
             "PING" => {
                 let arg = rest.trim_start_matches(':');
                 reply.push_str(&format!(":tmi.twitch.tv PONG tmi.twitch.tv :{arg}\r\n"));
