@@ -74,6 +74,8 @@ pub enum TwitchError {
     Channel(String),
     #[error("source.twitch: cannot start the client thread: {0}")]
     Thread(std::io::Error),
+    #[error("source.twitch: TLS setup: {0}")]
+    Tls(String),
     #[error("source.twitch: client thread panicked")]
     Panicked,
     #[error("source.twitch: cannot register metrics: {0}")]
@@ -910,7 +912,7 @@ async fn client_main(
         tokio_rustls::rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
-    .map_err(|e| TwitchError::Thread(std::io::Error::other(e)))?
+    .map_err(|e| TwitchError::Tls(e.to_string()))?
     .with_root_certificates(roots)
     .with_no_client_auth();
     let (ev_tx, mut events) = mpsc::unbounded_channel();
