@@ -243,6 +243,7 @@ fn bench_demo(rt: &Arc<Runtime>, dir: &Path) {
                 let opts = RunOptions {
                     progress: None,
                     hot_reload: false,
+                    ..RunOptions::default()
                 };
                 let s = tokio
                     .block_on(runner::run(p, rt.clone(), opts, CancellationToken::new()))
@@ -297,6 +298,7 @@ fn bench_reload(rt: &Arc<Runtime>, dir: &Path) {
         RunOptions {
             progress: None,
             hot_reload: true,
+            ..RunOptions::default()
         },
         cancel.clone(),
     ));

@@ -41,7 +41,7 @@ const CASES: &[(&str, usize, usize, &str)] = &[
         "unknown_source_kind.toml",
         1,
         9,
-        "unknown variant `kafka2`, expected `replay`",
+        "unknown variant `kafka2`, expected `replay` or `twitch`",
     ),
     (
         "unknown_sink_kind.toml",
@@ -54,6 +54,43 @@ const CASES: &[(&str, usize, usize, &str)] = &[
         7,
         25,
         "unknown variant `vault`, expected `env` or `file`",
+    ),
+    (
+        "twitch_unknown_key.toml",
+        3,
+        1,
+        "unknown field `oauth`, expected one of `channels`, `connection`, `server`, `login`, `token`, `join_limit`, `join_window`, `reconnect_min`, `reconnect_max`",
+    ),
+    // The twitch source.
+    (
+        "twitch_plain_remote.toml",
+        3,
+        14,
+        "source.twitch: a plain (unencrypted) connection is only allowed to a loopback server, not \"irc.chat.twitch.tv:6667\"",
+    ),
+    (
+        "twitch_bad_channel.toml",
+        2,
+        20,
+        "source.twitch: invalid channel \"no spaces!\"",
+    ),
+    (
+        "twitch_token_inline.toml",
+        4,
+        9,
+        "a secret must not be written in the pipeline file (value not shown)",
+    ),
+    (
+        "twitch_login_without_token.toml",
+        3,
+        9,
+        "source.twitch: `login` needs a `token`",
+    ),
+    (
+        "twitch_join_limit_zero.toml",
+        3,
+        14,
+        "source.twitch: join_limit 0 must be at least 1",
     ),
     // Wrong types and bad values.
     (
@@ -496,4 +533,13 @@ fn full_valid_fixture_parses_with_every_option_and_defaults() {
         p.metrics.map(|m| m.listen),
         Some("127.0.0.1:9464".parse().unwrap())
     );
+}
+
+#[test]
+fn a_secret_written_inline_is_refused_without_echoing_it() {
+    let (dir, _) = stage("invalid");
+    let err = Pipeline::load(&dir.path().join("twitch_token_inline.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(!err.contains("abcdef123456"), "token echoed: {err}");
 }

@@ -45,6 +45,11 @@ enum Command {
         /// No progress lines.
         #[arg(long)]
         quiet: bool,
+        /// Read only this instance's share of a `[source.twitch]` channel list: `I/N` (I from
+        /// 0) takes the channels whose FNV-1a-64 hash of the login is I modulo N, so N
+        /// instances started with the same file join every channel exactly once.
+        #[arg(long, value_name = "I/N")]
+        shard: Option<crate::sources::twitch::Shard>,
     },
     /// Validate a pipeline file and load (compile and init) every plugin.
     Check { pipeline: PathBuf },
@@ -128,7 +133,7 @@ enum Format {
 /// request headers, API keys in `Authorization`), the AWS SDK at info: aws-sigv4 logs the canonical request
 /// (with `x-amz-security-token` for temporary AWS credentials) and the smithy runtime and
 /// HTTP client log requests and responses.
-const NO_WIRE_DUMPS: [&str; 7] = [
+const NO_WIRE_DUMPS: [&str; 8] = [
     "ureq=debug",
     "ureq_proto=debug",
     "aws_sigv4=info",
@@ -136,6 +141,8 @@ const NO_WIRE_DUMPS: [&str; 7] = [
     "aws_smithy_http_client=info",
     "aws_config=info",
     "hyper=info",
+    // twitch-irc traces every line it sends, `PASS oauth:...` included.
+    "twitch_irc=debug",
 ];
 
 /// Entry point used by `main`.
@@ -158,7 +165,8 @@ pub fn main() -> anyhow::Result<()> {
             pipeline,
             no_reload,
             quiet,
-        } => cmd_run(&pipeline, !no_reload, quiet),
+            shard,
+        } => cmd_run(&pipeline, !no_reload, quiet, shard.unwrap_or_default()),
         Command::Check { pipeline } => cmd_check(&pipeline),
         Command::Query {
             pipeline,
@@ -214,7 +222,12 @@ fn runtime() -> anyhow::Result<Arc<Runtime>> {
     Ok(Runtime::new(Runtime::default_cache_dir())?)
 }
 
-fn cmd_run(file: &Path, hot_reload: bool, quiet: bool) -> anyhow::Result<()> {
+fn cmd_run(
+    file: &Path,
+    hot_reload: bool,
+    quiet: bool,
+    shard: crate::sources::twitch::Shard,
+) -> anyhow::Result<()> {
     let pipeline = Pipeline::load(file)?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
@@ -229,6 +242,7 @@ fn cmd_run(file: &Path, hot_reload: bool, quiet: bool) -> anyhow::Result<()> {
         let opts = RunOptions {
             progress: (!quiet).then_some(Duration::from_secs(1)),
             hot_reload,
+            shard,
         };
         let res = runner::run(pipeline, runtime()?, opts, cancel).await;
         ctrl_c.abort();

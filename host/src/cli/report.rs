@@ -105,7 +105,12 @@ pub fn run(
         ),
     };
     let pipeline = Pipeline::load(file)?;
-    let SinkConfig::Sqlite(s) = &pipeline.sink;
+    let SinkConfig::Sqlite(s) = &pipeline.sink else {
+        bail!(
+            "{}: `streamtap report` reads the sqlite sink; reports from [sink.mongodb] are not built yet",
+            file.display()
+        );
+    };
     let db = pipeline.resolve(&s.path);
     let sqlite::ChannelStatsExtent {
         channels: known,

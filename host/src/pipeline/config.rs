@@ -86,6 +86,136 @@ pub struct PipelineFile {
 pub enum SourceConfig {
     /// Replays a log of raw Twitch IRC lines.
     Replay(ReplayConfig),
+    /// Live Twitch chat through the `twitch-irc` client.
+    Twitch(TwitchConfig),
+}
+
+/// How the `twitch` source reaches the chat server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TwitchConnection {
+    /// IRC over TLS (Twitch: `irc.chat.twitch.tv:6697`).
+    #[default]
+    Tls,
+    /// IRC over secure WebSocket (Twitch: `wss://irc-ws.chat.twitch.tv:443`).
+    Wss,
+    /// Plain IRC over TCP: only to a loopback address (a local test server), since it
+    /// would send a token in clear text.
+    Tcp,
+    /// Plain WebSocket: only to a loopback address, like `tcp`.
+    Ws,
+}
+
+impl TwitchConnection {
+    /// Twitch's own server for this connection kind.
+    pub fn default_server(self) -> &'static str {
+        match self {
+            TwitchConnection::Tls => "irc.chat.twitch.tv:6697",
+            TwitchConnection::Wss => "irc-ws.chat.twitch.tv:443",
+            TwitchConnection::Tcp => "irc.chat.twitch.tv:6667",
+            TwitchConnection::Ws => "irc-ws.chat.twitch.tv:80",
+        }
+    }
+
+    /// Whether the connection is encrypted.
+    pub fn is_secure(self) -> bool {
+        matches!(self, TwitchConnection::Tls | TwitchConnection::Wss)
+    }
+}
+
+/// `[source.twitch]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TwitchConfig {
+    /// Channel logins to read (with or without `#`, any case). Editing the list while the
+    /// pipeline runs joins and parts live.
+    pub channels: Vec<Spanned<String>>,
+    /// `tls` (default), `wss`, or `tcp`/`ws` (plain, loopback servers only).
+    #[serde(default)]
+    pub connection: TwitchConnection,
+    /// `host:port` of the chat server. Default: Twitch's server for `connection`.
+    #[serde(default)]
+    pub server: Option<Spanned<String>>,
+    /// Login name. Default: an anonymous read-only `justinfanNNNNN` login. Requires `token`.
+    #[serde(default)]
+    pub login: Option<String>,
+    /// OAuth token (with or without `oauth:`) from the environment or a file, never the
+    /// pipeline text: `token = { env = "TWITCH_OAUTH_TOKEN" }`. Requires `login`.
+    #[serde(default)]
+    pub token: Option<SecretRef>,
+    /// Most JOINs sent per `join_window` (Twitch: 20 per 10 s per account; 2000 for
+    /// verified bots).
+    #[serde(default = "default_join_limit")]
+    pub join_limit: u32,
+    /// The window `join_limit` applies to. Default `10s`.
+    #[serde(default = "default_join_window")]
+    pub join_window: DurationValue,
+    /// First reconnect delay bound: the n-th consecutive reconnect waits a random time up to
+    /// `reconnect_min * 2^(n-1)`, capped at `reconnect_max`. Default `1s`.
+    #[serde(default = "default_reconnect_min")]
+    pub reconnect_min: DurationValue,
+    /// Longest reconnect delay. Default `60s`.
+    #[serde(default = "default_reconnect_max")]
+    pub reconnect_max: DurationValue,
+}
+
+/// Twitch's documented default: 20 JOINs per 10 seconds per account.
+pub const TWITCH_JOIN_LIMIT: u32 = 20;
+/// The window of [`TWITCH_JOIN_LIMIT`].
+pub const TWITCH_JOIN_WINDOW: Duration = Duration::from_secs(10);
+
+fn default_join_limit() -> u32 {
+    TWITCH_JOIN_LIMIT
+}
+fn default_join_window() -> DurationValue {
+    DurationValue(TWITCH_JOIN_WINDOW)
+}
+fn default_reconnect_min() -> DurationValue {
+    DurationValue(Duration::from_secs(1))
+}
+fn default_reconnect_max() -> DurationValue {
+    DurationValue(Duration::from_secs(60))
+}
+
+impl TwitchConfig {
+    /// The configured channels, normalised (lowercase, no `#`), in file order, unique.
+    pub fn channel_logins(&self) -> Vec<String> {
+        let mut seen = HashSet::new();
+        self.channels
+            .iter()
+            .map(|c| normalise_channel(c.get_ref()))
+            .filter(|c| seen.insert(c.clone()))
+            .collect()
+    }
+
+    /// `host:port` to connect to.
+    pub fn server_addr(&self) -> String {
+        self.server
+            .as_ref()
+            .map(|s| s.get_ref().clone())
+            .unwrap_or_else(|| self.connection.default_server().to_owned())
+    }
+
+    /// Everything but the channel list, for telling a live channel edit from a change
+    /// that needs a restart.
+    pub fn without_channels(&self) -> TwitchConfig {
+        TwitchConfig {
+            channels: Vec::new(),
+            ..self.clone()
+        }
+    }
+}
+
+/// A channel login as Twitch uses it: lowercase, without `#`.
+pub fn normalise_channel(c: &str) -> String {
+    c.trim().trim_start_matches('#').to_ascii_lowercase()
+}
+
+/// Twitch logins: 1..25 of `[a-z0-9_]`.
+fn valid_login(c: &str) -> bool {
+    (1..=25).contains(&c.len())
+        && c.chars()
+            .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_')
 }
 
 /// `[source.replay]`
@@ -207,13 +337,50 @@ pub enum OnError {
 }
 
 /// A secret's source: never written in the pipeline text itself.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum SecretRef {
     /// Read from this environment variable.
     Env(String),
     /// Read from this file (relative to the pipeline file), trailing newline trimmed.
     File(PathBuf),
+}
+
+impl<'de> Deserialize<'de> for SecretRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // The derived enum would read a bare string as a variant name and quote it in
+        // "unknown variant `<the token>`": a secret pasted into the file would land in the
+        // error and the log. A bare string is refused without showing it.
+        #[derive(Deserialize)]
+        #[serde(rename_all = "snake_case", deny_unknown_fields)]
+        enum Tagged {
+            Env(String),
+            File(PathBuf),
+        }
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = SecretRef;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("{ env = \"VAR\" } or { file = \"path\" }")
+            }
+            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<SecretRef, E> {
+                Err(E::custom(
+                    "a secret must not be written in the pipeline file (value not shown): use { env = \"VAR\" } or { file = \"path\" }",
+                ))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<SecretRef, A::Error> {
+                Tagged::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(|t| {
+                    match t {
+                        Tagged::Env(v) => SecretRef::Env(v),
+                        Tagged::File(p) => SecretRef::File(p),
+                    }
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// One `[[steps]]` entry.
@@ -697,6 +864,10 @@ fn validate(file: &Path, text: &str, raw: PipelineFile) -> Result<Pipeline, Conf
         }
     }
 
+    if let SourceConfig::Twitch(t) = &raw.source {
+        validate_twitch(file, text, t)?;
+    }
+
     let mut names = HashSet::new();
     let mut steps = Vec::with_capacity(raw.steps.len());
     for (i, sc) in raw.steps.into_iter().enumerate() {
@@ -1102,6 +1273,102 @@ fn check_positive(
             shown.unwrap_or_else(|| "0s".into())
         ),
     ))
+}
+
+fn validate_twitch(file: &Path, text: &str, t: &TwitchConfig) -> Result<(), ConfigError> {
+    let key_err = |key: &str, msg: String| {
+        let span =
+            locate(text, &[At::Key("source"), At::Key("twitch"), At::Key(key)]).map(|(_, v)| v);
+        ConfigError::at(file, text, span, msg)
+    };
+    for c in &t.channels {
+        let login = normalise_channel(c.get_ref());
+        if !valid_login(&login) {
+            return Err(ConfigError::at(
+                file,
+                text,
+                Some(c.span()),
+                format!(
+                    "source.twitch: invalid channel {:?}: a Twitch login is 1 to 25 letters, digits or '_'",
+                    c.get_ref()
+                ),
+            ));
+        }
+    }
+    let server = t.server_addr();
+    let host = match server.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0) => {
+            h.trim_start_matches('[').trim_end_matches(']').to_owned()
+        }
+        _ => {
+            return Err(key_err(
+                "server",
+                format!("source.twitch: server {server:?} must be host:port"),
+            ));
+        }
+    };
+    if !t.connection.is_secure() {
+        let loopback = host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if !loopback {
+            return Err(key_err(
+                "connection",
+                format!(
+                    "source.twitch: a plain (unencrypted) connection is only allowed to a loopback server, not {server:?}; use \"tls\" or \"wss\""
+                ),
+            ));
+        }
+    }
+    match (&t.login, &t.token) {
+        (Some(_), None) => {
+            return Err(key_err(
+                "login",
+                "source.twitch: `login` needs a `token` (or remove both for anonymous read-only chat)".into(),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(key_err(
+                "token",
+                "source.twitch: `token` needs the `login` it belongs to".into(),
+            ));
+        }
+        (Some(l), Some(_)) if !valid_login(&l.to_ascii_lowercase()) => {
+            return Err(key_err(
+                "login",
+                format!("source.twitch: invalid login {l:?}"),
+            ));
+        }
+        _ => {}
+    }
+    if t.join_limit == 0 {
+        return Err(key_err(
+            "join_limit",
+            "source.twitch: join_limit 0 must be at least 1".into(),
+        ));
+    }
+    if t.join_window.0.is_zero() {
+        return Err(key_err(
+            "join_window",
+            "source.twitch: join_window must be longer than 0".into(),
+        ));
+    }
+    if t.reconnect_min.0.is_zero() || t.reconnect_min.0 > t.reconnect_max.0 {
+        return Err(key_err(
+            "reconnect_min",
+            format!(
+                "source.twitch: reconnect_min {:?} must be above 0 and at most reconnect_max {:?}",
+                t.reconnect_min.0, t.reconnect_max.0
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Reads a secret named in the pipeline file (environment variable or file).
+pub fn read_secret(pipeline: &Pipeline, r: &SecretRef) -> Result<String, String> {
+    r.resolve(pipeline)
 }
 
 /// One step of a path into the document, for [`locate`].

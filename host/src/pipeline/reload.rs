@@ -9,11 +9,13 @@
 //! (bad TOML, missing or broken plugin, failing `init`) is rejected with an error naming the
 //! file and reason, and the running generation stays.
 //!
-//! Steps change live. `[source]`, `[transport]`, `[sink]` and `[alerts]` changes are reported and take
+//! Steps change live, and so does the channel list of a `[source.twitch]` (handed to the
+//! running source, which joins and parts; no new generation is built when only channels
+//! changed). Other `[source]`, `[transport]`, `[sink]` and `[alerts]` changes are reported and take
 //! effect at the next start, since swapping them would need draining in-flight messages
 //! through two stores.
 
-use super::config::Pipeline;
+use super::config::{Pipeline, SourceConfig};
 use super::{StepRegistry, build_chain};
 use crate::metrics::PipelineStats;
 use crate::pipeline::chain::Chain;
@@ -87,6 +89,8 @@ pub struct Reloader {
     current: Pipeline,
     hashes: HashMap<PathBuf, Option<String>>,
     next_id: u64,
+    /// Where a changed `[source.twitch]` channel list goes.
+    channel_edits: Option<tokio::sync::watch::Sender<Vec<String>>>,
 }
 
 impl Reloader {
@@ -106,7 +110,40 @@ impl Reloader {
             current,
             hashes,
             next_id: 2,
+            channel_edits: None,
         }
+    }
+
+    /// Sends channel list edits of a `[source.twitch]` to the running source.
+    pub fn with_channel_edits(
+        mut self,
+        edits: Option<tokio::sync::watch::Sender<Vec<String>>>,
+    ) -> Self {
+        self.channel_edits = edits;
+        self
+    }
+
+    /// Applies a changed twitch channel list. Returns whether the source differs in
+    /// anything but its channels.
+    fn apply_channel_edits(&self, new: &Pipeline) -> bool {
+        let (SourceConfig::Twitch(a), SourceConfig::Twitch(b)) =
+            (&new.source, &self.current.source)
+        else {
+            return new.source != self.current.source;
+        };
+        let (now, before) = (a.channel_logins(), b.channel_logins());
+        if now != before {
+            match &self.channel_edits {
+                Some(tx) => {
+                    tracing::info!(file = %new.file.display(), channels = now.len(), "twitch channel list changed: joining and parting live");
+                    tx.send_replace(now);
+                }
+                None => {
+                    tracing::warn!(file = %new.file.display(), "twitch channel list changed, but this run takes no channel edits; takes effect at the next start")
+                }
+            }
+        }
+        a.without_channels() != b.without_channels()
     }
 
     fn watched_files(&self) -> BTreeSet<PathBuf> {
@@ -213,12 +250,19 @@ impl Reloader {
             }
         };
         let hashes = plugin_hashes(&new);
-        if new == self.current && hashes == self.hashes {
-            tracing::debug!(file = %file.display(), "files touched but unchanged; no reload");
+        let source_changed = self.apply_channel_edits(&new);
+        let mut same = new.clone();
+        if !source_changed {
+            // Only the channel list may differ, and that was applied above.
+            same.source = self.current.source.clone();
+        }
+        if same == self.current && hashes == self.hashes {
+            tracing::debug!(file = %file.display(), "no step changes; no new generation");
+            self.current = new;
             return false;
         }
         for (section, changed) in [
-            ("[source]", new.source != self.current.source),
+            ("[source]", source_changed),
             ("[transport]", new.transport != self.current.transport),
             ("[sink]", new.sink != self.current.sink),
             ("[alerts]", new.alerts != self.current.alerts),

@@ -20,6 +20,7 @@ use crate::metrics::{self, AlertStats, ChannelStatsMetrics, PipelineStats, SinkS
 use crate::plugins::Runtime;
 use crate::sinks::{self, Sink, SinkPolicy};
 use crate::sources::replay::{self, ReplayReport};
+use crate::sources::twitch::{self, Shard};
 use crate::transport::memory;
 use anyhow::{Context, anyhow};
 use std::path::PathBuf;
@@ -35,6 +36,8 @@ pub struct RunOptions {
     pub progress: Option<Duration>,
     /// Watch the pipeline and plugin files and reload on change.
     pub hot_reload: bool,
+    /// This instance's share of a `[source.twitch]` channel list.
+    pub shard: Shard,
 }
 
 impl Default for RunOptions {
@@ -42,6 +45,7 @@ impl Default for RunOptions {
         RunOptions {
             progress: Some(Duration::from_secs(1)),
             hot_reload: true,
+            shard: Shard::default(),
         }
     }
 }
@@ -154,15 +158,45 @@ pub async fn run(
     // Stages stop on `stop` (the whole run) except the processor and sink, which stop when
     // their input closes: that is what makes shutdown drain instead of drop.
     let stop = cancel.child_token();
-    let SourceConfig::Replay(rcfg) = pipeline.source.clone();
-    let source = tokio::spawn(replay::run(
-        rcfg.clone(),
-        pipeline.resolve(&rcfg.path),
-        tx.clone(),
-        stats.clone(),
-        report.clone(),
-        stop.clone(),
-    ));
+    // Channel edits from hot reload reach a `twitch` source through this.
+    let mut channel_edits = None;
+    let source = match pipeline.source.clone() {
+        SourceConfig::Replay(rcfg) => {
+            let run = replay::run(
+                rcfg.clone(),
+                pipeline.resolve(&rcfg.path),
+                tx.clone(),
+                stats.clone(),
+                report.clone(),
+                stop.clone(),
+            );
+            tokio::spawn(async move { run.await.map_err(anyhow::Error::from) })
+        }
+        SourceConfig::Twitch(tcfg) => {
+            let token = match &tcfg.token {
+                Some(r) => Some(
+                    super::config::read_secret(&pipeline, r)
+                        .map_err(|e| anyhow!("source.twitch: token: {e}"))?,
+                ),
+                None => None,
+            };
+            let (etx, erx) = tokio::sync::watch::channel(tcfg.channel_logins());
+            channel_edits = Some(etx);
+            let run = twitch::run(
+                twitch::TwitchSource {
+                    config: tcfg,
+                    token,
+                    shard: opts.shard,
+                    tx: tx.clone(),
+                    stats: stats.clone(),
+                    channels: erx,
+                    registry: prom.clone(),
+                },
+                stop.clone(),
+            );
+            tokio::spawn(async move { run.await.map_err(anyhow::Error::from) })
+        }
+    };
     let depth_probe = tx.depth_probe();
     drop(tx);
     {
@@ -226,7 +260,8 @@ pub async fn run(
             stats.clone(),
             pending.clone(),
             pipeline.clone(),
-        );
+        )
+        .with_channel_edits(channel_edits.take());
         tokio::spawn(r.run(watch_stop.clone()))
     });
     let progress_stop = CancellationToken::new();
@@ -332,13 +367,22 @@ async fn process_loop(
             stats.reloads_ok.inc();
         }
         let n = batch.len() as u64;
-        let (c, out) = tokio::task::spawn_blocking(move || {
-            let out = chain.process(batch);
+        // Gap records are collection metadata, not chat: they skip the steps and go
+        // straight to the sink, in the same batch as the messages around them.
+        let (gaps, batch): (Vec<_>, Vec<_>) =
+            batch.into_iter().partition(|m| m.kind == twitch::GAP_KIND);
+        let (c, mut out) = tokio::task::spawn_blocking(move || {
+            let out = if batch.is_empty() {
+                ChainOutput::default()
+            } else {
+                chain.process(batch)
+            };
             (chain, out)
         })
         .await
         .context("step chain panicked")?;
         chain = c;
+        out.messages.extend(gaps);
         stats.processed.add(n);
         stats.dropped.add(out.dropped.len() as u64);
         sink.send(out)
@@ -431,25 +475,25 @@ async fn sink_loop(
         if res.new_deliveries > 0 {
             // Committed: the dispatcher can read them now.
             wake.notify_one();
-            for row in &res.channel_stats {
-                channel_metrics.observe(
-                    &row.channel,
-                    row.window_start_ms,
-                    row.messages,
-                    row.unique_chatters,
-                    row.sentiment_mean,
-                );
-            }
-            for bad in &res.invalid_records {
-                channel_metrics.invalid.inc();
-                tracing::error!(
-                    step = %bad.step,
-                    key = %bad.key,
-                    field = bad.field,
-                    error = %bad,
-                    "invalid channel_stats record kept in the records table"
-                );
-            }
+        }
+        for row in &res.channel_stats {
+            channel_metrics.observe(
+                &row.channel,
+                row.window_start_ms,
+                row.messages,
+                row.unique_chatters,
+                row.sentiment_mean,
+            );
+        }
+        for bad in &res.invalid_records {
+            channel_metrics.invalid.inc();
+            tracing::error!(
+                step = %bad.step,
+                key = %bad.key,
+                field = bad.field,
+                error = %bad,
+                "invalid channel_stats record kept in the records table"
+            );
         }
     }
     Ok(sink)
@@ -554,6 +598,15 @@ impl RunSummary {
             st.dead_lettered.get()
         );
         let _ = writeln!(s, "malformed source lines: {}", st.malformed.get());
+        if let Some(p) = &self.sqlite_path
+            && let Ok(n) = crate::sinks::sqlite::count(p, "gaps")
+            && n > 0
+        {
+            let _ = writeln!(
+                s,
+                "collection gaps recorded: {n} (see the `gaps` table: channel, from, to, reason)"
+            );
+        }
         for (line, reason) in &self.replay.malformed {
             let _ = writeln!(s, "  line {line}: {reason}");
         }

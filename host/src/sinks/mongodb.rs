@@ -12,6 +12,7 @@
 //! | `dropped`      | `{id, step}`                  | messages a step dropped, with the reason    |
 //! | `alerts`       | dedupe key                    | alerts raised by steps                      |
 //! | `records`      | `{table, key}`                | records steps emitted (upserted)            |
+//! | `gaps`         | `{channel, from}`             | collection gaps of the `twitch` source      |
 //!
 //! Messages and events carry `channel`, `channel_id`, `user`, `user_id`, `ts` (a BSON date
 //! from `tmi-sent-ts`), `badges`, `emotes` and the plugin `fields` as a sub-document.
@@ -441,9 +442,28 @@ impl MongoSink {
         let now = bson::DateTime::now();
         let mut res = MongoWrite::default();
 
+        // Collection gaps of the twitch source go to `gaps`, keyed by channel and start.
+        let gaps: Vec<Document> = out
+            .messages
+            .iter()
+            .filter_map(crate::sources::twitch::gap_of)
+            .map(|g| {
+                doc! {
+                    "_id": {"channel": &g.channel, "from": bson::DateTime::from_millis(g.from_ms)},
+                    "channel_id": &g.channel_id,
+                    "to": bson::DateTime::from_millis(g.to_ms),
+                    "reason": &g.reason,
+                    "at": now,
+                }
+            })
+            .collect();
+        self.insert_unordered("gaps", gaps).await?;
         // Messages and events, split by kind so chat queries never scan moderation events.
-        let (chat, events): (Vec<&ChatMessage>, Vec<&ChatMessage>) =
-            out.messages.iter().partition(|m| m.kind == "privmsg");
+        let (chat, events): (Vec<&ChatMessage>, Vec<&ChatMessage>) = out
+            .messages
+            .iter()
+            .filter(|m| crate::sources::twitch::gap_of(m).is_none())
+            .partition(|m| m.kind == "privmsg");
         let mut refused: Vec<(&ChatMessage, String)> = Vec::new();
         for (coll, msgs) in [("messages", chat), ("events", events)] {
             let docs = msgs.iter().map(|m| message_doc(m)).collect();

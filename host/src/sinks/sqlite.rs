@@ -5,6 +5,8 @@
 //! exist, so a replayed or redelivered message is never stored twice. Alerts are keyed by
 //! their dedupe key, and only alerts inserted for the first time are returned for delivery.
 //! Plugin fields are stored as one JSON object and are queryable with `json_extract`.
+//! Gap events of the `twitch` source (kind `gap`) go to the `gaps` table, keyed by channel
+//! and start, so a redelivered gap is stored once.
 //!
 //! Alert delivery is an outbox: each new alert gets one `alert_deliveries` row per sink its
 //! topic routes to, written in the same transaction as the batch, so an alert stored is an
@@ -198,6 +200,15 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE INDEX IF NOT EXISTS messages_channel_ts ON messages (channel, ts);
 CREATE INDEX IF NOT EXISTS messages_ts ON messages (ts);
 CREATE INDEX IF NOT EXISTS messages_user ON messages (user_id);
+CREATE TABLE IF NOT EXISTS gaps (
+    channel TEXT NOT NULL,
+    channel_id TEXT NOT NULL,
+    from_ts INTEGER NOT NULL,
+    to_ts INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    PRIMARY KEY (channel, from_ts)
+);
 CREATE TABLE IF NOT EXISTS dead_letters (
     id TEXT NOT NULL,
     step TEXT NOT NULL,
@@ -282,6 +293,8 @@ CREATE TABLE IF NOT EXISTS records (
 /// What one write did.
 #[derive(Debug, Default)]
 pub struct WriteResult {
+    /// Collection gaps stored for the first time.
+    pub gaps: u64,
     /// Messages stored for the first time.
     pub inserted: u64,
     /// Messages already stored (same id): skipped.
@@ -383,7 +396,26 @@ impl SqliteSink {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 )
                 .map_err(&e)?;
+            let mut gap = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO gaps (channel, channel_id, from_ts, to_ts, reason, at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .map_err(&e)?;
             for m in &out.messages {
+                if let Some(g) = crate::sources::twitch::gap_of(m) {
+                    res.gaps += gap
+                        .execute(params![
+                            g.channel,
+                            g.channel_id,
+                            g.from_ms,
+                            g.to_ms,
+                            g.reason,
+                            at
+                        ])
+                        .map_err(&e)? as u64;
+                    continue;
+                }
                 let (badges, emotes, fields) = message_json_parts(m);
                 let n = ins
                     .execute(params![
@@ -845,10 +877,13 @@ mod tests {
     }
 
     fn write(sink: &mut SqliteSink, records: Vec<EmittedRecord>) -> WriteResult {
-        sink.write(&ChainOutput {
-            records,
-            ..ChainOutput::default()
-        })
+        sink.write(
+            &ChainOutput {
+                records,
+                ..ChainOutput::default()
+            },
+            &crate::alerts::Routes::default(),
+        )
         .unwrap()
     }
 

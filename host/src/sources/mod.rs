@@ -2,6 +2,9 @@
 //!
 //! - [`irc`]: normalises one raw Twitch IRC line into a [`ChatMessage`](streamtap_plugin_sdk::ChatMessage).
 //! - [`replay`]: replays a log of raw IRC lines at a configured rate (the embedded default).
+//! - [`twitch`]: live chat through the `twitch-irc` client, with a configurable transport,
+//!   the JOIN rate limit, reconnect backoff, gap records and sharding.
 
 pub mod irc;
 pub mod replay;
+pub mod twitch;

@@ -1,0 +1,459 @@
+//! The `twitch` source end to end: the real `streamtap` binary and the real `twitch-irc`
+//! client against the mock Twitch IRC server (`common/mock_twitch.rs`) over TCP on
+//! 127.0.0.1. Covers the JOIN rate limit as the server sees it, RECONNECT and abrupt
+//! disconnects (no message sent after the rejoin lost, every gap recorded), live channel
+//! edits, OAuth login without the token reaching the logs, bad channels, captured lines
+//! stored verbatim, sharding, and that `pipelines/live.toml` passes `streamtap check`.
+
+mod common;
+
+use common::mock_twitch::{MockTwitch, privmsg};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn pipeline(mock: &MockTwitch, channels: &[&str], extra: &str) -> String {
+    let list: Vec<String> = channels.iter().map(|c| format!("{c:?}")).collect();
+    format!(
+        r#"[source.twitch]
+channels = [{}]
+connection = "tcp"
+server = "{}"
+reconnect_min = "100ms"
+reconnect_max = "1s"
+{extra}
+
+[sink.sqlite]
+path = "out.db"
+"#,
+        list.join(", "),
+        mock.addr()
+    )
+}
+
+struct Run {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+fn start(dir: &Path, file: &str, args: &[&str], envs: &[(&str, &str)], rust_log: &str) -> Run {
+    let log = dir.join(format!("{file}.stderr.log"));
+    let mut cmd = Command::new(common::streamtap_bin());
+    cmd.args(["run", file, "--quiet"])
+        .args(args)
+        .current_dir(dir)
+        .env(
+            "STREAMTAP_CACHE_DIR",
+            common::target_dir().join("test-plugin-cache"),
+        )
+        .env("RUST_LOG", rust_log)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    Run {
+        child: cmd.spawn().expect("start streamtap run"),
+        log,
+    }
+}
+
+impl Run {
+    /// Ctrl-C, then waits for the drained exit; returns (stdout, stderr).
+    fn stop(self) -> (String, String) {
+        let pid = self.child.id().to_string();
+        let st = Command::new("kill").args(["-INT", &pid]).status().unwrap();
+        assert!(st.success());
+        let out = self.child.wait_with_output().unwrap();
+        let stderr = std::fs::read_to_string(&self.log).unwrap_or_default();
+        assert!(
+            out.status.success(),
+            "streamtap failed: {}\n{stderr}",
+            out.status
+        );
+        (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// Polls until `cond` holds, failing if the run exits or `limit` passes.
+fn wait_for(run: &mut Run, what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let until = Instant::now() + limit;
+    loop {
+        if cond() {
+            return;
+        }
+        if let Some(status) = run.child.try_wait().unwrap() {
+            panic!(
+                "streamtap exited ({status}) while waiting for {what}\n{}",
+                run.stderr()
+            );
+        }
+        assert!(
+            Instant::now() < until,
+            "timed out waiting for {what}\n{}",
+            run.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn query<T: rusqlite::types::FromSql>(db: &Path, sql: &str) -> Vec<Vec<T>> {
+    let Ok(conn) =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+    else {
+        return Vec::new();
+    };
+    let Ok(mut stmt) = conn.prepare(sql) else {
+        return Vec::new();
+    };
+    let n = stmt.column_count();
+    stmt.query_map([], |r| (0..n).map(|i| r.get(i)).collect())
+        .map(|rows| rows.filter_map(Result::ok).collect())
+        .unwrap_or_default()
+}
+
+fn count(db: &Path, sql: &str) -> i64 {
+    query::<i64>(db, sql)
+        .first()
+        .and_then(|r| r.first().copied())
+        .unwrap_or(0)
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn joins_respect_twitchs_default_limit_at_the_server() {
+    // 25 channels with the default limit (20 per 10 s): the server must never see more
+    // than 20 JOINs in any 10 s window, and every channel exactly once.
+    let mock = MockTwitch::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let chans: Vec<String> = (0..25).map(|i| format!("chan{i:02}")).collect();
+    let refs: Vec<&str> = chans.iter().map(String::as_str).collect();
+    std::fs::write(d.join("p.toml"), pipeline(&mock, &refs, "")).unwrap();
+    let mut run = start(d, "p.toml", &[], &[], "info");
+    wait_for(&mut run, "25 JOINs", Duration::from_secs(40), || {
+        mock.joins().len() >= 25
+    });
+    // Nothing more is sent once every channel is confirmed.
+    std::thread::sleep(Duration::from_millis(500));
+    let joins = mock.joins();
+    assert_eq!(joins.len(), 25, "{joins:?}");
+    let unique: BTreeSet<_> = joins.iter().map(|j| j.channel.clone()).collect();
+    assert_eq!(unique.len(), 25);
+    for (i, j) in joins.iter().enumerate() {
+        let in_window = joins[i..]
+            .iter()
+            .filter(|k| k.at.duration_since(j.at) < Duration::from_secs(10))
+            .count();
+        assert!(in_window <= 20, "{in_window} JOINs within 10 s of JOIN {i}");
+    }
+    // The limiter, not luck: the 21st waited for the window.
+    assert!(joins[20].at.duration_since(joins[0].at) >= Duration::from_secs(10));
+    assert_eq!(mock.joined().len(), 25);
+    run.stop();
+}
+
+#[test]
+fn reconnect_and_abrupt_disconnect_lose_nothing_after_rejoin_and_record_gaps() {
+    let mock = MockTwitch::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db = d.join("out.db");
+    std::fs::write(d.join("p.toml"), pipeline(&mock, &["alpha", "beta"], "")).unwrap();
+    let mut run = start(d, "p.toml", &[], &[], "info");
+    let both = set(&["alpha", "beta"]);
+    let mut sent = 0;
+    let send_round = |round: usize| {
+        for ch in ["alpha", "beta"] {
+            for i in 0..5 {
+                let id = format!("{ch}-{round}-{i}");
+                let n = mock
+                    .send_to_channel(ch, &privmsg(ch, &id, "hello", 1_732_700_000_000 + i as i64));
+                assert_eq!(n, 1, "{id} reached {n} connections");
+            }
+        }
+    };
+    for (round, break_it) in [(0, None), (1, Some("reconnect")), (2, Some("drop"))] {
+        match break_it {
+            Some("reconnect") => mock.reconnect_all(),
+            Some(_) => mock.drop_all(),
+            None => {}
+        }
+        wait_for(
+            &mut run,
+            "channels (re)joined",
+            Duration::from_secs(20),
+            || mock.joined() == both && mock.open_connections() == 1,
+        );
+        send_round(round);
+        sent += 10;
+        wait_for(&mut run, "messages stored", Duration::from_secs(20), || {
+            count(&db, "SELECT COUNT(*) FROM messages") == sent
+        });
+    }
+    let (stdout, _) = run.stop();
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM messages"), 30);
+    let gaps: Vec<Vec<String>> = query(
+        &db,
+        "SELECT channel, CAST(from_ts AS TEXT), CAST(to_ts AS TEXT), reason FROM gaps ORDER BY from_ts, channel",
+    );
+    assert_eq!(gaps.len(), 4, "{gaps:?}");
+    for g in &gaps {
+        let (from, to): (i64, i64) = (g[1].parse().unwrap(), g[2].parse().unwrap());
+        assert!(from <= to, "{g:?}");
+    }
+    let by_channel: BTreeMap<&str, usize> = gaps.iter().fold(BTreeMap::new(), |mut m, g| {
+        *m.entry(g[0].as_str()).or_default() += 1;
+        m
+    });
+    assert_eq!(by_channel, BTreeMap::from([("alpha", 2), ("beta", 2)]));
+    assert!(gaps[0][3].contains("RECONNECT"), "{gaps:?}");
+    assert!(gaps[3][3].contains("closed"), "{gaps:?}");
+    // The crate-level reconnects never re-sent a JOIN for a channel twice per connection.
+    let joins = mock.joins();
+    let mut per_conn: BTreeMap<(u64, String), usize> = BTreeMap::new();
+    for j in &joins {
+        *per_conn.entry((j.conn, j.channel.clone())).or_default() += 1;
+    }
+    assert!(per_conn.values().all(|n| *n == 1), "{per_conn:?}");
+    assert!(stdout.contains("collection gaps recorded: 4"), "{stdout}");
+}
+
+#[test]
+fn live_channel_edits_oauth_login_and_bad_channels() {
+    let mock = MockTwitch::start();
+    mock.mark_bad("ghost");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db = d.join("out.db");
+    let auth = "login = \"MyBot\"\ntoken = { env = \"TEST_TWITCH_TOKEN\" }";
+    let file = d.join("p.toml");
+    std::fs::write(&file, pipeline(&mock, &["alpha", "beta", "ghost"], auth)).unwrap();
+    let secret = "s3cr3ttokenvalue";
+    let mut run = start(
+        d,
+        "p.toml",
+        &[],
+        &[("TEST_TWITCH_TOKEN", &format!("oauth:{secret}"))],
+        "trace",
+    );
+    wait_for(
+        &mut run,
+        "alpha and beta joined",
+        Duration::from_secs(20),
+        || mock.joined() == set(&["alpha", "beta"]),
+    );
+    assert_eq!(mock.passwords(), [format!("oauth:{secret}")]);
+    assert_eq!(mock.nicks(), ["mybot"]);
+    // A server PING is answered.
+    mock.ping_all();
+    wait_for(&mut run, "PONG", Duration::from_secs(10), || {
+        mock.pongs() >= 1
+    });
+    wait_for(
+        &mut run,
+        "the bad-channel NOTICE logged",
+        Duration::from_secs(10),
+        || run_stderr_contains(&run_log(d), "msg_channel_suspended"),
+    );
+
+    std::fs::write(&file, pipeline(&mock, &["beta", "gamma"], auth)).unwrap();
+    wait_for(
+        &mut run,
+        "gamma joined, alpha parted",
+        Duration::from_secs(20),
+        || mock.joined() == set(&["beta", "gamma"]),
+    );
+    assert!(mock.parts().iter().any(|(_, c)| c == "alpha"));
+    assert_eq!(
+        mock.send_to_channel("gamma", &privmsg("gamma", "g-1", "hi", 1)),
+        1
+    );
+    wait_for(
+        &mut run,
+        "gamma's message stored",
+        Duration::from_secs(10),
+        || count(&db, "SELECT COUNT(*) FROM messages WHERE channel = 'gamma'") == 1,
+    );
+    let (_, stderr) = run.stop();
+    // beta stayed joined through the edit: one JOIN only.
+    let beta = mock.joins().iter().filter(|j| j.channel == "beta").count();
+    assert_eq!(beta, 1);
+    assert!(!stderr.contains(secret), "token leaked into the log");
+    assert!(stderr.contains("channel list changed"), "{stderr}");
+}
+
+fn run_log(d: &Path) -> std::path::PathBuf {
+    d.join("p.toml.stderr.log")
+}
+
+fn run_stderr_contains(log: &Path, needle: &str) -> bool {
+    std::fs::read_to_string(log).is_ok_and(|s| s.contains(needle))
+}
+
+#[test]
+fn captured_lines_are_stored_verbatim_with_their_kinds() {
+    let mock = MockTwitch::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db = d.join("out.db");
+    std::fs::write(
+        d.join("p.toml"),
+        pipeline(&mock, &["pixelqueen", "raidsquad"], ""),
+    )
+    .unwrap();
+    let mut run = start(d, "p.toml", &[], &[], "info");
+    wait_for(&mut run, "joined", Duration::from_secs(20), || {
+        mock.joined() == set(&["pixelqueen", "raidsquad"])
+    });
+    let fixture = std::fs::read_to_string(
+        common::workspace_root().join("tests/fixtures/twitch-captured.log"),
+    )
+    .unwrap();
+    let mut expected = BTreeMap::new();
+    for line in fixture.lines() {
+        let m = streamtap::sources::irc::parse_line(line).unwrap();
+        assert_eq!(mock.send_to_channel(&m.channel, line), 1);
+        expected.insert(m.id.clone(), (m.kind.clone(), line.to_owned()));
+    }
+    wait_for(&mut run, "all stored", Duration::from_secs(20), || {
+        count(&db, "SELECT COUNT(*) FROM messages") == expected.len() as i64
+    });
+    run.stop();
+    let rows: Vec<Vec<String>> = query(
+        &db,
+        "SELECT id, kind, json_extract(fields, '$.raw') FROM messages",
+    );
+    let stored: BTreeMap<String, (String, String)> = rows
+        .into_iter()
+        .map(|r| (r[0].clone(), (r[1].clone(), r[2].clone())))
+        .collect();
+    assert_eq!(stored, expected);
+}
+
+#[test]
+fn shards_split_the_channel_list_with_no_double_joins() {
+    let mock = MockTwitch::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let chans: Vec<String> = (0..12).map(|i| format!("shardchan{i}")).collect();
+    let refs: Vec<&str> = chans.iter().map(String::as_str).collect();
+    let mut runs = Vec::new();
+    for i in 0..2 {
+        let text = pipeline(&mock, &refs, "").replace("out.db", &format!("out{i}.db"));
+        std::fs::write(d.join(format!("p{i}.toml")), text).unwrap();
+        runs.push(start(
+            d,
+            &format!("p{i}.toml"),
+            &["--shard", &format!("{i}/2")],
+            &[],
+            "info",
+        ));
+    }
+    wait_for(
+        &mut runs[0],
+        "all 12 joined",
+        Duration::from_secs(20),
+        || mock.joined().len() == 12,
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let joins = mock.joins();
+    assert_eq!(joins.len(), 12, "{joins:?}");
+    // Each channel once, on the instance its hash names.
+    let nicks = mock.nicks();
+    assert_eq!(nicks.len(), 2);
+    let mut by_conn: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    for j in &joins {
+        by_conn.entry(j.conn).or_default().push(j.channel.clone());
+    }
+    assert_eq!(by_conn.len(), 2);
+    for chans in by_conn.values() {
+        let shards: BTreeSet<u32> = chans
+            .iter()
+            .map(|c| streamtap::sources::twitch::shard_of(c, 2))
+            .collect();
+        assert_eq!(shards.len(), 1, "{chans:?} mixes shards");
+    }
+    for r in runs {
+        r.stop();
+    }
+}
+
+#[test]
+fn live_pipeline_passes_check() {
+    // `pipelines/live.toml` as shipped, in a copy of the layout it expects.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("pipelines")).unwrap();
+    std::fs::create_dir_all(d.join("target/wasm32-wasip2/release")).unwrap();
+    let text =
+        std::fs::read_to_string(common::workspace_root().join("pipelines/live.toml")).unwrap();
+    std::fs::write(d.join("pipelines/live.toml"), &text).unwrap();
+    std::fs::copy(
+        common::plugin("sentiment", &[]),
+        d.join("target/wasm32-wasip2/release/sentiment.wasm"),
+    )
+    .unwrap();
+    let out = common::streamtap(d, &["check", "pipelines/live.toml"]);
+    let stdout = common::stdout_ok(&out);
+    assert!(stdout.contains("sentiment"), "{stdout}");
+    let p = streamtap::pipeline::config::Pipeline::parse(&d.join("pipelines/live.toml"), &text)
+        .map(|p| p.source);
+    // Anonymous, TLS, the default JOIN limit: what a user without credentials gets.
+    match p {
+        Ok(streamtap::pipeline::config::SourceConfig::Twitch(t)) => {
+            assert!(t.token.is_none() && t.login.is_none());
+            assert_eq!(
+                t.connection,
+                streamtap::pipeline::config::TwitchConnection::Tls
+            );
+            assert!(t.channel_logins().len() >= 3);
+        }
+        other => panic!("live.toml is not a twitch pipeline: {other:?}"),
+    }
+}
+
+#[test]
+fn websocket_connection_reads_chat_and_survives_a_disconnect() {
+    // `connection = "ws"` through a WebSocket front of the mock: the same client, the
+    // WebSocket transport.
+    let mock = MockTwitch::start();
+    let ws_port = common::mock_twitch::websocket_front(&mock);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db = d.join("out.db");
+    let text = pipeline(&mock, &["wschan"], "")
+        .replace("connection = \"tcp\"", "connection = \"ws\"")
+        .replace(&mock.addr(), &format!("127.0.0.1:{ws_port}"));
+    std::fs::write(d.join("p.toml"), text).unwrap();
+    let mut run = start(d, "p.toml", &[], &[], "info");
+    for round in 0..2 {
+        wait_for(&mut run, "joined over ws", Duration::from_secs(20), || {
+            mock.joined() == set(&["wschan"]) && mock.open_connections() == 1
+        });
+        let id = format!("ws-{round}");
+        assert_eq!(
+            mock.send_to_channel("wschan", &privmsg("wschan", &id, "over ws", 1)),
+            1
+        );
+        wait_for(&mut run, "stored", Duration::from_secs(10), || {
+            count(&db, "SELECT COUNT(*) FROM messages") == round + 1
+        });
+        if round == 0 {
+            mock.drop_all();
+        }
+    }
+    run.stop();
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM gaps WHERE channel = 'wschan'"),
+        1
+    );
+}
