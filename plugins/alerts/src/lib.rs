@@ -30,6 +30,8 @@
 //! * **Text filters**: `keyword` is a case-insensitive substring; `regex` is a
 //!   [`regex`](https://docs.rs/regex) pattern searched in the text, case-sensitive unless
 //!   it says `(?i)`, unanchored unless it uses `^`/`$`. With both, both must match.
+//!   `\w`, `\d`, `\b` and `(?i)` are Unicode-aware; `\p{...}` property classes are not
+//!   built in (they would grow the .wasm) and are refused as not found.
 //!   Patterns are compiled once, in `init`, with a size limit ([`REGEX_SIZE_LIMIT`]) so
 //!   that a pattern like `\w{1000}` is refused instead of exhausting the plugin's
 //!   memory; an invalid or oversized pattern fails the step's `init`, naming the rule.
@@ -96,7 +98,8 @@ const MAX_CACHED_PER_RULE: usize = 4096;
 /// cache). The regex crate's default (10 MiB) is meant for trusted patterns; rules come
 /// from a pipeline file that may be edited by many people, and the plugin's memory is
 /// capped by the host, so a pattern that compiles bigger than this is refused at `init`.
-/// Ordinary patterns use a few KiB; `\w` alone, being Unicode, is about 5 KiB.
+/// Ordinary patterns stay far below it, but a Unicode class such as `\w` compiles to
+/// several KiB, so even `\w{150}` is over it (tested).
 pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
 // ---------------------------------------------------------------------------------------------
@@ -394,10 +397,17 @@ fn compile_regex(pattern: &str) -> Result<regex::Regex, String> {
             regex::Error::CompiledTooBig(limit) => format!(
                 "`regex` = {pattern:?} is too big: compiled, it exceeds the {limit}-byte limit (use smaller repetition counts or fewer Unicode classes)"
             ),
-            other => format!(
-                "`regex` = {pattern:?} is not a valid pattern: {}",
-                other.to_string().trim().replace('\n', " ")
-            ),
+            other => {
+                // The parser's message is the pattern, a caret line, then "error: WHAT";
+                // the pattern is already quoted, so keep only WHAT.
+                let text = other.to_string();
+                let what = text
+                    .lines()
+                    .rev()
+                    .find_map(|l| l.trim().strip_prefix("error: "))
+                    .map_or_else(|| text.trim().replace('\n', " "), str::to_owned);
+                format!("`regex` = {pattern:?} is not a valid pattern: {what}")
+            }
         })
 }
 

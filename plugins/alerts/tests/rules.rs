@@ -331,6 +331,27 @@ fn regex_matches_unicode_text() {
 }
 
 #[test]
+fn regex_size_limit_leaves_room_for_real_patterns() {
+    // The limit refuses `\w{150}` (see the invalid-config table) but not what rules need:
+    // an alternation of many emotes, or a run of Unicode word characters.
+    let emotes: Vec<String> = (0..300).map(|i| format!("emote{i}")).collect();
+    let mut p = init(json!({ "rules": [
+        { "name": "emotes", "window": "10s", "threshold": 1,
+          "regex": format!("\\b(?:{})\\b", emotes.join("|")) },
+        { "name": "long-word", "window": "10s", "threshold": 1, "regex": "(?i)\\w{40}" },
+    ]}));
+    let out = testing::run(
+        &mut p,
+        &[
+            msg("c", "so emote299 wow", T0),
+            msg("c", &"é".repeat(40), T0 + 1),
+        ],
+    );
+    let topics: Vec<String> = alerts_of(&out).into_iter().map(|(_, a)| a.topic).collect();
+    assert_eq!(topics, vec!["emotes", "long-word"]);
+}
+
+#[test]
 fn keyword_and_regex_must_both_match() {
     let mut p = init(one_rule(
         json!({ "keyword": "pog", "regex": "^[A-Z ]+$", "threshold": 2 }),
@@ -709,20 +730,24 @@ fn invalid_configs_are_rejected_with_clear_messages() {
         ),
         (
             one_rule(json!({ "regex": "(unclosed" })),
-            "rule \"hype\": `regex` = \"(unclosed\" is not a valid pattern: ",
+            "rule \"hype\": `regex` = \"(unclosed\" is not a valid pattern: unclosed group",
         ),
         (
             one_rule(json!({ "regex": "a{1,2" })),
-            "rule \"hype\": `regex` = \"a{1,2\" is not a valid pattern: ",
+            "rule \"hype\": `regex` = \"a{1,2\" is not a valid pattern: unclosed counted repetition",
         ),
         (
-            // Unicode `\w` is thousands of bytes compiled; a thousand of them is megabytes.
-            one_rule(json!({ "regex": "\\w{1000}" })),
-            "rule \"hype\": `regex` = \"\\\\w{1000}\" is too big: compiled, it exceeds the 1048576-byte limit",
+            // Unicode `\w` is thousands of bytes compiled; 150 of them exceed 1 MiB.
+            one_rule(json!({ "regex": "\\w{150}" })),
+            "rule \"hype\": `regex` = \"\\\\w{150}\" is too big: compiled, it exceeds the 1048576-byte limit",
         ),
         (
             one_rule(json!({ "regex": "(?:a{1000}){1000}" })),
             "rule \"hype\": `regex` = \"(?:a{1000}){1000}\" is too big",
+        ),
+        (
+            one_rule(json!({ "regex": "\\p{Greek}" })),
+            "rule \"hype\": `regex` = \"\\\\p{Greek}\" is not a valid pattern: Unicode property not found",
         ),
         (
             one_rule(json!({ "equals": "es" })),
