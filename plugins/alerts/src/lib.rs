@@ -16,6 +16,15 @@
 //! field = "sentiment.compound"
 //! below = -0.5
 //! topic = "moderation"
+//!
+//! # Spanish or Portuguese chat spamming a bot command (`lang` comes from `translate`).
+//! [[steps.with.rules]]
+//! name = "iberian-commands"
+//! window = "30s"
+//! threshold = 20
+//! regex = "(?i)^!(drop|giveaway)\\b"
+//! field = "lang"
+//! one_of = ["es", "pt"]
 //! ```
 //!
 //! ## Semantics
@@ -39,17 +48,6 @@
 //!   field an earlier step set (e.g. `lang` from `translate`) exactly; a value that is
 //!   not a string never matches. They need `field` and cannot be combined with
 //!   `below`/`above`.
-//!
-//! ```toml
-//! [[steps.with.rules]]
-//! name = "es-copypasta"
-//! window = "30s"
-//! threshold = 20
-//! regex = "(?i)^!(drop|giveaway)\\b"
-//! field = "lang"
-//! one_of = ["es", "pt"]
-//! ```
-//!
 //! * **Firing**: the message that brings the window's count to `threshold` raises one
 //!   alert (and an `alert_windows` record). Later messages of the same window never fire
 //!   again, and the dedupe key `{rule}:{channel}:{window_start_ms}` lets the host drop a
@@ -139,8 +137,8 @@ pub struct RuleConfig {
     pub regex: Option<String>,
     /// Optional. Dotted path into a field an earlier step set, e.g. `"sentiment.compound"`
     /// (the first segment is the field name, the rest are map keys). With `below`/`above`
-    /// the value must be a number meeting them; alone, the field must be present and not
-    /// null. Default: none.
+    /// the value must be a number meeting them; with `equals`/`one_of`, a string equal to
+    /// them; alone, the field must be present and not null. Default: none.
     pub field: Option<String>,
     /// Optional, needs `field`. The message counts only when the field's value is `< below`.
     pub below: Option<f64>,

@@ -817,3 +817,19 @@ fn demo_pipeline_rules_are_valid() {
           "severity": "warning" },
     ]}));
 }
+
+#[test]
+fn crate_doc_example_rule_is_valid_and_matches() {
+    // The second rule of the example at the top of src/lib.rs.
+    let mut p = init(json!({ "rules": [
+        { "name": "iberian-commands", "window": "30s", "threshold": 2,
+          "regex": "(?i)^!(drop|giveaway)\\b", "field": "lang", "one_of": ["es", "pt"] },
+    ]}));
+    let mut es = with_lang("c", T0, Value::from("es"));
+    es.text = "!DROP ya".into();
+    let mut en = with_lang("c", T0 + 1, Value::from("en"));
+    en.text = "!drop".into();
+    let mut pt = with_lang("c", T0 + 2, Value::from("pt"));
+    pt.text = "!giveaway agora".into();
+    assert_eq!(fired_at(&testing::run(&mut p, &[es, en, pt])), vec![2]);
+}
