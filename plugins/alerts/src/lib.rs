@@ -92,9 +92,9 @@ const KV_PREFIX: &str = "alerts/v1/";
 /// evicted at the end of a batch (they stay in the key-value store and reload on demand).
 /// Bounds the plugin's memory when it sees many channels.
 const MAX_CACHED_PER_RULE: usize = 4096;
-/// Upper bound, in bytes, on the compiled form of one rule's `regex` (and on its matching
-/// cache). The regex crate's default (10 MiB) is meant for trusted patterns; rules come
-/// from a pipeline file that may be edited by many people, and the plugin's memory is
+/// Upper bound, in bytes, on the compiled form (the Thompson NFA) of one rule's `regex`.
+/// The regex crate's default (10 MiB) is meant for trusted patterns; rules come from a
+/// pipeline file that may be edited by many people, and the plugin's memory is
 /// capped by the host, so a pattern that compiles bigger than this is refused at `init`.
 /// Ordinary patterns stay far below it, but a Unicode class such as `\w` compiles to
 /// several KiB, so even `\w{150}` is over it (tested).
@@ -386,15 +386,37 @@ impl RuleConfig {
 
 /// Compiles a rule's `regex` under [`REGEX_SIZE_LIMIT`]. The error quotes the pattern and
 /// says what is wrong, in one line when the parser's message has several.
+///
+/// The limit is checked on the pattern's forward Thompson NFA, compiled here, rather than
+/// left to `RegexBuilder::size_limit`: that one also bounds whatever extra engines the
+/// regex crate was built with (a workspace that enables `regex-automata/dfa-build`
+/// elsewhere makes it build reverse automata too, several times bigger for Unicode
+/// classes), so the same pattern would pass in the .wasm and fail in a test build. The
+/// regex itself then gets a looser bound, as a backstop.
 fn compile_regex(pattern: &str) -> Result<regex::Regex, String> {
+    use regex_automata::nfa::thompson;
+    // The compiler's own limit counts less than the finished NFA's heap, so it is only a
+    // guard against building something huge; the finished size is what is checked.
+    let nfa = thompson::Compiler::new()
+        .configure(
+            thompson::Config::new()
+                .nfa_size_limit(Some(REGEX_SIZE_LIMIT * 4))
+                .which_captures(thompson::WhichCaptures::None),
+        )
+        .build(pattern);
+    match nfa {
+        Err(e) if e.size_limit().is_some() => return Err(too_big(pattern, REGEX_SIZE_LIMIT)),
+        Ok(nfa) if nfa.memory_usage() > REGEX_SIZE_LIMIT => {
+            return Err(too_big(pattern, REGEX_SIZE_LIMIT));
+        }
+        _ => {}
+    }
+    // Any other NFA error is a syntax error, reported here in the regex crate's words.
     regex::RegexBuilder::new(pattern)
-        .size_limit(REGEX_SIZE_LIMIT)
-        .dfa_size_limit(REGEX_SIZE_LIMIT)
+        .size_limit(REGEX_SIZE_LIMIT * 8)
         .build()
         .map_err(|e| match e {
-            regex::Error::CompiledTooBig(limit) => format!(
-                "`regex` = {pattern:?} is too big: compiled, it exceeds the {limit}-byte limit (use smaller repetition counts or fewer Unicode classes)"
-            ),
+            regex::Error::CompiledTooBig(limit) => too_big(pattern, limit),
             other => {
                 // The parser's message is the pattern, a caret line, then "error: WHAT";
                 // the pattern is already quoted, so keep only WHAT.
@@ -407,6 +429,12 @@ fn compile_regex(pattern: &str) -> Result<regex::Regex, String> {
                 format!("`regex` = {pattern:?} is not a valid pattern: {what}")
             }
         })
+}
+
+fn too_big(pattern: &str, limit: usize) -> String {
+    format!(
+        "`regex` = {pattern:?} is too big: compiled, it exceeds the {limit}-byte limit (use smaller repetition counts or fewer Unicode classes)"
+    )
 }
 
 impl Rule {

@@ -32,8 +32,8 @@ fn init(with: serde_json::Value) -> Alerts {
 }
 
 fn init_err(with: serde_json::Value) -> String {
-    match testing::init::<Alerts>(with) {
-        Ok(_) => panic!("config was accepted"),
+    match testing::init::<Alerts>(with.clone()) {
+        Ok(_) => panic!("config was accepted: {with}"),
         Err(e) => e,
     }
 }
