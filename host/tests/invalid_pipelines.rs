@@ -59,7 +59,7 @@ const CASES: &[(&str, usize, usize, &str)] = &[
         "twitch_unknown_key.toml",
         3,
         1,
-        "unknown field `oauth`, expected one of `channels`, `connection`, `server`, `login`, `token`, `join_limit`, `join_window`, `reconnect_min`, `reconnect_max`",
+        "unknown field `oauth`, expected one of `channels`, `connection`, `server`, `login`, `token`, `join_limit`, `join_window`, `reconnect_min`, `reconnect_max`, `helix`",
     ),
     // The twitch source.
     (
@@ -91,6 +91,37 @@ const CASES: &[(&str, usize, usize, &str)] = &[
         3,
         14,
         "source.twitch: join_limit 0 must be at least 1",
+    ),
+    // Helix stream status.
+    (
+        "helix_secret_inline.toml",
+        6,
+        17,
+        "a secret must not be written in the pipeline file (value not shown)",
+    ),
+    (
+        "helix_interval_short.toml",
+        7,
+        12,
+        "source.twitch.helix: interval 200ms must be at least 1s",
+    ),
+    (
+        "helix_budget_without_mongodb.toml",
+        7,
+        10,
+        "source.twitch.helix: budget \"mongodb\" keeps the budget in the sink's database, but the sink is not [sink.mongodb]",
+    ),
+    (
+        "helix_bad_url.toml",
+        7,
+        11,
+        "source.twitch.helix: api_url \"ftp://example.com\" must be an http:// or https:// URL",
+    ),
+    (
+        "helix_unknown_key.toml",
+        7,
+        1,
+        "unknown field `points`, expected one of `client_id`, `client_secret`, `api_url`, `token_url`, `interval`, `points_per_minute`, `budget`, `timeout`",
     ),
     // Wrong types and bad values.
     (

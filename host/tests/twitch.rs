@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::mock_helix::MockHelix;
 use common::mock_twitch::{MockTwitch, privmsg};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -456,4 +457,216 @@ fn websocket_connection_reads_chat_and_survives_a_disconnect() {
         count(&db, "SELECT COUNT(*) FROM gaps WHERE channel = 'wschan'"),
         1
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helix stream status (`[source.twitch.helix]`) against the mock Helix server.
+
+const HELIX_CLIENT: &str = "testclientid";
+const HELIX_SECRET: &str = "s3cr3t-helix-client-secret";
+
+fn helix_section(h: &MockHelix, interval: &str, points: u32) -> String {
+    format!(
+        r#"join_limit = 2000
+
+[source.twitch.helix]
+client_id = "{HELIX_CLIENT}"
+client_secret = {{ env = "STREAMTAP_TEST_HELIX_SECRET" }}
+api_url = "{}"
+token_url = "{}"
+interval = "{interval}"
+points_per_minute = {points}
+"#,
+        h.api_url(),
+        h.token_url()
+    )
+}
+
+/// Stream events stored so far: (id, kind, channel, stream_id field).
+fn stream_events(db: &Path) -> Vec<Vec<String>> {
+    query::<String>(
+        db,
+        "SELECT id, kind, channel, json_extract(fields, '$.stream_id') FROM messages \
+         WHERE kind LIKE 'stream.%' ORDER BY rowid",
+    )
+}
+
+#[test]
+fn helix_status_changes_become_stored_events_in_batches_of_100() {
+    let irc = MockTwitch::start();
+    let helix = MockHelix::start(HELIX_CLIENT, HELIX_SECRET, 800);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // 150 channels: two Get Streams requests per poll.
+    let chans: Vec<String> = (0..150).map(|i| format!("hx{i:03}")).collect();
+    let refs: Vec<&str> = chans.iter().map(String::as_str).collect();
+    let text = pipeline(&irc, &refs, &helix_section(&helix, "1s", 800));
+    std::fs::write(d.join("p.toml"), text).unwrap();
+    helix.set_live("hx007", "1001", "first stream");
+    let mut run = start(
+        d,
+        "p.toml",
+        &[],
+        &[("STREAMTAP_TEST_HELIX_SECRET", HELIX_SECRET)],
+        "info,streamtap=debug",
+    );
+    let db = d.join("out.db");
+    let has = |id: &str| stream_events(&db).iter().any(|r| r[0] == id);
+    wait_for(&mut run, "hx007 online", Duration::from_secs(30), || {
+        has("stream.online:1001")
+    });
+
+    // The token is revoked (expired early): the next request gets 401, a new token is
+    // fetched, and polling goes on. hx007 ends, hx140 goes live.
+    helix.revoke_tokens();
+    helix.set_offline("hx007");
+    helix.set_live("hx140", "2002", "late stream");
+    wait_for(
+        &mut run,
+        "offline and new online",
+        Duration::from_secs(30),
+        || has("stream.offline:1001") && has("stream.online:2002"),
+    );
+    assert!(helix.tokens_issued() >= 2, "a 401 gets a new token");
+
+    // A new stream id on a live channel: the old one ends, the new one starts.
+    helix.set_live("hx140", "2003", "restarted");
+    wait_for(&mut run, "restart seen", Duration::from_secs(30), || {
+        has("stream.offline:2002") && has("stream.online:2003")
+    });
+    let (_, stderr) = run.stop();
+
+    let events = stream_events(&db);
+    let got: Vec<(String, String, String)> = events
+        .iter()
+        .map(|r| (r[1].clone(), r[2].clone(), r[3].clone()))
+        .collect();
+    let want = |k: &str, c: &str, s: &str| (k.to_owned(), c.to_owned(), s.to_owned());
+    assert_eq!(
+        got,
+        vec![
+            want("stream.online", "hx007", "1001"),
+            want("stream.offline", "hx007", "1001"),
+            want("stream.online", "hx140", "2002"),
+            want("stream.offline", "hx140", "2002"),
+            want("stream.online", "hx140", "2003"),
+        ]
+    );
+    let title = query::<String>(
+        &db,
+        "SELECT json_extract(fields, '$.title') || '|' || json_extract(fields, '$.game_name') \
+         FROM messages WHERE id = 'stream.online:1001'",
+    );
+    assert_eq!(title, vec![vec!["first stream|Just Chatting".to_owned()]]);
+
+    // Batches of at most 100, together covering every channel.
+    let reqs = helix.requests();
+    assert!(reqs.iter().all(|r| r.logins.len() <= 100), "batch over 100");
+    let seen: BTreeSet<String> = reqs.iter().flat_map(|r| r.logins.clone()).collect();
+    assert_eq!(seen.len(), 150);
+    assert_eq!(helix.bad_secrets(), 0);
+    // The secret and the tokens stay out of the log and the URLs.
+    assert!(!stderr.contains(HELIX_SECRET), "secret in the log");
+    assert!(!stderr.contains("apptoken"), "token in the log");
+    assert!(helix.raw_queries().iter().all(|q| !q.contains("apptoken")));
+}
+
+#[test]
+fn a_wrong_helix_secret_is_reported_without_showing_it() {
+    let irc = MockTwitch::start();
+    let helix = MockHelix::start(HELIX_CLIENT, HELIX_SECRET, 800);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let text = pipeline(&irc, &["one"], &helix_section(&helix, "1s", 800));
+    std::fs::write(d.join("p.toml"), text).unwrap();
+    let wrong = "wrong-secret-value-123";
+    let mut run = start(
+        d,
+        "p.toml",
+        &[],
+        &[("STREAMTAP_TEST_HELIX_SECRET", wrong)],
+        "info",
+    );
+    wait_for(
+        &mut run,
+        "a refused token request",
+        Duration::from_secs(20),
+        || helix.bad_secrets() >= 2,
+    );
+    let stderr = run.stderr();
+    let (_, stderr_end) = run.stop();
+    assert!(
+        stderr.contains("token request") && stderr.contains("HTTP 403"),
+        "{stderr}"
+    );
+    assert!(!stderr_end.contains(wrong), "secret in the log");
+}
+
+/// Three collectors with one client id, sharded over 300 channels, polling every second
+/// (each wants ~60 requests a minute, together ~3x the budget): the server must never see
+/// more than the budget in any 60 s, never answer 429, and the budget must be used.
+#[test]
+fn three_instances_share_one_helix_budget_through_mongodb() {
+    let points = 60;
+    let irc = MockTwitch::start();
+    let helix = MockHelix::start(HELIX_CLIENT, HELIX_SECRET, points);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mongo = common::server::secantus(d);
+    let chans: Vec<String> = (0..300).map(|i| format!("bud{i:03}")).collect();
+    let refs: Vec<&str> = chans.iter().map(String::as_str).collect();
+    let mut runs = Vec::new();
+    for i in 0..3 {
+        let text = pipeline(&irc, &refs, &helix_section(&helix, "1s", points)).replace(
+            "[sink.sqlite]\npath = \"out.db\"",
+            &format!(
+                "[sink.mongodb]\nuri = \"mongodb://{}\"\ndatabase = \"budget\"\nalert_outbox = \"outbox{i}.db\"",
+                mongo.addr()
+            ),
+        );
+        std::fs::write(d.join(format!("p{i}.toml")), text).unwrap();
+        runs.push(start(
+            d,
+            &format!("p{i}.toml"),
+            &["--shard", &format!("{i}/3")],
+            &[("STREAMTAP_TEST_HELIX_SECRET", HELIX_SECRET)],
+            "info",
+        ));
+    }
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(120) {
+        for r in &mut runs {
+            if let Some(status) = r.child.try_wait().unwrap() {
+                panic!("an instance exited ({status})\n{}", r.stderr());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    for r in runs {
+        r.stop();
+    }
+    let (busiest, limited) = helix.busiest(Duration::from_secs(60));
+    let reqs = helix.requests();
+    eprintln!(
+        "three instances, budget {points}/min: {} requests in 120 s, at most {busiest} in any 60 s, {limited} answered 429",
+        reqs.len()
+    );
+    assert_eq!(limited, 0, "the server answered 429");
+    assert!(
+        busiest <= points as usize,
+        "{busiest} requests in one minute, budget {points}"
+    );
+    // Our bucket: 6 at once plus 54 a minute, so about 114 in two minutes; allow for start-up.
+    assert!(
+        reqs.len() >= 80,
+        "budget left unused: {} requests",
+        reqs.len()
+    );
+    // Every instance got its turn (each shard's channels were polled).
+    let shards: BTreeSet<u32> = reqs
+        .iter()
+        .flat_map(|r| r.logins.iter())
+        .map(|c| streamtap::sources::twitch::shard_of(c, 3))
+        .collect();
+    assert_eq!(shards.len(), 3);
 }

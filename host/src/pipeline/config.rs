@@ -157,6 +157,75 @@ pub struct TwitchConfig {
     /// Longest reconnect delay. Default `60s`.
     #[serde(default = "default_reconnect_max")]
     pub reconnect_max: DurationValue,
+    /// Stream status (live/offline, stream id, title, game) from the Helix API for the same
+    /// channels: `[source.twitch.helix]`. Default: off, chat only.
+    #[serde(default)]
+    pub helix: Option<Box<HelixConfig>>,
+}
+
+/// `[source.twitch.helix]`: polls Get Streams for the source's channels (this shard's).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HelixConfig {
+    /// The application's client id (public; sent as `Client-Id`).
+    pub client_id: Spanned<String>,
+    /// The application's client secret, from the environment or a file, never the pipeline
+    /// text: `client_secret = { env = "TWITCH_CLIENT_SECRET" }`.
+    pub client_secret: SecretRef,
+    /// Base URL of the Helix API. Default `https://api.twitch.tv/helix`.
+    #[serde(default = "default_helix_api_url")]
+    pub api_url: String,
+    /// OAuth token endpoint for the client-credentials flow. Default
+    /// `https://id.twitch.tv/oauth2/token`.
+    #[serde(default = "default_helix_token_url")]
+    pub token_url: String,
+    /// Time between two polls of every channel. Default `60s`, at least `1s`.
+    #[serde(default = "default_helix_interval")]
+    pub interval: DurationValue,
+    /// Helix points per minute for this client id, shared by every instance using it
+    /// (Twitch: 800). Each Get Streams request (up to 100 channels) costs one.
+    #[serde(default = "default_helix_points")]
+    pub points_per_minute: u32,
+    /// Where the budget is kept: `auto` (default: in MongoDB when the sink is
+    /// `[sink.mongodb]`, so all instances writing there share it; else in this process),
+    /// `local`, or `mongodb`.
+    #[serde(default)]
+    pub budget: HelixBudget,
+    /// Time limit of one HTTP request. Default `10s`.
+    #[serde(default = "default_helix_timeout")]
+    pub timeout: DurationValue,
+}
+
+/// Where the Helix rate-limit budget lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HelixBudget {
+    /// `mongodb` when the sink is MongoDB, `local` otherwise.
+    #[default]
+    Auto,
+    /// A limiter in this process only: right for one instance per client id.
+    Local,
+    /// A bucket document in the sink's MongoDB database, shared by every instance.
+    Mongodb,
+}
+
+/// Twitch's Helix rate limit for an app access token: 800 points per minute.
+pub const HELIX_POINTS_PER_MINUTE: u32 = 800;
+
+fn default_helix_api_url() -> String {
+    "https://api.twitch.tv/helix".to_owned()
+}
+fn default_helix_token_url() -> String {
+    "https://id.twitch.tv/oauth2/token".to_owned()
+}
+fn default_helix_interval() -> DurationValue {
+    DurationValue(Duration::from_secs(60))
+}
+fn default_helix_points() -> u32 {
+    HELIX_POINTS_PER_MINUTE
+}
+fn default_helix_timeout() -> DurationValue {
+    DurationValue(Duration::from_secs(10))
 }
 
 /// Twitch's documented default: 20 JOINs per 10 seconds per account.
@@ -866,6 +935,27 @@ fn validate(file: &Path, text: &str, raw: PipelineFile) -> Result<Pipeline, Conf
 
     if let SourceConfig::Twitch(t) = &raw.source {
         validate_twitch(file, text, t)?;
+        if let Some(h) = &t.helix
+            && h.budget == HelixBudget::Mongodb
+            && !matches!(raw.sink, SinkConfig::Mongodb(_))
+        {
+            let span = locate(
+                text,
+                &[
+                    At::Key("source"),
+                    At::Key("twitch"),
+                    At::Key("helix"),
+                    At::Key("budget"),
+                ],
+            )
+            .map(|(_, v)| v);
+            return Err(ConfigError::at(
+                file,
+                text,
+                span,
+                "source.twitch.helix: budget \"mongodb\" keeps the budget in the sink's database, but the sink is not [sink.mongodb]".into(),
+            ));
+        }
     }
 
     let mut names = HashSet::new();
@@ -1354,6 +1444,9 @@ fn validate_twitch(file: &Path, text: &str, t: &TwitchConfig) -> Result<(), Conf
             "source.twitch: join_window must be longer than 0".into(),
         ));
     }
+    if let Some(h) = &t.helix {
+        validate_helix(file, text, h)?;
+    }
     if t.reconnect_min.0.is_zero() || t.reconnect_min.0 > t.reconnect_max.0 {
         return Err(key_err(
             "reconnect_min",
@@ -1361,6 +1454,58 @@ fn validate_twitch(file: &Path, text: &str, t: &TwitchConfig) -> Result<(), Conf
                 "source.twitch: reconnect_min {:?} must be above 0 and at most reconnect_max {:?}",
                 t.reconnect_min.0, t.reconnect_max.0
             ),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_helix(file: &Path, text: &str, h: &HelixConfig) -> Result<(), ConfigError> {
+    let key_err = |key: &str, msg: String| {
+        let span = locate(
+            text,
+            &[
+                At::Key("source"),
+                At::Key("twitch"),
+                At::Key("helix"),
+                At::Key(key),
+            ],
+        )
+        .map(|(_, v)| v);
+        ConfigError::at(file, text, span, msg)
+    };
+    if h.client_id.get_ref().trim().is_empty() {
+        return Err(key_err(
+            "client_id",
+            "source.twitch.helix: client_id is empty".into(),
+        ));
+    }
+    for (key, url) in [("api_url", &h.api_url), ("token_url", &h.token_url)] {
+        if !valid_http_url(url) {
+            return Err(key_err(
+                key,
+                format!("source.twitch.helix: {key} {url:?} must be an http:// or https:// URL"),
+            ));
+        }
+    }
+    if h.interval.0 < Duration::from_secs(1) {
+        return Err(key_err(
+            "interval",
+            format!(
+                "source.twitch.helix: interval {:?} must be at least 1s",
+                h.interval.0
+            ),
+        ));
+    }
+    if h.points_per_minute == 0 {
+        return Err(key_err(
+            "points_per_minute",
+            "source.twitch.helix: points_per_minute 0 must be at least 1".into(),
+        ));
+    }
+    if h.timeout.0.is_zero() {
+        return Err(key_err(
+            "timeout",
+            "source.twitch.helix: timeout must be longer than 0".into(),
         ));
     }
     Ok(())

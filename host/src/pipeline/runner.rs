@@ -9,7 +9,9 @@
 //! `[alerts.delivery] shutdown_timeout` to deliver what is pending.
 
 use super::chain::{Chain, ChainOutput};
-use super::config::{Pipeline, SinkConfig, SourceConfig, TransportConfig};
+use super::config::{
+    HelixBudget, HelixConfig, Pipeline, SinkConfig, SourceConfig, TransportConfig,
+};
 use super::reload::{PendingSlot, Reloader};
 use super::{StepRegistry, build_chain};
 use crate::alerts::Routes;
@@ -19,6 +21,8 @@ use crate::metrics::server::Health;
 use crate::metrics::{self, AlertStats, ChannelStatsMetrics, PipelineStats, SinkStats, StepStats};
 use crate::plugins::Runtime;
 use crate::sinks::{self, Sink, SinkPolicy};
+use crate::sources::budget::Budget;
+use crate::sources::helix;
 use crate::sources::replay::{self, ReplayReport};
 use crate::sources::twitch::{self, Shard};
 use crate::transport::memory;
@@ -182,7 +186,24 @@ pub async fn run(
             };
             let (etx, erx) = tokio::sync::watch::channel(tcfg.channel_logins());
             channel_edits = Some(etx);
-            let run = twitch::run(
+            let helix = match &tcfg.helix {
+                Some(h) => Some(helix::run(
+                    helix::HelixPoller {
+                        config: (**h).clone(),
+                        secret: super::config::read_secret(&pipeline, &h.client_secret)
+                            .map_err(|e| anyhow!("source.twitch.helix: client_secret: {e}"))?,
+                        budget: helix_budget(h, &sink)?,
+                        shard: opts.shard,
+                        tx: tx.clone(),
+                        stats: stats.clone(),
+                        channels: erx.clone(),
+                        registry: prom.clone(),
+                    },
+                    stop.clone(),
+                )),
+                None => None,
+            };
+            let chat = twitch::run(
                 twitch::TwitchSource {
                     config: tcfg,
                     token,
@@ -194,7 +215,17 @@ pub async fn run(
                 },
                 stop.clone(),
             );
-            tokio::spawn(async move { run.await.map_err(anyhow::Error::from) })
+            // Chat and stream status are one source: either failing ends the run.
+            tokio::spawn(async move {
+                let chat = async { chat.await.map_err(anyhow::Error::from) };
+                let status = async {
+                    match helix {
+                        Some(h) => h.await.context("source.twitch.helix"),
+                        None => Ok(()),
+                    }
+                };
+                tokio::try_join!(chat, status).map(|_| ())
+            })
         }
     };
     let depth_probe = tx.depth_probe();
@@ -687,5 +718,22 @@ impl RunSummary {
             );
         }
         s
+    }
+}
+
+/// The Helix budget `[source.twitch.helix] budget` asks for: shared through the sink's
+/// MongoDB database, or this process's own.
+fn helix_budget(h: &HelixConfig, sink: &Sink) -> anyhow::Result<Budget> {
+    let db = sink.mongo_database();
+    match (h.budget, db) {
+        (HelixBudget::Auto | HelixBudget::Mongodb, Some(db)) => Ok(Budget::shared(
+            &db,
+            h.client_id.get_ref().trim(),
+            h.points_per_minute,
+        )),
+        (HelixBudget::Mongodb, None) => Err(anyhow!(
+            "source.twitch.helix: budget \"mongodb\" needs [sink.mongodb]"
+        )),
+        (HelixBudget::Auto | HelixBudget::Local, _) => Ok(Budget::local(h.points_per_minute)),
     }
 }

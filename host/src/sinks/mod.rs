@@ -151,6 +151,15 @@ impl Sink {
     }
 
     /// Where the data goes, for logs and the run summary (credentials redacted).
+    /// The MongoDB database of a `mongodb` sink (where shared state such as the Helix
+    /// budget lives); `None` for SQLite.
+    pub fn mongo_database(&self) -> Option<::mongodb::Database> {
+        match self {
+            Sink::Mongo { db, .. } => Some(db.database()),
+            Sink::Sqlite(_) => None,
+        }
+    }
+
     pub fn describe(&self, pipeline: &Pipeline) -> String {
         match (self, &pipeline.sink) {
             (Sink::Mongo { db, .. }, _) => db.target(),

@@ -357,6 +357,12 @@ impl MongoSink {
         format!("{}/{}", self.shown_uri, self.db.name())
     }
 
+    /// The database handle, for other users of the deployment's MongoDB (the shared
+    /// Helix budget).
+    pub fn database(&self) -> Database {
+        self.db.clone()
+    }
+
     fn coll(&self, name: &str) -> Collection<Document> {
         self.db.collection(name)
     }
