@@ -123,6 +123,31 @@ const CASES: &[(&str, usize, usize, &str)] = &[
         1,
         "unknown field `points`, expected one of `client_id`, `client_secret`, `api_url`, `token_url`, `interval`, `points_per_minute`, `budget`, `timeout`",
     ),
+    // The recorder.
+    (
+        "record_without_recorder.toml",
+        2,
+        20,
+        "source.twitch: channel \"kaicenat\" has record = true, but there is no [recorder] section",
+    ),
+    (
+        "recorder_without_helix.toml",
+        4,
+        2,
+        "recorder: needs [source.twitch] with [source.twitch.helix], which says when channels go live",
+    ),
+    (
+        "channel_entry_unknown_key.toml",
+        2,
+        35,
+        "unknown field `recrod`, expected `login` or `record`",
+    ),
+    (
+        "recorder_args_output.toml",
+        9,
+        8,
+        "recorder: args must not contain \"-o\": the recorder sets the output and config itself",
+    ),
     // Wrong types and bad values.
     (
         "rate_wrong_type.toml",

@@ -7,7 +7,7 @@
 //! key or value. Config holds no runtime state: components are built from it.
 
 use serde::Deserialize;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -78,6 +78,88 @@ pub struct PipelineFile {
     /// The Prometheus endpoint. Absent: no endpoint (the embedded default).
     #[serde(default)]
     pub metrics: Option<MetricsConfig>,
+    /// Records live streams of channels marked `record = true`. Absent: no recording.
+    #[serde(default)]
+    pub recorder: Option<RecorderConfig>,
+}
+
+/// `[recorder]`: streamlink recordings of live channels (see `crate::recorder`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecorderConfig {
+    /// Directory of the recordings, one sub-directory per channel; relative to the pipeline
+    /// file. Default `recordings`.
+    #[serde(default = "default_recorder_dir")]
+    pub dir: PathBuf,
+    /// The streamlink program. Default `streamlink` (found on `PATH`).
+    #[serde(default = "default_streamlink")]
+    pub streamlink: PathBuf,
+    /// What streamlink opens; `{channel}` becomes the login. Default
+    /// `https://www.twitch.tv/{channel}`.
+    #[serde(default = "default_recorder_url")]
+    pub url: String,
+    /// Stream quality (streamlink's `STREAM` argument). Default `best`.
+    #[serde(default = "default_quality")]
+    pub quality: String,
+    /// Extra streamlink arguments, before the URL, e.g. `["--twitch-disable-ads",
+    /// "--stream-timeout", "60"]`. Default none.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Value of streamlink's `--twitch-api-header` (e.g. `Authorization=OAuth TOKEN`) from
+    /// the environment or a file; handed over in a private config file, not the command
+    /// line. Default none.
+    #[serde(default)]
+    pub api_header: Option<SecretRef>,
+    /// Most recordings at once. Default 10.
+    #[serde(default = "default_max_concurrent")]
+    pub max_concurrent: usize,
+    /// No new recording starts when the disk under `dir` has less free space (MiB).
+    /// Default 2048.
+    #[serde(default = "default_min_free_disk_mb")]
+    pub min_free_disk_mb: u64,
+    /// First pause before restarting a streamlink that exited while live. Default `2s`.
+    #[serde(default = "default_restart_min")]
+    pub restart_min: DurationValue,
+    /// Longest restart pause. Default `60s`.
+    #[serde(default = "default_restart_max")]
+    pub restart_max: DurationValue,
+    /// Time streamlink gets to close its file after SIGTERM before SIGKILL. Default `10s`.
+    #[serde(default = "default_stop_timeout")]
+    pub stop_timeout: DurationValue,
+    /// Lines of each streamlink's output kept (the last one explains its exit). Default 50.
+    #[serde(default = "default_log_lines")]
+    pub log_lines: usize,
+}
+
+fn default_recorder_dir() -> PathBuf {
+    PathBuf::from("recordings")
+}
+fn default_streamlink() -> PathBuf {
+    PathBuf::from("streamlink")
+}
+fn default_recorder_url() -> String {
+    "https://www.twitch.tv/{channel}".into()
+}
+fn default_quality() -> String {
+    "best".into()
+}
+fn default_max_concurrent() -> usize {
+    10
+}
+fn default_min_free_disk_mb() -> u64 {
+    2048
+}
+fn default_restart_min() -> DurationValue {
+    DurationValue(Duration::from_secs(2))
+}
+fn default_restart_max() -> DurationValue {
+    DurationValue(Duration::from_secs(60))
+}
+fn default_stop_timeout() -> DurationValue {
+    DurationValue(Duration::from_secs(10))
+}
+fn default_log_lines() -> usize {
+    50
 }
 
 /// Source components.
@@ -127,9 +209,10 @@ impl TwitchConnection {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TwitchConfig {
-    /// Channel logins to read (with or without `#`, any case). Editing the list while the
-    /// pipeline runs joins and parts live.
-    pub channels: Vec<Spanned<String>>,
+    /// Channels to read: logins (with or without `#`, any case), or tables
+    /// `{ login = "name", record = true }`. Editing the list while the pipeline runs joins
+    /// and parts live.
+    pub channels: Vec<Spanned<ChannelEntry>>,
     /// `tls` (default), `wss`, or `tcp`/`ws` (plain, loopback servers only).
     #[serde(default)]
     pub connection: TwitchConnection,
@@ -228,6 +311,66 @@ fn default_helix_timeout() -> DurationValue {
     DurationValue(Duration::from_secs(10))
 }
 
+/// One entry of `[source.twitch] channels`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChannelEntry {
+    /// `"name"`.
+    Login(String),
+    /// `{ login = "name", record = true }`.
+    Options(ChannelOptions),
+}
+
+/// The table form of a channel entry.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelOptions {
+    /// The channel's login.
+    pub login: String,
+    /// Record its live streams with streamlink (needs `[recorder]` and
+    /// `[source.twitch.helix]`). Default false.
+    #[serde(default)]
+    pub record: bool,
+}
+
+impl ChannelEntry {
+    /// The login as written.
+    pub fn login(&self) -> &str {
+        match self {
+            ChannelEntry::Login(l) => l,
+            ChannelEntry::Options(o) => &o.login,
+        }
+    }
+
+    pub fn record(&self) -> bool {
+        matches!(self, ChannelEntry::Options(o) if o.record)
+    }
+}
+
+impl<'de> Deserialize<'de> for ChannelEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Hand-written rather than `untagged`, so a bad table keeps its precise error
+        // ("unknown field `recrod`") instead of "did not match any variant".
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ChannelEntry;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a channel login or { login = \"name\", record = true }")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ChannelEntry, E> {
+                Ok(ChannelEntry::Login(v.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<ChannelEntry, A::Error> {
+                ChannelOptions::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(ChannelEntry::Options)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// Twitch's documented default: 20 JOINs per 10 seconds per account.
 pub const TWITCH_JOIN_LIMIT: u32 = 20;
 /// The window of [`TWITCH_JOIN_LIMIT`].
@@ -252,8 +395,17 @@ impl TwitchConfig {
         let mut seen = HashSet::new();
         self.channels
             .iter()
-            .map(|c| normalise_channel(c.get_ref()))
+            .map(|c| normalise_channel(c.get_ref().login()))
             .filter(|c| seen.insert(c.clone()))
+            .collect()
+    }
+
+    /// The channels marked `record = true`, normalised.
+    pub fn recorded_logins(&self) -> BTreeSet<String> {
+        self.channels
+            .iter()
+            .filter(|c| c.get_ref().record())
+            .map(|c| normalise_channel(c.get_ref().login()))
             .collect()
     }
 
@@ -868,6 +1020,7 @@ pub struct Pipeline {
     pub sink: SinkConfig,
     pub alerts: AlertsConfig,
     pub metrics: Option<MetricsConfig>,
+    pub recorder: Option<RecorderConfig>,
 }
 
 impl Pipeline {
@@ -957,6 +1110,8 @@ fn validate(file: &Path, text: &str, raw: PipelineFile) -> Result<Pipeline, Conf
             ));
         }
     }
+
+    validate_recorder(file, text, &raw)?;
 
     let mut names = HashSet::new();
     let mut steps = Vec::with_capacity(raw.steps.len());
@@ -1135,6 +1290,7 @@ fn validate(file: &Path, text: &str, raw: PipelineFile) -> Result<Pipeline, Conf
         sink: raw.sink,
         alerts: raw.alerts,
         metrics: raw.metrics,
+        recorder: raw.recorder,
     })
 }
 
@@ -1372,7 +1528,7 @@ fn validate_twitch(file: &Path, text: &str, t: &TwitchConfig) -> Result<(), Conf
         ConfigError::at(file, text, span, msg)
     };
     for c in &t.channels {
-        let login = normalise_channel(c.get_ref());
+        let login = normalise_channel(c.get_ref().login());
         if !valid_login(&login) {
             return Err(ConfigError::at(
                 file,
@@ -1380,7 +1536,7 @@ fn validate_twitch(file: &Path, text: &str, t: &TwitchConfig) -> Result<(), Conf
                 Some(c.span()),
                 format!(
                     "source.twitch: invalid channel {:?}: a Twitch login is 1 to 25 letters, digits or '_'",
-                    c.get_ref()
+                    c.get_ref().login()
                 ),
             ));
         }
@@ -1506,6 +1662,81 @@ fn validate_helix(file: &Path, text: &str, h: &HelixConfig) -> Result<(), Config
         return Err(key_err(
             "timeout",
             "source.twitch.helix: timeout must be longer than 0".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_recorder(file: &Path, text: &str, raw: &PipelineFile) -> Result<(), ConfigError> {
+    let twitch = match &raw.source {
+        SourceConfig::Twitch(t) => Some(t),
+        SourceConfig::Replay(_) => None,
+    };
+    if raw.recorder.is_none()
+        && let Some(c) = twitch.and_then(|t| t.channels.iter().find(|c| c.get_ref().record()))
+    {
+        return Err(ConfigError::at(
+            file,
+            text,
+            Some(c.span()),
+            format!(
+                "source.twitch: channel {:?} has record = true, but there is no [recorder] section",
+                c.get_ref().login()
+            ),
+        ));
+    }
+    let Some(r) = &raw.recorder else {
+        return Ok(());
+    };
+    let key_err = |key: Option<&str>, msg: String| {
+        let mut path = vec![At::Key("recorder")];
+        path.extend(key.map(At::Key));
+        let span = locate(text, &path).map(|(k, v)| if key.is_some() { v } else { k });
+        ConfigError::at(file, text, span, msg)
+    };
+    if twitch.and_then(|t| t.helix.as_ref()).is_none() {
+        return Err(key_err(
+            None,
+            "recorder: needs [source.twitch] with [source.twitch.helix], which says when channels go live".into(),
+        ));
+    }
+    if r.max_concurrent == 0 {
+        return Err(key_err(
+            Some("max_concurrent"),
+            "recorder: max_concurrent 0 must be at least 1".into(),
+        ));
+    }
+    for (key, v) in [("url", &r.url), ("quality", &r.quality)] {
+        if v.trim().is_empty() {
+            return Err(key_err(Some(key), format!("recorder: {key} is empty")));
+        }
+    }
+    if r.restart_min.0.is_zero() || r.restart_min.0 > r.restart_max.0 {
+        return Err(key_err(
+            Some("restart_min"),
+            format!(
+                "recorder: restart_min {:?} must be above 0 and at most restart_max {:?}",
+                r.restart_min.0, r.restart_max.0
+            ),
+        ));
+    }
+    if r.stop_timeout.0.is_zero() {
+        return Err(key_err(
+            Some("stop_timeout"),
+            "recorder: stop_timeout must be longer than 0".into(),
+        ));
+    }
+    if let Some(bad) = r.args.iter().find(|a| {
+        matches!(
+            a.as_str(),
+            "-o" | "--output" | "-O" | "--stdout" | "--config"
+        )
+    }) {
+        return Err(key_err(
+            Some("args"),
+            format!(
+                "recorder: args must not contain {bad:?}: the recorder sets the output and config itself"
+            ),
         ));
     }
     Ok(())

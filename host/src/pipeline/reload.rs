@@ -91,6 +91,8 @@ pub struct Reloader {
     next_id: u64,
     /// Where a changed `[source.twitch]` channel list goes.
     channel_edits: Option<tokio::sync::watch::Sender<Vec<String>>>,
+    /// Where a changed set of `record = true` channels goes (the recorder).
+    record_edits: Option<tokio::sync::watch::Sender<BTreeSet<String>>>,
 }
 
 impl Reloader {
@@ -111,6 +113,7 @@ impl Reloader {
             hashes,
             next_id: 2,
             channel_edits: None,
+            record_edits: None,
         }
     }
 
@@ -120,6 +123,15 @@ impl Reloader {
         edits: Option<tokio::sync::watch::Sender<Vec<String>>>,
     ) -> Self {
         self.channel_edits = edits;
+        self
+    }
+
+    /// Sends changes of the `record = true` channels to the running recorder.
+    pub fn with_record_edits(
+        mut self,
+        edits: Option<tokio::sync::watch::Sender<BTreeSet<String>>>,
+    ) -> Self {
+        self.record_edits = edits;
         self
     }
 
@@ -140,6 +152,18 @@ impl Reloader {
                 }
                 None => {
                     tracing::warn!(file = %new.file.display(), "twitch channel list changed, but this run takes no channel edits; takes effect at the next start")
+                }
+            }
+        }
+        let (rec_now, rec_before) = (a.recorded_logins(), b.recorded_logins());
+        if rec_now != rec_before {
+            match &self.record_edits {
+                Some(tx) => {
+                    tracing::info!(file = %new.file.display(), recorded = rec_now.len(), "recorded channels changed: applied live");
+                    tx.send_replace(rec_now);
+                }
+                None => {
+                    tracing::warn!(file = %new.file.display(), "recorded channels changed, but this run has no recorder; takes effect at the next start")
                 }
             }
         }
@@ -266,6 +290,7 @@ impl Reloader {
             ("[transport]", new.transport != self.current.transport),
             ("[sink]", new.sink != self.current.sink),
             ("[alerts]", new.alerts != self.current.alerts),
+            ("[recorder]", new.recorder != self.current.recorder),
         ] {
             if changed {
                 tracing::warn!(file = %file.display(), section, "section changed: takes effect at the next start; steps reload now");

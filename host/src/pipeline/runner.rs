@@ -164,6 +164,7 @@ pub async fn run(
     let stop = cancel.child_token();
     // Channel edits from hot reload reach a `twitch` source through this.
     let mut channel_edits = None;
+    let mut record_edits = None;
     let source = match pipeline.source.clone() {
         SourceConfig::Replay(rcfg) => {
             let run = replay::run(
@@ -186,6 +187,34 @@ pub async fn run(
             };
             let (etx, erx) = tokio::sync::watch::channel(tcfg.channel_logins());
             channel_edits = Some(etx);
+            let (live_tx, live_rx) = tokio::sync::watch::channel(crate::recorder::LiveMap::new());
+            let recorder = match &pipeline.recorder {
+                Some(rc) => {
+                    let (rtx, rrx) = tokio::sync::watch::channel(tcfg.recorded_logins());
+                    record_edits = Some(rtx);
+                    let api_header = match &rc.api_header {
+                        Some(r) => Some(
+                            super::config::read_secret(&pipeline, r)
+                                .map_err(|e| anyhow!("recorder: api_header: {e}"))?,
+                        ),
+                        None => None,
+                    };
+                    Some(crate::recorder::run(
+                        crate::recorder::Recorder {
+                            config: rc.clone(),
+                            dir: pipeline.resolve(&rc.dir),
+                            api_header,
+                            tx: tx.clone(),
+                            stats: stats.clone(),
+                            live: live_rx,
+                            record: rrx,
+                            registry: prom.clone(),
+                        },
+                        stop.clone(),
+                    ))
+                }
+                None => None,
+            };
             let helix = match &tcfg.helix {
                 Some(h) => Some(helix::run(
                     helix::HelixPoller {
@@ -198,6 +227,7 @@ pub async fn run(
                         stats: stats.clone(),
                         channels: erx.clone(),
                         registry: prom.clone(),
+                        live: live_tx,
                     },
                     stop.clone(),
                 )),
@@ -215,7 +245,7 @@ pub async fn run(
                 },
                 stop.clone(),
             );
-            // Chat and stream status are one source: either failing ends the run.
+            // Chat, stream status and recording are one source: any failing ends the run.
             tokio::spawn(async move {
                 let chat = async { chat.await.map_err(anyhow::Error::from) };
                 let status = async {
@@ -224,7 +254,13 @@ pub async fn run(
                         None => Ok(()),
                     }
                 };
-                tokio::try_join!(chat, status).map(|_| ())
+                let recording = async {
+                    match recorder {
+                        Some(r) => r.await.context("recorder"),
+                        None => Ok(()),
+                    }
+                };
+                tokio::try_join!(chat, status, recording).map(|_| ())
             })
         }
     };
@@ -292,7 +328,8 @@ pub async fn run(
             pending.clone(),
             pipeline.clone(),
         )
-        .with_channel_edits(channel_edits.take());
+        .with_channel_edits(channel_edits.take())
+        .with_record_edits(record_edits.take());
         tokio::spawn(r.run(watch_stop.clone()))
     });
     let progress_stop = CancellationToken::new();
@@ -398,10 +435,11 @@ async fn process_loop(
             stats.reloads_ok.inc();
         }
         let n = batch.len() as u64;
-        // Gap records are collection metadata, not chat: they skip the steps and go
+        // Gap and recording records are collection metadata, not chat: they skip the steps and go
         // straight to the sink, in the same batch as the messages around them.
-        let (gaps, batch): (Vec<_>, Vec<_>) =
-            batch.into_iter().partition(|m| m.kind == twitch::GAP_KIND);
+        let (gaps, batch): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .partition(|m| m.kind == twitch::GAP_KIND || m.kind == crate::recorder::RECORDING_KIND);
         let (c, mut out) = tokio::task::spawn_blocking(move || {
             let out = if batch.is_empty() {
                 ChainOutput::default()

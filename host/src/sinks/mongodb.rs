@@ -13,6 +13,7 @@
 //! | `alerts`       | dedupe key                    | alerts raised by steps                      |
 //! | `records`      | `{table, key}`                | records steps emitted (upserted)            |
 //! | `gaps`         | `{channel, from}`             | collection gaps of the `twitch` source      |
+//! | `recordings`   | stream id                     | recorder metadata (newest `seq` kept)       |
 //! | `channel_stats`| `{channel, start}`            | the analytics step's windows, typed         |
 //!
 //! Messages and events carry `channel`, `channel_id`, `user`, `user_id`, `ts` (a BSON date
@@ -161,6 +162,12 @@ fn describe(e: &DriverError) -> String {
 
 /// E11000: the `_id` (or another unique key) exists.
 const DUPLICATE_KEY: i32 = 11000;
+
+/// Whether a single-document write failed because the key exists.
+fn is_duplicate(e: &DriverError) -> bool {
+    use mongodb::error::WriteFailure;
+    matches!(&*e.kind, ErrorKind::Write(WriteFailure::WriteError(w)) if w.code == DUPLICATE_KEY)
+}
 
 /// An open MongoDB sink.
 pub struct MongoSink {
@@ -472,11 +479,25 @@ impl MongoSink {
             })
             .collect();
         self.insert_unordered("gaps", gaps).await?;
+        // Recording metadata: one document per stream, the highest `seq` kept.
+        let mut recordings = 0;
+        for r in out
+            .messages
+            .iter()
+            .filter_map(crate::recorder::recording_of)
+        {
+            self.upsert_recording(&r, now).await?;
+            recordings += 1;
+        }
+        res.result.recordings = recordings;
         // Messages and events, split by kind so chat queries never scan moderation events.
         let (chat, events): (Vec<&ChatMessage>, Vec<&ChatMessage>) = out
             .messages
             .iter()
-            .filter(|m| crate::sources::twitch::gap_of(m).is_none())
+            .filter(|m| {
+                crate::sources::twitch::gap_of(m).is_none()
+                    && crate::recorder::recording_of(m).is_none()
+            })
             .partition(|m| m.kind == "privmsg");
         let mut refused: Vec<(&ChatMessage, String)> = Vec::new();
         for (coll, msgs) in [("messages", chat), ("events", events)] {
@@ -579,6 +600,40 @@ impl MongoSink {
                 .map_err(|e| self.err("update_one", "records", &e))?;
         }
         Ok(res)
+    }
+
+    /// Stores a recording's metadata unless a newer update (higher `seq`) is there: the
+    /// filter misses then, and the upsert's insert fails as a duplicate, which is ignored.
+    async fn upsert_recording(
+        &self,
+        r: &crate::recorder::Recording,
+        now: bson::DateTime,
+    ) -> Result<(), MongoError> {
+        let d = doc! {
+            "channel": &r.channel,
+            "channel_id": &r.channel_id,
+            "title": &r.title,
+            "game": &r.game,
+            "started": bson::DateTime::from_millis(r.started_ms),
+            "ended": r.ended_ms.map(|e| Bson::DateTime(bson::DateTime::from_millis(e))).unwrap_or(Bson::Null),
+            "files": &r.files,
+            "bytes": r.bytes,
+            "restarts": r.restarts,
+            "exits": &r.exits,
+            "status": &r.status,
+            "seq": r.seq,
+            "at": now,
+        };
+        match self
+            .coll("recordings")
+            .replace_one(doc! {"_id": &r.stream_id, "seq": {"$lt": r.seq}}, d)
+            .upsert(true)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_duplicate(&e) => Ok(()),
+            Err(e) => Err(self.err("replace_one", "recordings", &e)),
+        }
     }
 
     /// One window per channel and start: a record sent again for the same window replaces

@@ -6,7 +6,8 @@
 //! their dedupe key, and only alerts inserted for the first time are returned for delivery.
 //! Plugin fields are stored as one JSON object and are queryable with `json_extract`.
 //! Gap events of the `twitch` source (kind `gap`) go to the `gaps` table, keyed by channel
-//! and start, so a redelivered gap is stored once.
+//! and start, so a redelivered gap is stored once. Recorder metadata (kind `recording`) goes
+//! to `recordings`, one row per stream id, the update with the highest `seq` kept.
 //!
 //! Alert delivery is an outbox: each new alert gets one `alert_deliveries` row per sink its
 //! topic routes to, written in the same transaction as the batch, so an alert stored is an
@@ -209,6 +210,22 @@ CREATE TABLE IF NOT EXISTS gaps (
     at INTEGER NOT NULL,
     PRIMARY KEY (channel, from_ts)
 );
+CREATE TABLE IF NOT EXISTS recordings (
+    stream_id TEXT PRIMARY KEY,
+    channel TEXT NOT NULL,
+    channel_id TEXT NOT NULL,
+    title TEXT NOT NULL,
+    game TEXT NOT NULL,
+    started INTEGER NOT NULL,
+    ended INTEGER,
+    files TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    restarts INTEGER NOT NULL,
+    exits TEXT NOT NULL,
+    status TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    at INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS dead_letters (
     id TEXT NOT NULL,
     step TEXT NOT NULL,
@@ -295,6 +312,8 @@ CREATE TABLE IF NOT EXISTS records (
 pub struct WriteResult {
     /// Collection gaps stored for the first time.
     pub gaps: u64,
+    /// Recording metadata updates written.
+    pub recordings: u64,
     /// Messages stored for the first time.
     pub inserted: u64,
     /// Messages already stored (same id): skipped.
@@ -402,7 +421,43 @@ impl SqliteSink {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )
                 .map_err(&e)?;
+            // Recording metadata: one row per stream, an older update never replaces a newer.
+            let mut recording = tx
+                .prepare_cached(
+                    "INSERT INTO recordings (stream_id, channel, channel_id, title, game, started, ended, files, bytes, restarts, exits, status, seq, at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                     ON CONFLICT (stream_id) DO UPDATE SET
+                       channel = excluded.channel, channel_id = excluded.channel_id, title = excluded.title,
+                       game = excluded.game, started = excluded.started, ended = excluded.ended,
+                       files = excluded.files, bytes = excluded.bytes, restarts = excluded.restarts,
+                       exits = excluded.exits, status = excluded.status, seq = excluded.seq, at = excluded.at
+                     WHERE excluded.seq > recordings.seq",
+                )
+                .map_err(&e)?;
             for m in &out.messages {
+                if let Some(r) = crate::recorder::recording_of(m) {
+                    let json = |v: &[String]| serde_json::to_string(v).unwrap_or_default();
+                    recording
+                        .execute(params![
+                            r.stream_id,
+                            r.channel,
+                            r.channel_id,
+                            r.title,
+                            r.game,
+                            r.started_ms,
+                            r.ended_ms,
+                            json(&r.files),
+                            r.bytes,
+                            r.restarts,
+                            json(&r.exits),
+                            r.status,
+                            r.seq,
+                            at
+                        ])
+                        .map_err(&e)?;
+                    res.recordings += 1;
+                    continue;
+                }
                 if let Some(g) = crate::sources::twitch::gap_of(m) {
                     res.gaps += gap
                         .execute(params![

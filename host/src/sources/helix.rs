@@ -333,6 +333,8 @@ pub struct HelixPoller {
     /// The source's channel list (all shards; filtered here), live-edited.
     pub channels: watch::Receiver<Vec<String>>,
     pub registry: prometheus::Registry,
+    /// Where the live channels are published after every poll (the recorder reads it).
+    pub live: watch::Sender<crate::recorder::LiveMap>,
 }
 
 /// What changed for one channel between two answers.
@@ -464,6 +466,7 @@ pub async fn run(p: HelixPoller, cancel: CancellationToken) -> Result<(), HelixE
                 // (it did not go offline).
                 known.retain(|c, _| channels.binary_search(c).is_ok());
                 stats.live.set(known.len() as i64);
+                p.live.send_replace(known.clone().into_iter().collect());
             }
             _ = tick.tick() => {
                 let poll = poll_once(&mut client, &p.budget, &stats, &channels, &mut known);
@@ -472,6 +475,8 @@ pub async fn run(p: HelixPoller, cancel: CancellationToken) -> Result<(), HelixE
                     c = poll => c?,
                 };
                 stats.live.set(known.len() as i64);
+                // Status events first, so a recording's metadata follows its stream.online.
+                let live_now: crate::recorder::LiveMap = known.clone().into_iter().collect();
                 for c in changes {
                     let m = c.to_message();
                     tracing::info!(kind = %m.kind, channel = %m.channel, stream_id = %c.stream_id(), "helix: stream status changed");
@@ -481,6 +486,7 @@ pub async fn run(p: HelixPoller, cancel: CancellationToken) -> Result<(), HelixE
                     }
                     p.stats.received.inc();
                 }
+                p.live.send_replace(live_now);
             }
         }
     }

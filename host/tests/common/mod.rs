@@ -6,6 +6,7 @@ pub mod fake_translate;
 pub mod mock_helix;
 pub mod mock_twitch;
 pub mod moto;
+pub mod run;
 pub mod server;
 
 use std::path::{Path, PathBuf};

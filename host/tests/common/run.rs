@@ -1,0 +1,99 @@
+//! Running the real `streamtap` binary in a test: start it with a pipeline file, wait for
+//! a condition while watching that it is still alive, stop it with Ctrl-C, and read the
+//! SQLite store it wrote.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Run {
+    pub child: Child,
+    pub log: std::path::PathBuf,
+}
+
+pub fn start(dir: &Path, file: &str, args: &[&str], envs: &[(&str, &str)], rust_log: &str) -> Run {
+    let log = dir.join(format!("{file}.stderr.log"));
+    let mut cmd = Command::new(super::streamtap_bin());
+    cmd.args(["run", file, "--quiet"])
+        .args(args)
+        .current_dir(dir)
+        .env(
+            "STREAMTAP_CACHE_DIR",
+            super::target_dir().join("test-plugin-cache"),
+        )
+        .env("RUST_LOG", rust_log)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    Run {
+        child: cmd.spawn().expect("start streamtap run"),
+        log,
+    }
+}
+
+impl Run {
+    /// Ctrl-C, then waits for the drained exit; returns (stdout, stderr).
+    pub fn stop(self) -> (String, String) {
+        let pid = self.child.id().to_string();
+        let st = Command::new("kill").args(["-INT", &pid]).status().unwrap();
+        assert!(st.success());
+        let out = self.child.wait_with_output().unwrap();
+        let stderr = std::fs::read_to_string(&self.log).unwrap_or_default();
+        assert!(
+            out.status.success(),
+            "streamtap failed: {}\n{stderr}",
+            out.status
+        );
+        (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// Polls until `cond` holds, failing if the run exits or `limit` passes.
+pub fn wait_for(run: &mut Run, what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let until = Instant::now() + limit;
+    loop {
+        if cond() {
+            return;
+        }
+        if let Some(status) = run.child.try_wait().unwrap() {
+            panic!(
+                "streamtap exited ({status}) while waiting for {what}\n{}",
+                run.stderr()
+            );
+        }
+        assert!(
+            Instant::now() < until,
+            "timed out waiting for {what}\n{}",
+            run.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn query<T: rusqlite::types::FromSql>(db: &Path, sql: &str) -> Vec<Vec<T>> {
+    let Ok(conn) =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+    else {
+        return Vec::new();
+    };
+    let Ok(mut stmt) = conn.prepare(sql) else {
+        return Vec::new();
+    };
+    let n = stmt.column_count();
+    stmt.query_map([], |r| (0..n).map(|i| r.get(i)).collect())
+        .map(|rows| rows.filter_map(Result::ok).collect())
+        .unwrap_or_default()
+}
+
+pub fn count(db: &Path, sql: &str) -> i64 {
+    query::<i64>(db, sql)
+        .first()
+        .and_then(|r| r.first().copied())
+        .unwrap_or(0)
+}

@@ -1,0 +1,356 @@
+//! The recorder end to end, with a real live stream: Debian `ffmpeg` makes a live HLS
+//! stream from `lavfi` test sources, a plain HTTP server serves it on 127.0.0.1, the mock
+//! Helix server says when the channel is live, and the real `streamtap` binary records it
+//! with the real `streamlink` (from the repo's `.venv`). `ffprobe` measures what was saved.
+
+mod common;
+
+use common::mock_helix::MockHelix;
+use common::mock_twitch::MockTwitch;
+use common::run::{Run, query, start, wait_for};
+use common::server::{Server, free_port, venv_tool};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CLIENT: &str = "recclient";
+const SECRET: &str = "rec-helix-secret";
+const API_HEADER: &str = "Authorization=OAuth rec-api-header-value-987";
+
+/// `ffmpeg` writing a live HLS stream of `channel` into `root/channel/live.m3u8`.
+struct LiveStream {
+    child: Child,
+}
+
+impl LiveStream {
+    fn start(root: &Path, channel: &str) -> LiveStream {
+        let dir = root.join(channel);
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = std::fs::File::create(root.join(format!("ffmpeg-{channel}.log"))).unwrap();
+        let child = Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-re"])
+            .args(["-f", "lavfi", "-i", "testsrc=size=160x120:rate=10"])
+            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=22050"])
+            .args([
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-tune",
+                "zerolatency",
+            ])
+            .args(["-g", "10", "-c:a", "aac", "-b:a", "32k"])
+            .args(["-f", "hls", "-hls_time", "1", "-hls_list_size", "6"])
+            .args(["-hls_flags", "delete_segments+omit_endlist"])
+            .arg(dir.join("live.m3u8"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start ffmpeg (Debian package `ffmpeg`)");
+        let playlist = dir.join("live.m3u8");
+        common::server::wait_until("the HLS playlist", Duration::from_secs(30), || {
+            std::fs::read_to_string(&playlist)
+                .ok()
+                .filter(|t| t.matches(".ts").count() >= 2)
+        });
+        LiveStream { child }
+    }
+}
+
+impl Drop for LiveStream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A static HTTP server over `root` (Python's `http.server`).
+fn http_server(root: &Path) -> Server {
+    let port = free_port();
+    Server::start(
+        "http.server",
+        Path::new("python3"),
+        &[
+            "-m".into(),
+            "http.server".into(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--directory".into(),
+            root.display().to_string(),
+            port.to_string(),
+        ],
+        port,
+        &root.join("http.log"),
+    )
+}
+
+fn pipeline(irc: &MockTwitch, helix: &MockHelix, http: &Server, extra: &str) -> String {
+    format!(
+        r#"[source.twitch]
+channels = ["quiet", {{ login = "rec1", record = true }}]
+connection = "tcp"
+server = "{irc}"
+
+[source.twitch.helix]
+client_id = "{CLIENT}"
+client_secret = {{ env = "STREAMTAP_TEST_HELIX_SECRET" }}
+api_url = "{api}"
+token_url = "{token}"
+interval = "1s"
+
+[recorder]
+dir = "rec"
+streamlink = "{streamlink}"
+url = "hls://http://{http}/{{channel}}/live.m3u8"
+args = ["--hls-live-edge", "1", "--stream-timeout", "20"]
+api_header = {{ env = "STREAMTAP_TEST_API_HEADER" }}
+restart_min = "300ms"
+restart_max = "2s"
+stop_timeout = "5s"
+{extra}
+
+[sink.sqlite]
+path = "out.db"
+"#,
+        irc = irc.addr(),
+        api = helix.api_url(),
+        token = helix.token_url(),
+        streamlink = venv_tool("streamlink").display(),
+        http = http.addr(),
+    )
+}
+
+fn run(d: &Path) -> Run {
+    start(
+        d,
+        "p.toml",
+        &[],
+        &[
+            ("STREAMTAP_TEST_HELIX_SECRET", SECRET),
+            ("STREAMTAP_TEST_API_HEADER", API_HEADER),
+        ],
+        "info,streamtap=debug",
+    )
+}
+
+/// Pids and command lines of processes whose command line contains `needle`.
+fn processes_with(needle: &str) -> Vec<(i32, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(raw) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&raw).replace('\0', " ");
+        if cmd.contains(needle) && !cmd.contains("streamtap run") {
+            out.push((pid, cmd));
+        }
+    }
+    out
+}
+
+/// Seconds of media in a file, as `ffprobe` reads it.
+fn duration_s(file: &Path) -> f64 {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format=duration",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(file)
+        .output()
+        .expect("run ffprobe");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("ffprobe on {}: {:?}", file.display(), out))
+}
+
+/// The stored `recordings` row of `stream_id`: (status, files, restarts, bytes).
+fn recording(db: &Path, stream_id: &str) -> Option<(String, String, i64, i64)> {
+    query::<rusqlite::types::Value>(
+        db,
+        &format!(
+            "SELECT status, files, restarts, bytes FROM recordings WHERE stream_id = '{stream_id}'"
+        ),
+    )
+    .into_iter()
+    .next()
+    .map(|r| {
+        let s = |v: &rusqlite::types::Value| match v {
+            rusqlite::types::Value::Text(t) => t.clone(),
+            other => format!("{other:?}"),
+        };
+        let i = |v: &rusqlite::types::Value| match v {
+            rusqlite::types::Value::Integer(n) => *n,
+            _ => -1,
+        };
+        (s(&r[0]), s(&r[1]), i(&r[2]), i(&r[3]))
+    })
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn records_a_live_stream_by_stream_id_restarts_into_parts_and_finalises_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let hls = d.join("hls");
+    std::fs::create_dir_all(&hls).unwrap();
+    let _live = LiveStream::start(&hls, "rec1");
+    let http = http_server(&hls);
+    let irc = MockTwitch::start();
+    let helix = MockHelix::start(CLIENT, SECRET, 800);
+    std::fs::write(d.join("p.toml"), pipeline(&irc, &helix, &http, "")).unwrap();
+    let mut run = run(d);
+    let chan = d.join("rec/rec1");
+    let db = d.join("out.db");
+
+    // Live: streamlink starts writing `<stream id>.ts.part`.
+    helix.set_live("rec1", "5001", "recorded stream");
+    let part0 = chan.join("5001.ts.part");
+    wait_for(&mut run, "the first part", Duration::from_secs(60), || {
+        std::fs::metadata(&part0).is_ok_and(|m| m.len() > 0)
+    });
+    let first_bytes = Instant::now();
+    // The API header reaches streamlink in a config file, not on its command line.
+    let procs = processes_with("5001.ts.part");
+    assert_eq!(procs.len(), 1, "one streamlink for the stream: {procs:?}");
+    let (pid, cmdline) = procs[0].clone();
+    assert!(cmdline.contains("--config"), "{cmdline}");
+    assert!(!cmdline.contains("rec-api-header-value"), "{cmdline}");
+    std::thread::sleep(Duration::from_secs(12));
+
+    // streamlink dies mid-stream: the part is kept and a second part starts.
+    let killed_at = Instant::now();
+    let wall0 = killed_at.duration_since(first_bytes).as_secs_f64();
+    assert!(
+        Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let part1 = chan.join("5001.1.ts.part");
+    wait_for(&mut run, "the second part", Duration::from_secs(60), || {
+        std::fs::metadata(&part1).is_ok_and(|m| m.len() > 0)
+    });
+    assert!(chan.join("5001.ts").is_file(), "{:?}", files_in(&chan));
+    wait_for(
+        &mut run,
+        "restarts = 1 stored",
+        Duration::from_secs(20),
+        || recording(&db, "5001").is_some_and(|r| r.2 == 1),
+    );
+    std::thread::sleep(Duration::from_secs(4));
+
+    // Offline: streamlink is stopped and the last part finalised.
+    helix.set_offline("rec1");
+    wait_for(
+        &mut run,
+        "the recording finished",
+        Duration::from_secs(30),
+        || recording(&db, "5001").is_some_and(|r| r.0 == "finished"),
+    );
+    assert_eq!(files_in(&chan), vec!["5001.1.ts", "5001.ts"]);
+    let (status, files, restarts, bytes) = recording(&db, "5001").unwrap();
+    assert_eq!(
+        (status.as_str(), files.as_str(), restarts),
+        ("finished", r#"["5001.ts","5001.1.ts"]"#, 1)
+    );
+    let on_disk: u64 = ["5001.ts", "5001.1.ts"]
+        .iter()
+        .map(|f| std::fs::metadata(chan.join(f)).unwrap().len())
+        .sum();
+    assert_eq!(bytes as u64, on_disk);
+    // The first part holds about as much media as the wall time it was recorded.
+    let got = duration_s(&chan.join("5001.ts"));
+    eprintln!("part 0: {got:.1} s of media for {wall0:.1} s of wall time");
+    assert!(
+        (got - wall0).abs() <= 0.2 * wall0,
+        "{got:.1} s of media for {wall0:.1} s recorded"
+    );
+    assert!(
+        processes_with("5001.").is_empty(),
+        "streamlink left running"
+    );
+
+    // A new stream id on the channel: a new file set.
+    helix.set_live("rec1", "5002", "second stream");
+    wait_for(
+        &mut run,
+        "the new stream's file",
+        Duration::from_secs(60),
+        || std::fs::metadata(chan.join("5002.ts.part")).is_ok_and(|m| m.len() > 0),
+    );
+    let (_, stderr) = run.stop();
+    // Shutdown finalises too.
+    assert_eq!(files_in(&chan), vec!["5001.1.ts", "5001.ts", "5002.ts"]);
+    assert_eq!(recording(&db, "5002").unwrap().0, "finished");
+    assert!(
+        !stderr.contains("rec-api-header-value"),
+        "API header in the log"
+    );
+    assert!(!stderr.contains(SECRET), "client secret in the log");
+    // The private config files are gone.
+    assert!(
+        files_in(&d.join("rec"))
+            .iter()
+            .all(|f| !f.starts_with(".streamlink-")),
+        "{:?}",
+        files_in(&d.join("rec"))
+    );
+}
+
+#[test]
+fn the_disk_guard_refuses_a_new_recording() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let hls = d.join("hls");
+    std::fs::create_dir_all(&hls).unwrap();
+    let _live = LiveStream::start(&hls, "rec1");
+    let http = http_server(&hls);
+    let irc = MockTwitch::start();
+    let helix = MockHelix::start(CLIENT, SECRET, 800);
+    // More free space than any disk here has.
+    std::fs::write(
+        d.join("p.toml"),
+        pipeline(&irc, &helix, &http, "min_free_disk_mb = 1000000000"),
+    )
+    .unwrap();
+    let mut run = run(d);
+    helix.set_live("rec1", "6001", "not recorded");
+    let db = d.join("out.db");
+    wait_for(
+        &mut run,
+        "the refusal stored",
+        Duration::from_secs(30),
+        || recording(&db, "6001").is_some_and(|r| r.0.starts_with("refused: ")),
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let (_, stderr) = run.stop();
+    let status = recording(&db, "6001").unwrap().0;
+    assert!(
+        status.contains("below min_free_disk_mb 1000000000"),
+        "{status}"
+    );
+    assert!(files_in(&d.join("rec/rec1")).is_empty());
+    assert!(processes_with("6001.ts").is_empty());
+    assert!(stderr.contains("recorder: not recording"), "{stderr}");
+}
