@@ -86,9 +86,25 @@ fn http_server(root: &Path) -> Server {
 }
 
 fn pipeline(irc: &MockTwitch, helix: &MockHelix, http: &Server, extra: &str) -> String {
+    pipeline_for(
+        r#""quiet", { login = "rec1", record = true }"#,
+        irc,
+        helix,
+        http,
+        extra,
+    )
+}
+
+fn pipeline_for(
+    channels: &str,
+    irc: &MockTwitch,
+    helix: &MockHelix,
+    http: &Server,
+    extra: &str,
+) -> String {
     format!(
         r#"[source.twitch]
-channels = ["quiet", {{ login = "rec1", record = true }}]
+channels = [{channels}]
 connection = "tcp"
 server = "{irc}"
 
@@ -353,4 +369,53 @@ fn the_disk_guard_refuses_a_new_recording() {
     assert!(files_in(&d.join("rec/rec1")).is_empty());
     assert!(processes_with("6001.ts").is_empty());
     assert!(stderr.contains("recorder: not recording"), "{stderr}");
+}
+
+#[test]
+fn max_concurrent_refuses_the_stream_over_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let hls = d.join("hls");
+    std::fs::create_dir_all(&hls).unwrap();
+    let _live = LiveStream::start(&hls, "live");
+    // Two channels, one stream.
+    for c in ["reca", "recb"] {
+        std::os::unix::fs::symlink(hls.join("live"), hls.join(c)).unwrap();
+    }
+    let http = http_server(&hls);
+    let irc = MockTwitch::start();
+    let helix = MockHelix::start(CLIENT, SECRET, 800);
+    std::fs::write(
+        d.join("p.toml"),
+        pipeline_for(
+            r#"{ login = "reca", record = true }, { login = "recb", record = true }"#,
+            &irc,
+            &helix,
+            &http,
+            "max_concurrent = 1",
+        ),
+    )
+    .unwrap();
+    let mut run = run(d);
+    let db = d.join("out.db");
+    helix.set_live("reca", "7001", "a");
+    wait_for(&mut run, "reca recording", Duration::from_secs(60), || {
+        recording(&db, "7001").is_some_and(|r| r.0 == "recording")
+    });
+    helix.set_live("recb", "7002", "b");
+    wait_for(&mut run, "recb refused", Duration::from_secs(30), || {
+        recording(&db, "7002").is_some_and(|r| r.0 == "refused: max_concurrent 1 reached")
+    });
+    // A slot frees when reca goes offline, and recb (still live) is recorded then.
+    helix.set_offline("reca");
+    wait_for(
+        &mut run,
+        "recb recorded after all",
+        Duration::from_secs(60),
+        || recording(&db, "7002").is_some_and(|r| r.0 == "recording"),
+    );
+    run.stop();
+    assert_eq!(recording(&db, "7001").unwrap().0, "finished");
+    assert_eq!(recording(&db, "7002").unwrap().0, "finished");
+    assert!(d.join("rec/recb/7002.ts").is_file());
 }
