@@ -414,6 +414,10 @@ fn max_concurrent_refuses_the_stream_over_the_limit() {
         Duration::from_secs(60),
         || recording(&db, "7002").is_some_and(|r| r.0 == "recording"),
     );
+    let part = d.join("rec/recb/7002.ts.part");
+    wait_for(&mut run, "recb writing", Duration::from_secs(60), || {
+        std::fs::metadata(&part).is_ok_and(|m| m.len() > 0)
+    });
     run.stop();
     assert_eq!(recording(&db, "7001").unwrap().0, "finished");
     assert_eq!(recording(&db, "7002").unwrap().0, "finished");
