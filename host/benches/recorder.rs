@@ -250,7 +250,9 @@ path = "out.db"
                 (writing == n).then_some(())
             },
         );
-        let pids = pids_with(&rec.display().to_string());
+        // The pipeline's `dir` is relative, so streamlink's command line has `rec/benchNN/…`;
+        // the previous configuration's processes are gone (its run was stopped).
+        let pids = pids_with("rec/bench");
         assert_eq!(pids.len(), n, "one streamlink per recording");
         let before: Option<(f64, u64)> = usage(st.id());
         let (cpu, rss) = measure(&pids);

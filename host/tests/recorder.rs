@@ -126,6 +126,9 @@ restart_max = "2s"
 stop_timeout = "5s"
 {extra}
 
+[metrics]
+listen = "127.0.0.1:{metrics_port}"
+
 [sink.sqlite]
 path = "out.db"
 "#,
@@ -134,7 +137,28 @@ path = "out.db"
         token = helix.token_url(),
         streamlink = venv_tool("streamlink").display(),
         http = http.addr(),
+        metrics_port = free_port(),
     )
+}
+
+/// The port `[metrics]` listens on in a pipeline text.
+fn metrics_port(pipeline: &str) -> u16 {
+    pipeline
+        .lines()
+        .find_map(|l| l.strip_prefix("listen = \"127.0.0.1:"))
+        .and_then(|p| p.trim_end_matches('"').parse().ok())
+        .expect("a [metrics] listen line")
+}
+
+/// `GET /metrics` of a running pipeline.
+fn scrape(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    Some(text.split_once("\r\n\r\n")?.1.to_owned())
 }
 
 fn run(d: &Path) -> Run {
@@ -233,7 +257,8 @@ fn records_a_live_stream_by_stream_id_restarts_into_parts_and_finalises_offline(
     let http = http_server(&hls);
     let irc = MockTwitch::start();
     let helix = MockHelix::start(CLIENT, SECRET, 800);
-    std::fs::write(d.join("p.toml"), pipeline(&irc, &helix, &http, "")).unwrap();
+    let text = pipeline(&irc, &helix, &http, "");
+    std::fs::write(d.join("p.toml"), &text).unwrap();
     let mut run = run(d);
     let chan = d.join("rec/rec1");
     let db = d.join("out.db");
@@ -315,6 +340,43 @@ fn records_a_live_stream_by_stream_id_restarts_into_parts_and_finalises_offline(
         Duration::from_secs(60),
         || std::fs::metadata(chan.join("5002.ts.part")).is_ok_and(|m| m.len() > 0),
     );
+    // The live-collection series the alerting rules and dashboard use all exist (the
+    // replay pipeline of tests/metrics.rs cannot show them).
+    let live = scrape(metrics_port(&text)).expect("scrape /metrics");
+    for series in [
+        "streamtap_recorder_active 1",
+        "streamtap_recorder_restarts_total 1",
+        "streamtap_helix_channel_live{channel=\"rec1\"} 1",
+        "streamtap_helix_channel_live{channel=\"quiet\"} 0",
+        "streamtap_twitch_channel_messages_total{channel=\"quiet\"} 0",
+    ] {
+        assert!(live.contains(series), "{series:?} missing from:\n{live}");
+    }
+    for file in [
+        "deploy/grafana/streamtap.json",
+        "deploy/prometheus/rules/streamtap.rules.yml",
+    ] {
+        let used = std::fs::read_to_string(common::workspace_root().join(file)).unwrap();
+        for (at, _) in used.match_indices("streamtap_") {
+            let name: String = used[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if [
+                "streamtap_twitch_",
+                "streamtap_helix_",
+                "streamtap_recorder_",
+            ]
+            .iter()
+            .any(|p| name.starts_with(p))
+            {
+                assert!(
+                    live.contains(&format!("# TYPE {name} ")),
+                    "{file} uses {name}, which a live pipeline does not export"
+                );
+            }
+        }
+    }
     let (_, stderr) = run.stop();
     // Shutdown finalises too.
     assert_eq!(files_in(&chan), vec!["5001.1.ts", "5001.ts", "5002.ts"]);

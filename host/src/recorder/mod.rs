@@ -210,6 +210,10 @@ impl RecorderStats {
         registry.register(Box::new(restarts.clone()))?;
         registry.register(Box::new(bytes.clone()))?;
         registry.register(Box::new(parts.clone()))?;
+        // Both reasons exported from the start (at 0), so rates and alert rules see them.
+        for reason in ["disk", "limit"] {
+            refused.with_label_values(&[reason]);
+        }
         registry.register(Box::new(refused.clone()))?;
         let disk_min_free = prometheus::IntGauge::with_opts(opts(
             "recorder_disk_min_free_bytes",
