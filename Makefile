@@ -53,9 +53,10 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-# Both benchmarks; the sentiment one times the reference Python VADER from .venv/.
+# The benchmarks; the sentiment one times the reference Python VADER from .venv/, the
+# recorder one runs ffmpeg and streamlink (.venv/).
 bench: plugins venv
-	$(CARGO) bench -p streamtap --bench pipeline --bench sentiment
+	$(CARGO) bench -p streamtap --bench pipeline --bench sentiment --bench recorder --bench twitch_scale
 
 # Python for development tools (the reference vaderSentiment the sentiment bench compares
 # with) in .venv/. The stamp makes a second run a no-op, and a change to the pins reinstalls.

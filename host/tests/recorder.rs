@@ -86,9 +86,25 @@ fn http_server(root: &Path) -> Server {
 }
 
 fn pipeline(irc: &MockTwitch, helix: &MockHelix, http: &Server, extra: &str) -> String {
+    pipeline_for(
+        r#""quiet", { login = "rec1", record = true }"#,
+        irc,
+        helix,
+        http,
+        extra,
+    )
+}
+
+fn pipeline_for(
+    channels: &str,
+    irc: &MockTwitch,
+    helix: &MockHelix,
+    http: &Server,
+    extra: &str,
+) -> String {
     format!(
         r#"[source.twitch]
-channels = ["quiet", {{ login = "rec1", record = true }}]
+channels = [{channels}]
 connection = "tcp"
 server = "{irc}"
 
@@ -110,6 +126,9 @@ restart_max = "2s"
 stop_timeout = "5s"
 {extra}
 
+[metrics]
+listen = "127.0.0.1:{metrics_port}"
+
 [sink.sqlite]
 path = "out.db"
 "#,
@@ -118,7 +137,28 @@ path = "out.db"
         token = helix.token_url(),
         streamlink = venv_tool("streamlink").display(),
         http = http.addr(),
+        metrics_port = free_port(),
     )
+}
+
+/// The port `[metrics]` listens on in a pipeline text.
+fn metrics_port(pipeline: &str) -> u16 {
+    pipeline
+        .lines()
+        .find_map(|l| l.strip_prefix("listen = \"127.0.0.1:"))
+        .and_then(|p| p.trim_end_matches('"').parse().ok())
+        .expect("a [metrics] listen line")
+}
+
+/// `GET /metrics` of a running pipeline.
+fn scrape(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    Some(text.split_once("\r\n\r\n")?.1.to_owned())
 }
 
 fn run(d: &Path) -> Run {
@@ -217,7 +257,8 @@ fn records_a_live_stream_by_stream_id_restarts_into_parts_and_finalises_offline(
     let http = http_server(&hls);
     let irc = MockTwitch::start();
     let helix = MockHelix::start(CLIENT, SECRET, 800);
-    std::fs::write(d.join("p.toml"), pipeline(&irc, &helix, &http, "")).unwrap();
+    let text = pipeline(&irc, &helix, &http, "");
+    std::fs::write(d.join("p.toml"), &text).unwrap();
     let mut run = run(d);
     let chan = d.join("rec/rec1");
     let db = d.join("out.db");
@@ -299,6 +340,43 @@ fn records_a_live_stream_by_stream_id_restarts_into_parts_and_finalises_offline(
         Duration::from_secs(60),
         || std::fs::metadata(chan.join("5002.ts.part")).is_ok_and(|m| m.len() > 0),
     );
+    // The live-collection series the alerting rules and dashboard use all exist (the
+    // replay pipeline of tests/metrics.rs cannot show them).
+    let live = scrape(metrics_port(&text)).expect("scrape /metrics");
+    for series in [
+        "streamtap_recorder_active 1",
+        "streamtap_recorder_restarts_total 1",
+        "streamtap_helix_channel_live{channel=\"rec1\"} 1",
+        "streamtap_helix_channel_live{channel=\"quiet\"} 0",
+        "streamtap_twitch_channel_messages_total{channel=\"quiet\"} 0",
+    ] {
+        assert!(live.contains(series), "{series:?} missing from:\n{live}");
+    }
+    for file in [
+        "deploy/grafana/streamtap.json",
+        "deploy/prometheus/rules/streamtap.rules.yml",
+    ] {
+        let used = std::fs::read_to_string(common::workspace_root().join(file)).unwrap();
+        for (at, _) in used.match_indices("streamtap_") {
+            let name: String = used[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if [
+                "streamtap_twitch_",
+                "streamtap_helix_",
+                "streamtap_recorder_",
+            ]
+            .iter()
+            .any(|p| name.starts_with(p))
+            {
+                assert!(
+                    live.contains(&format!("# TYPE {name} ")),
+                    "{file} uses {name}, which a live pipeline does not export"
+                );
+            }
+        }
+    }
     let (_, stderr) = run.stop();
     // Shutdown finalises too.
     assert_eq!(files_in(&chan), vec!["5001.1.ts", "5001.ts", "5002.ts"]);
@@ -353,4 +431,57 @@ fn the_disk_guard_refuses_a_new_recording() {
     assert!(files_in(&d.join("rec/rec1")).is_empty());
     assert!(processes_with("6001.ts").is_empty());
     assert!(stderr.contains("recorder: not recording"), "{stderr}");
+}
+
+#[test]
+fn max_concurrent_refuses_the_stream_over_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let hls = d.join("hls");
+    std::fs::create_dir_all(&hls).unwrap();
+    let _live = LiveStream::start(&hls, "live");
+    // Two channels, one stream.
+    for c in ["reca", "recb"] {
+        std::os::unix::fs::symlink(hls.join("live"), hls.join(c)).unwrap();
+    }
+    let http = http_server(&hls);
+    let irc = MockTwitch::start();
+    let helix = MockHelix::start(CLIENT, SECRET, 800);
+    std::fs::write(
+        d.join("p.toml"),
+        pipeline_for(
+            r#"{ login = "reca", record = true }, { login = "recb", record = true }"#,
+            &irc,
+            &helix,
+            &http,
+            "max_concurrent = 1",
+        ),
+    )
+    .unwrap();
+    let mut run = run(d);
+    let db = d.join("out.db");
+    helix.set_live("reca", "7001", "a");
+    wait_for(&mut run, "reca recording", Duration::from_secs(60), || {
+        recording(&db, "7001").is_some_and(|r| r.0 == "recording")
+    });
+    helix.set_live("recb", "7002", "b");
+    wait_for(&mut run, "recb refused", Duration::from_secs(30), || {
+        recording(&db, "7002").is_some_and(|r| r.0 == "refused: max_concurrent 1 reached")
+    });
+    // A slot frees when reca goes offline, and recb (still live) is recorded then.
+    helix.set_offline("reca");
+    wait_for(
+        &mut run,
+        "recb recorded after all",
+        Duration::from_secs(60),
+        || recording(&db, "7002").is_some_and(|r| r.0 == "recording"),
+    );
+    let part = d.join("rec/recb/7002.ts.part");
+    wait_for(&mut run, "recb writing", Duration::from_secs(60), || {
+        std::fs::metadata(&part).is_ok_and(|m| m.len() > 0)
+    });
+    run.stop();
+    assert_eq!(recording(&db, "7001").unwrap().0, "finished");
+    assert_eq!(recording(&db, "7002").unwrap().0, "finished");
+    assert!(d.join("rec/recb/7002.ts").is_file());
 }

@@ -173,6 +173,7 @@ struct RecorderStats {
     parts: prometheus::IntCounter,
     refused: prometheus::IntCounterVec,
     disk_free: prometheus::IntGauge,
+    disk_min_free: prometheus::IntGauge,
 }
 
 impl RecorderStats {
@@ -209,9 +210,19 @@ impl RecorderStats {
         registry.register(Box::new(restarts.clone()))?;
         registry.register(Box::new(bytes.clone()))?;
         registry.register(Box::new(parts.clone()))?;
+        // Both reasons exported from the start (at 0), so rates and alert rules see them.
+        for reason in ["disk", "limit"] {
+            refused.with_label_values(&[reason]);
+        }
         registry.register(Box::new(refused.clone()))?;
+        let disk_min_free = prometheus::IntGauge::with_opts(opts(
+            "recorder_disk_min_free_bytes",
+            "The recorder's min_free_disk_mb in bytes: below it new recordings are refused.",
+        ))?;
         registry.register(Box::new(disk_free.clone()))?;
+        registry.register(Box::new(disk_min_free.clone()))?;
         Ok(RecorderStats {
+            disk_min_free,
             active,
             restarts,
             bytes,
@@ -269,6 +280,13 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// The next `seq` of a recording: above the last one and above every earlier update from
+/// any run (wall-clock microseconds), so a restarted instance's updates of a stream an
+/// earlier run recorded are not taken for stale ones.
+fn next_seq(last: i64) -> i64 {
+    (last + 1).max(chrono::Utc::now().timestamp_micros())
+}
+
 /// Runs until `cancel` fires, then stops every recording (bounded by `stop_timeout`) and
 /// sends their final metadata.
 pub async fn run(r: Recorder, cancel: CancellationToken) -> Result<(), RecorderError> {
@@ -284,6 +302,9 @@ pub async fn run(r: Recorder, cancel: CancellationToken) -> Result<(), RecorderE
         stats: RecorderStats::new(&r.registry)?,
         updates: up_tx,
     });
+    ctx.stats.disk_min_free.set(
+        i64::try_from(r.config.min_free_disk_mb.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX),
+    );
     let tracker = TaskTracker::new();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(String, String)>();
     let mut active: HashMap<String, Active> = HashMap::new();
@@ -370,6 +391,8 @@ async fn reconcile(
             a.stop.cancel();
         }
     }
+    // Forget refusals of streams that ended (they would be reported again if they came back).
+    refused.retain(|id, _| live.values().any(|s| &s.id == id));
     let free = free_bytes(&ctx.dir).ok();
     if let Some(f) = free {
         ctx.stats
@@ -416,7 +439,7 @@ async fn reconcile(
                     restarts: 0,
                     exits: Vec::new(),
                     status: format!("refused: {why}"),
-                    seq: 0,
+                    seq: next_seq(0),
                 });
                 refused.insert(stream.id.clone(), why);
             }
@@ -467,8 +490,7 @@ async fn supervise(ctx: &Ctx, channel: &str, stream: LiveStream, stop: Cancellat
         restarts: 0,
         exits: Vec::new(),
         status: "recording".into(),
-        // Above any `refused` update of the same stream.
-        seq: 1,
+        seq: next_seq(0),
     };
     if let Err(e) = std::fs::create_dir_all(&dir) {
         rec.status = format!("failed: cannot create {}: {e}", dir.display());
@@ -504,7 +526,7 @@ async fn supervise(ctx: &Ctx, channel: &str, stream: LiveStream, stop: Cancellat
             }
         }
         rec.exits.push(exit.clone());
-        rec.seq += 1;
+        rec.seq = next_seq(rec.seq);
         if stop.is_cancelled() {
             rec.status = "finished".into();
             rec.ended_ms = Some(now_ms());
@@ -527,7 +549,7 @@ async fn supervise(ctx: &Ctx, channel: &str, stream: LiveStream, stop: Cancellat
             _ = stop.cancelled() => {
                 rec.status = "finished".into();
                 rec.ended_ms = Some(now_ms());
-                rec.seq += 1;
+                rec.seq = next_seq(rec.seq);
                 let _ = ctx.updates.send(rec);
                 return;
             }

@@ -116,6 +116,11 @@ struct HelixStats {
     budget_wait: prometheus::Counter,
     live: prometheus::IntGauge,
     tokens: prometheus::IntCounter,
+    /// `Ratelimit-Remaining` of the last answer.
+    remaining: prometheus::IntGauge,
+    /// 1 for each followed channel Helix reports live, 0 otherwise (capped labels).
+    channel_live: prometheus::IntGaugeVec,
+    labels: crate::sources::twitch::ChannelLabels,
 }
 
 impl HelixStats {
@@ -148,8 +153,24 @@ impl HelixStats {
         registry.register(Box::new(rate_limited.clone()))?;
         registry.register(Box::new(budget_wait.clone()))?;
         registry.register(Box::new(live.clone()))?;
+        let remaining = prometheus::IntGauge::with_opts(opts(
+            "helix_ratelimit_remaining",
+            "Points left in Twitch's Helix bucket, from the last answer's Ratelimit-Remaining.",
+        ))?;
+        let channel_live = prometheus::IntGaugeVec::new(
+            opts(
+                "helix_channel_live",
+                "1 when Helix reports the channel live, 0 when not (the first 1000 channels by name).",
+            ),
+            &["channel"],
+        )?;
         registry.register(Box::new(tokens.clone()))?;
+        registry.register(Box::new(remaining.clone()))?;
+        registry.register(Box::new(channel_live.clone()))?;
         Ok(HelixStats {
+            remaining,
+            channel_live,
+            labels: Default::default(),
             requests,
             rate_limited,
             budget_wait,
@@ -461,7 +482,11 @@ pub async fn run(p: HelixPoller, cancel: CancellationToken) -> Result<(), HelixE
                     edits_open = false;
                     continue;
                 }
-                channels = mine(&channels_rx.borrow_and_update());
+                let before = std::mem::replace(&mut channels, mine(&channels_rx.borrow_and_update()));
+                for c in before.iter().filter(|c| channels.binary_search(c).is_err()) {
+                    // Unfollowed: no longer reported either way.
+                    let _ = stats.channel_live.remove_label_values(&[c.as_str()]);
+                }
                 // A channel no longer listed is no longer followed: forget it silently
                 // (it did not go offline).
                 known.retain(|c, _| channels.binary_search(c).is_ok());
@@ -513,7 +538,18 @@ async fn poll_once(
     let mut changes = Vec::new();
     for batch in channels.chunks(BATCH) {
         match fetch(client, budget, stats, batch).await {
-            Ok(live) => changes.extend(diff(known, batch, live, now_ms())),
+            Ok(live) => {
+                changes.extend(diff(known, batch, live, now_ms()));
+                for c in batch {
+                    let label = stats.labels.label(c);
+                    if label != crate::sources::twitch::OTHER_CHANNELS {
+                        stats
+                            .channel_live
+                            .with_label_values(&[label])
+                            .set(i64::from(known.contains_key(c)));
+                    }
+                }
+            }
             Err(HelixError::Budget(e)) => return Err(HelixError::Budget(e)),
             Err(e) => {
                 tracing::warn!(error = %e, channels = batch.len(), "helix: batch not polled; their status is unchanged until the next poll");
@@ -541,6 +577,9 @@ async fn fetch(
         match answer {
             Ok(Answer::Page(data, h)) => {
                 stats.requests.with_label_values(&["ok"]).inc();
+                if let Some(r) = h.remaining {
+                    stats.remaining.set(r);
+                }
                 if h.remaining == Some(0) {
                     // Twitch's bucket is empty (someone else uses this client id too): wait
                     // for its next point, one minute / limit.

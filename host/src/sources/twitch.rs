@@ -62,6 +62,13 @@ pub const GAP_KIND: &str = "gap";
 /// A connection that stayed up this long resets the reconnect backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(30);
 
+/// Chat lines read from Twitch and not yet taken by the source, across all connections
+/// (about 500 bytes each). A spike is absorbed here; beyond it the connections stop
+/// reading, so a slow pipeline holds the backlog in Twitch's send buffers, not in our
+/// memory. (Held back for longer than `twitch-irc`'s 5 s PONG check, a connection is
+/// recycled and its gap recorded.)
+const LINE_BUFFER: usize = 50_000;
+
 /// Time to open a TCP/TLS/WebSocket connection, on top of any backoff wait.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -267,7 +274,8 @@ impl Backoff {
 /// What connections report to the source, in the order they saw it.
 #[derive(Debug)]
 enum LinkEvent {
-    /// A chat line (PRIVMSG, USERNOTICE, CLEARCHAT, CLEARMSG) as received.
+    /// A chat line (PRIVMSG, USERNOTICE, CLEARCHAT, CLEARMSG) as received (these come
+    /// through the bounded `lines` queue, see [`LINE_BUFFER`]).
     Line(String),
     /// The server confirmed our JOIN of `channel` on connection `conn`.
     Joined {
@@ -287,6 +295,32 @@ enum LinkEvent {
     Notice(String),
 }
 
+/// Most channels that get their own `channel` label on per-channel series; the rest share
+/// [`OTHER_CHANNELS`], so a 10,000-channel collector does not export 10,000 series.
+pub const CHANNEL_LABELS_MAX: usize = 1000;
+/// The label value of channels beyond [`CHANNEL_LABELS_MAX`].
+pub const OTHER_CHANNELS: &str = "_other";
+
+/// Gives channels their own label value, up to [`CHANNEL_LABELS_MAX`] of them, first come
+/// first served.
+#[derive(Debug, Default)]
+pub struct ChannelLabels(Mutex<HashSet<String>>);
+
+impl ChannelLabels {
+    /// The label value to use for `channel`.
+    pub fn label<'a>(&self, channel: &'a str) -> &'a str {
+        let mut set = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if set.contains(channel) {
+            return channel;
+        }
+        if set.len() < CHANNEL_LABELS_MAX {
+            set.insert(channel.to_owned());
+            return channel;
+        }
+        OTHER_CHANNELS
+    }
+}
+
 /// Counters of the source, registered on the run's registry.
 pub struct TwitchStats {
     joins_sent: prometheus::IntCounter,
@@ -294,6 +328,9 @@ pub struct TwitchStats {
     connections_lost: prometheus::IntCounter,
     gaps: prometheus::IntCounter,
     notices: prometheus::IntCounter,
+    /// Chat events received per channel (capped labels, see [`ChannelLabels`]).
+    channel_messages: prometheus::IntCounterVec,
+    labels: ChannelLabels,
 }
 
 impl TwitchStats {
@@ -317,6 +354,19 @@ impl TwitchStats {
                 "Collection gaps recorded (channel, from, to).",
             )?,
             notices: c("twitch_notices_total", "NOTICE lines received from Twitch.")?,
+            channel_messages: {
+                let v = prometheus::IntCounterVec::new(
+                    prometheus::Opts::new(
+                        "twitch_channel_messages_total",
+                        "Chat events received per channel (the first 1000 channels by name; the rest as channel=\"_other\").",
+                    )
+                    .namespace("streamtap"),
+                    &["channel"],
+                )?;
+                registry.register(Box::new(v.clone()))?;
+                v
+            },
+            labels: ChannelLabels::default(),
         })
     }
 }
@@ -330,6 +380,8 @@ struct LinkContext {
     joins: JoinLimiter,
     backoff: Mutex<Backoff>,
     events: mpsc::UnboundedSender<LinkEvent>,
+    /// Chat lines, bounded ([`LINE_BUFFER`]); control events stay on `events`.
+    lines: mpsc::Sender<String>,
     next_conn: AtomicU64,
     nick: String,
     stats: Arc<TwitchStats>,
@@ -690,7 +742,15 @@ async fn read_loop(
                 .is_some_and(|n| n.eq_ignore_ascii_case(&ctx.nick));
             match m.command.as_str() {
                 c if irc::EVENT_COMMANDS.contains(&c) => {
-                    let _ = ctx.events.send(LinkEvent::Line(line.to_owned()));
+                    // Chat goes to the source through a bounded queue: when it is full this
+                    // reader waits, and TCP pushes back on the server instead of memory
+                    // growing. The crate is not given chat lines (it would only convert
+                    // and discard them: its message stream is not used).
+                    tokio::select! {
+                        _ = conn.stop.cancelled() => return,
+                        r = ctx.lines.send(line.to_owned()) => if r.is_err() { return },
+                    }
+                    continue;
                 }
                 "JOIN" if ours => {
                     for channel in channels_of(m.params.first()) {
@@ -879,6 +939,19 @@ pub async fn run(src: TwitchSource, cancel: CancellationToken) -> Result<(), Twi
         .map_err(|_| TwitchError::Panicked)?
 }
 
+/// The next control event, or else the next chat line (control first: a `Lost` must not
+/// wait behind a backlog of chat).
+async fn next_event(
+    events: &mut mpsc::UnboundedReceiver<LinkEvent>,
+    lines: &mut mpsc::Receiver<String>,
+) -> Option<LinkEvent> {
+    tokio::select! {
+        biased;
+        ev = events.recv() => ev,
+        Some(line) = lines.recv() => Some(LinkEvent::Line(line)),
+    }
+}
+
 fn anonymous_login() -> String {
     // Twitch accepts any `justinfan` + digits as an anonymous read-only login.
     format!("justinfan{}", fastrand::u32(10_000..99_999_999))
@@ -916,6 +989,7 @@ async fn client_main(
     .with_root_certificates(roots)
     .with_no_client_auth();
     let (ev_tx, mut events) = mpsc::unbounded_channel();
+    let (lines_tx, mut lines) = mpsc::channel::<String>(LINE_BUFFER);
     let ctx = Arc::new(LinkContext {
         connection: cfg.connection,
         server: server.clone(),
@@ -928,6 +1002,7 @@ async fn client_main(
             failures: 0,
         }),
         events: ev_tx,
+        lines: lines_tx,
         next_conn: AtomicU64::new(0),
         nick: login.clone(),
         stats: stats.clone(),
@@ -956,6 +1031,16 @@ async fn client_main(
         channels = wanted.len(),
         "twitch source starting"
     );
+    // Every followed channel has its message series from the start (at 0), so "live but
+    // silent" can be told from "not followed".
+    let touch = |chans: &mut dyn Iterator<Item = &String>| {
+        for c in chans {
+            stats
+                .channel_messages
+                .with_label_values(&[stats.labels.label(c)]);
+        }
+    };
+    touch(&mut wanted.iter());
     for c in &wanted {
         client
             .join(c.clone())
@@ -985,6 +1070,7 @@ async fn client_main(
                     gaps.open.remove(c);
                     gaps.on.remove(c);
                 }
+                touch(&mut joins.iter());
                 for c in &joins {
                     client.join(c.clone()).map_err(|_| TwitchError::Channel(c.clone()))?;
                 }
@@ -992,11 +1078,15 @@ async fn client_main(
                 wanted = new;
                 None
             }
-            ev = events.recv() => match ev {
+            ev = next_event(&mut events, &mut lines) => match ev {
                 // The context holds a sender for as long as this loop runs.
                 None => break,
                 Some(LinkEvent::Line(line)) => match irc::parse_line(&line) {
                     Ok(m) => {
+                        stats
+                            .channel_messages
+                            .with_label_values(&[stats.labels.label(&m.channel)])
+                            .inc();
                         if !m.channel_id.is_empty() && !room_ids.contains_key(&m.channel) {
                             room_ids.insert(m.channel.clone(), m.channel_id.clone());
                         }

@@ -131,6 +131,49 @@ impl MockTwitch {
         n
     }
 
+    /// Sends each `(channel, line)` to the open connections joined to its channel, one
+    /// write per connection (for load: `send_to_channel` looks every channel up alone).
+    /// Returns how many lines were written.
+    pub fn send_many(&self, items: &[(String, String)]) -> usize {
+        let st = self.state.lock().unwrap();
+        let mut by_channel: std::collections::HashMap<&str, Vec<usize>> =
+            std::collections::HashMap::new();
+        for (i, c) in st.conns.iter().enumerate().filter(|(_, c)| c.alive) {
+            for ch in &c.channels {
+                by_channel.entry(ch.as_str()).or_default().push(i);
+            }
+        }
+        let mut bufs: Vec<Vec<u8>> = vec![Vec::new(); st.conns.len()];
+        let mut n: usize = 0;
+        for (channel, line) in items {
+            for &i in by_channel
+                .get(channel.as_str())
+                .map(Vec::as_slice)
+                .unwrap_or(&[])
+            {
+                bufs[i].extend_from_slice(line.as_bytes());
+                bufs[i].extend_from_slice(b"\r\n");
+                n += 1;
+            }
+        }
+        drop(by_channel);
+        // Written outside the lock: a slow reader must not stall the server's other
+        // connections (their PINGs and JOINs).
+        let targets: Vec<(TcpStream, Vec<u8>)> = bufs
+            .into_iter()
+            .enumerate()
+            .filter(|(_, b)| !b.is_empty())
+            .filter_map(|(i, b)| st.conns[i].stream.try_clone().ok().map(|s| (s, b)))
+            .collect();
+        drop(st);
+        for (mut stream, b) in targets {
+            if stream.write_all(&b).is_err() {
+                n = n.saturating_sub(b.iter().filter(|&&c| c == b'\n').count());
+            }
+        }
+        n
+    }
+
     /// Sends `RECONNECT` on every open connection, then closes them (as Twitch does).
     pub fn reconnect_all(&self) {
         let mut st = self.state.lock().unwrap();
