@@ -3,7 +3,8 @@
 //! The host process of the streamtap data platform. Modules follow the data's path:
 //!
 //! - [`sources`]: where chat comes from (`replay` of a raw IRC log, live `twitch`).
-//! - [`transport`]: how messages travel from collection to processing (`memory`).
+//! - [`transport`]: how messages travel from collection to processing (`memory`; `kafka`
+//!   building blocks, not yet selectable).
 //! - [`plugins`]: the WASM plugin runtime (the only module that touches wasmtime).
 //! - [`pipeline`]: pipeline files, the step chain, hot reload and the run loop.
 //! - [`sinks`]: where processed messages are stored (`sqlite`).

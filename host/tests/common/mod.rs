@@ -6,6 +6,7 @@ pub mod fake_translate;
 pub mod mock_twitch;
 pub mod moto;
 pub mod server;
+pub mod tansu;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
