@@ -10,12 +10,13 @@
 mod common;
 
 use common::moto::{Forwarder, Moto};
+use common::server::wait_until;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Message time of the first message; a multiple of every window used.
 const T0: i64 = 1_732_700_040_000;
@@ -271,17 +272,6 @@ fn deliveries(db: &Path) -> BTreeMap<(String, String), i64> {
 
 fn row(sink: &str, status: &str, n: i64) -> ((String, String), i64) {
     ((sink.into(), status.into()), n)
-}
-
-fn wait_until<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let until = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

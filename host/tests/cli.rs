@@ -24,6 +24,11 @@ fn demo_copy(dir: &Path) -> std::path::PathBuf {
         .unwrap()
         .replace("rate = 1000", "rate = \"max\"")
         .replace("\"../data/demo.db\"", "\"demo.db\"")
+        // The plugins this test run built (CARGO_TARGET_DIR respected), not `<repo>/target`.
+        .replace(
+            "\"../target/",
+            &format!("\"{}/", common::target_dir().display()),
+        )
         .replace("\"../", &format!("\"{}/", root.display()));
     let f = dir.join("demo.toml");
     std::fs::write(&f, text).unwrap();

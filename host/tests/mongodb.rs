@@ -230,3 +230,93 @@ retry_max = "500ms"
         .collect();
     assert_eq!(ids.len(), 2000);
 }
+
+/// The same replay through analytics and an alert rule into SQLite and into MongoDB: the
+/// `channel_stats` windows are identical, and `streamtap report` draws from MongoDB with
+/// the alert marker.
+#[test]
+fn channel_stats_and_report_match_the_sqlite_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = secantus(dir.path());
+    let analytics = common::plugin("analytics", &[]);
+    let alerts = common::plugin("alerts", &[]);
+    common::write_log(
+        &dir.path().join("chat.log"),
+        3000,
+        &["alpha", "beta", "gamma"],
+    );
+    let pipeline = |sink: &str| {
+        format!(
+            r#"
+name = "stats"
+[source.replay]
+path = "chat.log"
+rate = "max"
+[[steps]]
+uses = "{}"
+with = {{ window = "1s", grace = "0s" }}
+[[steps]]
+uses = "{}"
+[[steps.with.rules]]
+name = "hype"
+channels = ["alpha"]
+window = "10s"
+threshold = 500
+topic = "hype"
+{sink}
+"#,
+            analytics.display(),
+            alerts.display()
+        )
+    };
+    let d = dir.path();
+    std::fs::write(
+        d.join("sqlite.toml"),
+        pipeline("[sink.sqlite]\npath = \"s.db\""),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("mongo.toml"),
+        pipeline(&format!(
+            "[sink.mongodb]\nuri = \"mongodb://{}\"\ndatabase = \"stats\"",
+            server.addr()
+        )),
+    )
+    .unwrap();
+    for p in ["sqlite.toml", "mongo.toml"] {
+        let out = common::stdout_ok(&common::streamtap(d, &["run", p, "--no-reload", "--quiet"]));
+        assert!(out.contains("3000 stored"), "{p}: {out}");
+        assert!(
+            out.contains("ALERT") && out.contains("#alpha"),
+            "{p}: {out}"
+        );
+    }
+    let sqlite_windows =
+        streamtap::sinks::sqlite::channel_windows(&d.join("s.db"), None, None).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mongo_windows = rt.block_on(async {
+        let s = MongoSink::connect(
+            &format!("mongodb://{}", server.addr()),
+            "stats",
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap();
+        s.channel_windows(None, None).await.unwrap()
+    });
+    assert_eq!(sqlite_windows.len(), 9, "{sqlite_windows:?}");
+    assert_eq!(mongo_windows, sqlite_windows);
+
+    let out = common::stdout_ok(&common::streamtap(
+        d,
+        &["report", "mongo.toml", "--out", "r.html"],
+    ));
+    assert!(
+        out.contains("3 channel(s), 9 window(s), 1 alert marker(s)"),
+        "{out}"
+    );
+    let html = std::fs::read_to_string(d.join("r.html")).unwrap();
+    for needle in ["alpha", "beta", "gamma", "hype"] {
+        assert!(html.contains(needle), "{needle} missing from the report");
+    }
+}

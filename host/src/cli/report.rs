@@ -8,6 +8,7 @@
 //! fontconfig.
 
 use crate::pipeline::config::{Pipeline, SinkConfig};
+use crate::sinks::mongodb::MongoSink;
 use crate::sinks::sqlite::{self, AlertMarker, StoredWindow};
 use anyhow::{Context, bail};
 use plotters::coord::Shift;
@@ -105,21 +106,15 @@ pub fn run(
         ),
     };
     let pipeline = Pipeline::load(file)?;
-    let SinkConfig::Sqlite(s) = &pipeline.sink else {
-        bail!(
-            "{}: `streamtap report` reads the sqlite sink; reports from [sink.mongodb] are not built yet",
-            file.display()
-        );
-    };
-    let db = pipeline.resolve(&s.path);
+    let store = Store::open(&pipeline)?;
     let sqlite::ChannelStatsExtent {
         channels: known,
         span,
-    } = sqlite::channel_stats_extent(&db)?;
+    } = store.extent()?;
     if known.is_empty() {
         bail!(
             "{}: no channel_stats windows stored; add the analytics step to the pipeline (docs/ANALYTICS.md) and run it",
-            db.display()
+            store.name
         );
     }
     if let Some(c) = channel
@@ -127,11 +122,11 @@ pub fn run(
     {
         bail!(
             "unknown channel {c:?}: {} has channel_stats for {}",
-            db.display(),
+            store.name,
             known.join(", ")
         );
     }
-    let windows = sqlite::channel_windows(&db, channel, since_ms)?;
+    let windows = store.windows(channel, since_ms)?;
     if windows.is_empty() {
         let (from, to) = span.unwrap_or_default();
         bail!(
@@ -143,7 +138,7 @@ pub fn run(
             fmt_time(to, true),
         );
     }
-    let alerts = sqlite::alert_markers(&db, channel, since_ms)?;
+    let alerts = store.alerts(channel, since_ms)?;
     let data = group(windows, alerts);
     register_fonts()?;
     match kind {
@@ -166,6 +161,75 @@ pub fn run(
 
 /// Windows and alerts by channel, channels by name. Alerts of channels without windows in
 /// range (e.g. a rule on a channel the analytics step does not see) are not drawn.
+/// Where the report reads from: the pipeline's sink.
+struct Store {
+    /// For messages: the file, or the redacted MongoDB target.
+    name: String,
+    kind: StoreKind,
+}
+
+enum StoreKind {
+    Sqlite(std::path::PathBuf),
+    /// The driver is async; the report is a one-shot command, so it drives it itself.
+    Mongo(MongoSink, tokio::runtime::Runtime),
+}
+
+impl Store {
+    fn open(pipeline: &Pipeline) -> anyhow::Result<Store> {
+        match &pipeline.sink {
+            SinkConfig::Sqlite(s) => {
+                let db = pipeline.resolve(&s.path);
+                Ok(Store {
+                    name: db.display().to_string(),
+                    kind: StoreKind::Sqlite(db),
+                })
+            }
+            SinkConfig::Mongodb(_) => {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                let sink = rt.block_on(crate::sinks::Sink::open(pipeline))?;
+                let crate::sinks::Sink::Mongo { db, .. } = sink else {
+                    unreachable!("a [sink.mongodb] opens as MongoDB")
+                };
+                Ok(Store {
+                    name: db.target(),
+                    kind: StoreKind::Mongo(db, rt),
+                })
+            }
+        }
+    }
+
+    fn extent(&self) -> anyhow::Result<sqlite::ChannelStatsExtent> {
+        Ok(match &self.kind {
+            StoreKind::Sqlite(p) => sqlite::channel_stats_extent(p)?,
+            StoreKind::Mongo(m, rt) => rt.block_on(m.channel_stats_extent())?,
+        })
+    }
+
+    fn windows(
+        &self,
+        channel: Option<&str>,
+        since: Option<i64>,
+    ) -> anyhow::Result<Vec<StoredWindow>> {
+        Ok(match &self.kind {
+            StoreKind::Sqlite(p) => sqlite::channel_windows(p, channel, since)?,
+            StoreKind::Mongo(m, rt) => rt.block_on(m.channel_windows(channel, since))?,
+        })
+    }
+
+    fn alerts(
+        &self,
+        channel: Option<&str>,
+        since: Option<i64>,
+    ) -> anyhow::Result<Vec<AlertMarker>> {
+        Ok(match &self.kind {
+            StoreKind::Sqlite(p) => sqlite::alert_markers(p, channel, since)?,
+            StoreKind::Mongo(m, rt) => rt.block_on(m.alert_markers(channel, since))?,
+        })
+    }
+}
+
 fn group(windows: Vec<StoredWindow>, alerts: Vec<AlertMarker>) -> Vec<ChannelData> {
     let mut by: BTreeMap<String, ChannelData> = BTreeMap::new();
     for w in windows {

@@ -298,35 +298,46 @@ fn apply_flush(
     }
     let n = actions.len();
     for a in actions {
-        match a {
-            Action::Alert(alert) => out.alerts.push(RaisedAlert {
-                channel: alert
-                    .attributes
-                    .iter()
-                    .find(|(k, _)| k == "channel")
-                    .map(|(_, v)| v.clone())
-                    .unwrap_or_default(),
-                alert,
-                step: step.name.clone(),
-                message_id: "flush".into(),
-            }),
-            Action::Record { table, key, value } => out.records.push(EmittedRecord {
-                table,
-                key,
-                value,
-                step: step.name.clone(),
-            }),
-            Action::Metric {
-                name,
-                value,
-                labels,
-            } => out
-                .records
-                .push(metric_record(&step.name, &name, value, labels)),
-            Action::Set { .. } | Action::Drop { .. } => {}
-        }
+        // An alert from a flush has no message: its channel is the one it names.
+        let channel = match &a {
+            Action::Alert(alert) => alert
+                .attributes
+                .iter()
+                .find(|(k, _)| k == "channel")
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
+        emit(step, a, "flush", &channel, out);
     }
     Ok(n)
+}
+
+/// Collects an action that produces output of its own (alert, record, metric sample).
+/// `Set` and `Drop` act on the message and are handled by the caller.
+fn emit(step: &StepRunner, a: Action, message_id: &str, channel: &str, out: &mut ChainOutput) {
+    match a {
+        Action::Alert(alert) => out.alerts.push(RaisedAlert {
+            alert,
+            step: step.name.clone(),
+            message_id: message_id.to_owned(),
+            channel: channel.to_owned(),
+        }),
+        Action::Record { table, key, value } => out.records.push(EmittedRecord {
+            table,
+            key,
+            value,
+            step: step.name.clone(),
+        }),
+        Action::Metric {
+            name,
+            value,
+            labels,
+        } => out
+            .records
+            .push(metric_record(&step.name, &name, value, labels)),
+        Action::Set { .. } | Action::Drop { .. } => {}
+    }
 }
 
 /// Applies per-message action lists in place, then removes the messages a plugin dropped.
@@ -348,25 +359,7 @@ fn apply(
                     e.msg.fields.insert(name, value);
                 }
                 Action::Drop { reason } => dropped = Some(reason),
-                Action::Alert(alert) => out.alerts.push(RaisedAlert {
-                    alert,
-                    step: step.name.clone(),
-                    message_id: e.msg.id.clone(),
-                    channel: e.msg.channel.clone(),
-                }),
-                Action::Record { table, key, value } => out.records.push(EmittedRecord {
-                    table,
-                    key,
-                    value,
-                    step: step.name.clone(),
-                }),
-                Action::Metric {
-                    name,
-                    value,
-                    labels,
-                } => out
-                    .records
-                    .push(metric_record(&step.name, &name, value, labels)),
+                other => emit(step, other, &e.msg.id, &e.msg.channel, out),
             }
         }
         if let Some(reason) = dropped {

@@ -625,6 +625,19 @@ impl Instance {
         let Some(f) = self.flush else {
             return Ok(None);
         };
+        self.guarded(|store, _| f.call(store, ()).map(|(r,)| r))
+            .map(Some)
+    }
+
+    /// One call into the guest under the deadline and memory limit; a trap poisons the
+    /// instance (its state may be half-updated), so later calls fail until it is rebuilt.
+    fn guarded(
+        &mut self,
+        call: impl FnOnce(
+            &mut Store<StepState>,
+            &PluginBase,
+        ) -> wasmtime::Result<Result<Vec<u8>, String>>,
+    ) -> Result<Vec<u8>, CallError> {
         if self.poisoned {
             return Err(CallError::Trap(
                 "instance poisoned by an earlier trap".into(),
@@ -634,8 +647,8 @@ impl Instance {
         self.store.data_mut().timing.start();
         self.store
             .set_epoch_deadline(deadline_ticks(self.limits.deadline));
-        match f.call(&mut self.store, ()).map(|(r,)| r) {
-            Ok(Ok(out)) => Ok(Some(out)),
+        match call(&mut self.store, &self.bindings) {
+            Ok(Ok(out)) => Ok(out),
             Ok(Err(msg)) => Err(CallError::Plugin(msg)),
             Err(e) => {
                 self.poisoned = true;
@@ -646,23 +659,7 @@ impl Instance {
 
     /// Runs `process` on an encoded batch, under the deadline and memory limit.
     pub fn process(&mut self, batch: &[u8]) -> Result<Vec<u8>, CallError> {
-        if self.poisoned {
-            return Err(CallError::Trap(
-                "instance poisoned by an earlier trap".into(),
-            ));
-        }
-        self.store.data_mut().limiter.denied = false;
-        self.store.data_mut().timing.start();
-        self.store
-            .set_epoch_deadline(deadline_ticks(self.limits.deadline));
-        match self.bindings.call_process(&mut self.store, batch) {
-            Ok(Ok(out)) => Ok(out),
-            Ok(Err(msg)) => Err(CallError::Plugin(msg)),
-            Err(e) => {
-                self.poisoned = true;
-                Err(classify(&e, &self.store, self.limits))
-            }
-        }
+        self.guarded(|store, b| b.call_process(store, batch))
     }
 }
 

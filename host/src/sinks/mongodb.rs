@@ -13,6 +13,7 @@
 //! | `alerts`       | dedupe key                    | alerts raised by steps                      |
 //! | `records`      | `{table, key}`                | records steps emitted (upserted)            |
 //! | `gaps`         | `{channel, from}`             | collection gaps of the `twitch` source      |
+//! | `channel_stats`| `{channel, start}`            | the analytics step's windows, typed         |
 //!
 //! Messages and events carry `channel`, `channel_id`, `user`, `user_id`, `ts` (a BSON date
 //! from `tmi-sent-ts`), `badges`, `emotes` and the plugin `fields` as a sub-document.
@@ -37,7 +38,10 @@
 //! that retrying cannot fix (authentication, a bad connection string) are permanent.
 
 use crate::pipeline::chain::ChainOutput;
-use crate::sinks::sqlite::{Query, WriteResult};
+use crate::sinks::sqlite::{
+    AlertMarker, CHANNEL_STATS, ChannelStatsExtent, ChannelStatsRow, Query, StoredWindow,
+    WriteResult,
+};
 use mongodb::bson::{self, Bson, Document, doc};
 use mongodb::error::{Error as DriverError, ErrorKind};
 use mongodb::options::{ClientOptions, IndexOptions};
@@ -393,6 +397,10 @@ impl MongoSink {
                 .await
                 .map_err(|e| self.err("createIndexes", coll, &e))?;
         }
+        self.coll(CHANNEL_STATS)
+            .create_indexes([idx(doc! {"channel": 1, "window_start": 1}, "channel_start")])
+            .await
+            .map_err(|e| self.err("createIndexes", CHANNEL_STATS, &e))?;
         self.coll("alerts")
             .create_indexes([idx(doc! {"channel": 1, "at": 1}, "channel_at")])
             .await
@@ -544,6 +552,17 @@ impl MongoSink {
         }
 
         for r in &out.records {
+            if r.table == CHANNEL_STATS {
+                match ChannelStatsRow::from_record(r) {
+                    Ok(row) => {
+                        self.upsert_channel_stats(&row, &r.step, now).await?;
+                        res.result.channel_stats.push(row);
+                        continue;
+                    }
+                    // Kept as it came in `records`, and reported by the caller.
+                    Err(e) => res.result.invalid_records.push(e),
+                }
+            }
             let filter = doc! {"_id": {"table": &r.table, "key": &r.key}};
             let update =
                 doc! {"$set": {"value": value_to_bson(&r.value), "step": &r.step, "at": now}};
@@ -554,6 +573,189 @@ impl MongoSink {
                 .map_err(|e| self.err("update_one", "records", &e))?;
         }
         Ok(res)
+    }
+
+    /// One window per channel and start: a record sent again for the same window replaces
+    /// it (a window flushed at shutdown and completed by a later run keeps the newest).
+    async fn upsert_channel_stats(
+        &self,
+        row: &ChannelStatsRow,
+        step: &str,
+        now: bson::DateTime,
+    ) -> Result<(), MongoError> {
+        let json = |s: &str| -> Bson {
+            serde_json::from_str::<serde_json::Value>(s)
+                .ok()
+                .and_then(|v| bson::to_bson(&v).ok())
+                .unwrap_or(Bson::Null)
+        };
+        let d = doc! {
+            "channel": &row.channel,
+            "window_start": bson::DateTime::from_millis(row.window_start_ms),
+            "window_end": bson::DateTime::from_millis(row.window_end_ms),
+            "messages": row.messages,
+            "unique_chatters": row.unique_chatters,
+            "sentiment_mean": row.sentiment_mean.map(Bson::Double).unwrap_or(Bson::Null),
+            "first_time_chatters": row.first_time_chatters,
+            "late": row.late,
+            "top_emotes": json(&row.top_emotes),
+            "langs": json(&row.langs),
+            "events": json(&row.events),
+            "extra": json(&row.extra),
+            "step": step,
+            "at": now,
+        };
+        self.coll(CHANNEL_STATS)
+            .replace_one(
+                doc! {"_id": {"channel": &row.channel, "start": row.window_start_ms}},
+                d,
+            )
+            .upsert(true)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.err("replace_one", CHANNEL_STATS, &e))
+    }
+
+    /// `channel_stats` windows starting at or after `since_ms`, of one channel or all, by
+    /// channel then time (what `streamtap report` draws).
+    pub async fn channel_windows(
+        &self,
+        channel: Option<&str>,
+        since_ms: Option<i64>,
+    ) -> Result<Vec<StoredWindow>, MongoError> {
+        let mut filter = Document::new();
+        if let Some(c) = channel {
+            filter.insert("channel", c);
+        }
+        if let Some(since) = since_ms {
+            filter.insert(
+                "window_start",
+                doc! {"$gte": bson::DateTime::from_millis(since)},
+            );
+        }
+        let docs = self
+            .find_all(
+                CHANNEL_STATS,
+                filter,
+                doc! {"channel": 1, "window_start": 1},
+            )
+            .await?;
+        let int = |d: &Document, k: &str| -> i64 {
+            d.get(k)
+                .and_then(|v| v.as_i64().or_else(|| v.as_i32().map(i64::from)))
+                .unwrap_or(0)
+        };
+        let time = |d: &Document, k: &str| -> i64 {
+            d.get_datetime(k).map(|t| t.timestamp_millis()).unwrap_or(0)
+        };
+        Ok(docs
+            .iter()
+            .map(|d| {
+                let langs = d
+                    .get_document("langs")
+                    .map(|l| {
+                        l.iter()
+                            .map(|(k, v)| {
+                                let n = v.as_i64().or_else(|| v.as_i32().map(i64::from));
+                                (k.clone(), n.unwrap_or(0))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                StoredWindow {
+                    channel: d.get_str("channel").unwrap_or_default().to_owned(),
+                    window_start_ms: time(d, "window_start"),
+                    window_end_ms: time(d, "window_end"),
+                    messages: int(d, "messages"),
+                    unique_chatters: int(d, "unique_chatters"),
+                    sentiment_mean: d.get_f64("sentiment_mean").ok(),
+                    sentiment_count: d
+                        .get_document("extra")
+                        .map(|x| int(x, "sentiment_count"))
+                        .unwrap_or(0),
+                    langs,
+                }
+            })
+            .collect())
+    }
+
+    /// Channels with `channel_stats` windows and the time span they cover.
+    pub async fn channel_stats_extent(&self) -> Result<ChannelStatsExtent, MongoError> {
+        let windows = self.channel_windows(None, None).await?;
+        let mut channels: Vec<String> = windows.iter().map(|w| w.channel.clone()).collect();
+        channels.dedup();
+        let span = windows
+            .iter()
+            .map(|w| w.window_start_ms)
+            .min()
+            .zip(windows.iter().map(|w| w.window_end_ms).max());
+        Ok(ChannelStatsExtent { channels, span })
+    }
+
+    /// Alerts of one channel or all at or after `since_ms`, on the time of the message
+    /// that fired them (the store time when that message is not stored), oldest first.
+    pub async fn alert_markers(
+        &self,
+        channel: Option<&str>,
+        since_ms: Option<i64>,
+    ) -> Result<Vec<AlertMarker>, MongoError> {
+        let mut filter = Document::new();
+        if let Some(c) = channel {
+            filter.insert("channel", c);
+        }
+        let alerts = self.find_all("alerts", filter, doc! {"at": 1}).await?;
+        let mut out = Vec::new();
+        for a in &alerts {
+            let msg_id = a.get_str("message_id").unwrap_or_default();
+            let fired = self
+                .coll("messages")
+                .find_one(doc! {"_id": msg_id})
+                .await
+                .map_err(|e| self.err("find_one", "messages", &e))?
+                .and_then(|m| m.get_datetime("ts").ok().map(|t| t.timestamp_millis()));
+            let at_ms = fired.unwrap_or_else(|| {
+                a.get_datetime("at")
+                    .map(|t| t.timestamp_millis())
+                    .unwrap_or(0)
+            });
+            if since_ms.is_some_and(|s| at_ms < s) {
+                continue;
+            }
+            out.push(AlertMarker {
+                at_ms,
+                channel: a.get_str("channel").unwrap_or_default().to_owned(),
+                title: a.get_str("title").unwrap_or_default().to_owned(),
+            });
+        }
+        out.sort_by(|a, b| (a.at_ms, &a.channel, &a.title).cmp(&(b.at_ms, &b.channel, &b.title)));
+        Ok(out)
+    }
+
+    async fn find_all(
+        &self,
+        coll: &'static str,
+        filter: Document,
+        sort: Document,
+    ) -> Result<Vec<Document>, MongoError> {
+        let c = self.coll(coll);
+        let mut cursor = c
+            .find(filter)
+            .sort(sort)
+            .await
+            .map_err(|e| self.err("find", coll, &e))?;
+        let mut out = Vec::new();
+        while cursor
+            .advance()
+            .await
+            .map_err(|e| self.err("find", coll, &e))?
+        {
+            out.push(
+                cursor
+                    .deserialize_current()
+                    .map_err(|e| self.err("find", coll, &e))?,
+            );
+        }
+        Ok(out)
     }
 
     /// Documents in a collection (summaries and tests).

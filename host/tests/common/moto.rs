@@ -5,6 +5,7 @@
 //! back, to simulate an outage without killing moto (which would lose its state).
 #![allow(dead_code)]
 
+pub use super::server::free_port;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -16,15 +17,6 @@ use std::time::{Duration, Instant};
 /// moto's default account and region.
 pub const ACCOUNT: &str = "123456789012";
 pub const REGION: &str = "us-east-1";
-
-/// A port nobody listens on right now (bound, then released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A running `moto_server`.
 pub struct Moto {

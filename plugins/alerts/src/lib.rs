@@ -16,6 +16,15 @@
 //! field = "sentiment.compound"
 //! below = -0.5
 //! topic = "moderation"
+//!
+//! # Spanish or Portuguese chat spamming a bot command (`lang` comes from `translate`).
+//! [[steps.with.rules]]
+//! name = "iberian-commands"
+//! window = "30s"
+//! threshold = 20
+//! regex = "(?i)^!(drop|giveaway)\\b"
+//! field = "lang"
+//! one_of = ["es", "pt"]
 //! ```
 //!
 //! ## Semantics
@@ -25,8 +34,20 @@
 //!   makes a replayed log alert exactly as the live stream did, and makes results
 //!   independent of batching and processing delays.
 //! * **Counting** is per rule and channel. A message counts for a rule when its channel
-//!   matches one of `channels` and every configured condition holds (`keyword`, `field`
-//!   with `below`/`above`).
+//!   matches one of `channels` and every configured condition holds: `keyword`, `regex`,
+//!   and `field` (present, or with `below`/`above`, or with `equals`/`one_of`).
+//! * **Text filters**: `keyword` is a case-insensitive substring; `regex` is a
+//!   [`regex`](https://docs.rs/regex) pattern searched in the text, case-sensitive unless
+//!   it says `(?i)`, unanchored unless it uses `^`/`$`. With both, both must match.
+//!   `\w`, `\d`, `\b` and `(?i)` are Unicode-aware; `\p{...}` property classes are not
+//!   built in (they would grow the .wasm) and are refused as not found.
+//!   Patterns are compiled once, in `init`, with a size limit ([`REGEX_SIZE_LIMIT`]) so
+//!   that a pattern like `\w{1000}` is refused instead of exhausting the plugin's
+//!   memory; an invalid or oversized pattern fails the step's `init`, naming the rule.
+//! * **String fields**: `equals = "es"` and `one_of = ["es", "pt"]` compare a string
+//!   field an earlier step set (e.g. `lang` from `translate`) exactly; a value that is
+//!   not a string never matches. They need `field` and cannot be combined with
+//!   `below`/`above`.
 //! * **Firing**: the message that brings the window's count to `threshold` raises one
 //!   alert (and an `alert_windows` record). Later messages of the same window never fire
 //!   again, and the dedupe key `{rule}:{channel}:{window_start_ms}` lets the host drop a
@@ -71,6 +92,13 @@ const KV_PREFIX: &str = "alerts/v1/";
 /// evicted at the end of a batch (they stay in the key-value store and reload on demand).
 /// Bounds the plugin's memory when it sees many channels.
 const MAX_CACHED_PER_RULE: usize = 4096;
+/// Upper bound, in bytes, on the compiled form (the Thompson NFA) of one rule's `regex`.
+/// The regex crate's default (10 MiB) is meant for trusted patterns; rules come from a
+/// pipeline file that may be edited by many people, and the plugin's memory is
+/// capped by the host, so a pattern that compiles bigger than this is refused at `init`.
+/// Ordinary patterns stay far below it, but a Unicode class such as `\w` compiles to
+/// several KiB, so even `\w{150}` is over it (tested).
+pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
 // ---------------------------------------------------------------------------------------------
 // Configuration
@@ -103,16 +131,27 @@ pub struct RuleConfig {
     pub threshold: Option<u64>,
     /// Optional. The text must contain this, compared case-insensitively. Default: none.
     pub keyword: Option<String>,
+    /// Optional. A `regex`-crate pattern the text must match somewhere (case-sensitive
+    /// unless it starts with `(?i)`; anchor with `^`/`$`). With `keyword`, both must
+    /// match. Compiled at `init` under [`REGEX_SIZE_LIMIT`]. Default: none.
+    pub regex: Option<String>,
     /// Optional. Dotted path into a field an earlier step set, e.g. `"sentiment.compound"`
     /// (the first segment is the field name, the rest are map keys). With `below`/`above`
-    /// the value must be a number meeting them; alone, the field must be present and not
-    /// null. Default: none.
+    /// the value must be a number meeting them; with `equals`/`one_of`, a string equal to
+    /// them; alone, the field must be present and not null. Default: none.
     pub field: Option<String>,
     /// Optional, needs `field`. The message counts only when the field's value is `< below`.
     pub below: Option<f64>,
     /// Optional, needs `field`. The message counts only when the field's value is `> above`.
     /// With both `below` and `above`, the value must lie between them.
     pub above: Option<f64>,
+    /// Optional, needs `field`, not with `below`/`above`. The message counts only when the
+    /// field's value is a string equal to this (exact, case-sensitive), e.g. `lang = "es"`.
+    pub equals: Option<String>,
+    /// Optional, needs `field`, not with `below`/`above`, not empty. The message counts
+    /// only when the field's value is a string equal to one of these. With `equals`, both
+    /// must hold (so `equals` must be one of them).
+    pub one_of: Option<Vec<String>>,
     /// Alert topic, routed by the pipeline's `[alerts]` table. Default: the rule name.
     pub topic: Option<String>,
     /// Alert severity (`"info"`, `"warning"`, `"critical"`, ...). Default: `"warning"`
@@ -143,9 +182,13 @@ struct Rule {
     threshold: u64,
     /// Lower-cased, to compare with the lower-cased text.
     keyword: Option<String>,
+    /// Compiled once in `init`; searched in the original (not lower-cased) text.
+    regex: Option<regex::Regex>,
     field: Option<FieldPath>,
     below: Option<f64>,
     above: Option<f64>,
+    equals: Option<String>,
+    one_of: Option<Vec<String>>,
     topic: String,
     severity: String,
     cooldown_ms: i64,
@@ -219,6 +262,16 @@ impl RuleConfig {
             k => k.map(|k| k.to_lowercase()),
         };
 
+        let regex = match &self.regex {
+            None => None,
+            Some(p) if p.is_empty() => {
+                return Err(format!(
+                    "{ctx}: `regex` is empty; remove it to count every message"
+                ));
+            }
+            Some(p) => Some(compile_regex(p).map_err(|e| format!("{ctx}: {e}"))?),
+        };
+
         let field = match self.field {
             None => None,
             Some(text) => {
@@ -254,6 +307,43 @@ impl RuleConfig {
             ));
         }
 
+        for (key, set) in [
+            ("equals", self.equals.is_some()),
+            ("one_of", self.one_of.is_some()),
+        ] {
+            if !set {
+                continue;
+            }
+            if field.is_none() {
+                return Err(format!(
+                    "{ctx}: `{key}` needs `field` (the value to compare, e.g. field = \"lang\")"
+                ));
+            }
+            if let Some((num, _)) = [("below", self.below), ("above", self.above)]
+                .into_iter()
+                .find(|(_, v)| v.is_some())
+            {
+                // A value cannot be both a string and a number; the rule could never fire.
+                return Err(format!(
+                    "{ctx}: `{key}` compares strings and `{num}` compares numbers; one field value cannot be both (use two rules)"
+                ));
+            }
+        }
+        if let Some(list) = &self.one_of {
+            if list.is_empty() {
+                return Err(format!(
+                    "{ctx}: `one_of` is empty, so the rule could never match (list the values, e.g. [\"es\", \"pt\"])"
+                ));
+            }
+            if let Some(eq) = &self.equals
+                && !list.contains(eq)
+            {
+                return Err(format!(
+                    "{ctx}: `equals` = {eq:?} is not in `one_of` = {list:?}; both must hold, so the rule could never match"
+                ));
+            }
+        }
+
         let topic = match self.topic {
             Some(t) if t.is_empty() => {
                 return Err(format!(
@@ -281,9 +371,12 @@ impl RuleConfig {
             window_text,
             threshold,
             keyword,
+            regex,
             field,
             below: self.below,
             above: self.above,
+            equals: self.equals,
+            one_of: self.one_of,
             topic,
             severity: self.severity,
             cooldown_ms,
@@ -291,12 +384,66 @@ impl RuleConfig {
     }
 }
 
+/// Compiles a rule's `regex` under [`REGEX_SIZE_LIMIT`]. The error quotes the pattern and
+/// says what is wrong, in one line when the parser's message has several.
+///
+/// The limit is checked on the pattern's forward Thompson NFA, compiled here, rather than
+/// left to `RegexBuilder::size_limit`: that one also bounds whatever extra engines the
+/// regex crate was built with (a workspace that enables `regex-automata/dfa-build`
+/// elsewhere makes it build reverse automata too, several times bigger for Unicode
+/// classes), so the same pattern would pass in the .wasm and fail in a test build. The
+/// regex itself then gets a looser bound, as a backstop.
+fn compile_regex(pattern: &str) -> Result<regex::Regex, String> {
+    use regex_automata::nfa::thompson;
+    // The compiler's own limit counts less than the finished NFA's heap, so it is only a
+    // guard against building something huge; the finished size is what is checked.
+    let nfa = thompson::Compiler::new()
+        .configure(
+            thompson::Config::new()
+                .nfa_size_limit(Some(REGEX_SIZE_LIMIT * 4))
+                .which_captures(thompson::WhichCaptures::None),
+        )
+        .build(pattern);
+    match nfa {
+        Err(e) if e.size_limit().is_some() => return Err(too_big(pattern, REGEX_SIZE_LIMIT)),
+        Ok(nfa) if nfa.memory_usage() > REGEX_SIZE_LIMIT => {
+            return Err(too_big(pattern, REGEX_SIZE_LIMIT));
+        }
+        _ => {}
+    }
+    // Any other NFA error is a syntax error, reported here in the regex crate's words.
+    regex::RegexBuilder::new(pattern)
+        .size_limit(REGEX_SIZE_LIMIT * 8)
+        .build()
+        .map_err(|e| match e {
+            regex::Error::CompiledTooBig(limit) => too_big(pattern, limit),
+            other => {
+                // The parser's message is the pattern, a caret line, then "error: WHAT";
+                // the pattern is already quoted, so keep only WHAT.
+                let text = other.to_string();
+                let what = text
+                    .lines()
+                    .rev()
+                    .find_map(|l| l.trim().strip_prefix("error: "))
+                    .map_or_else(|| text.trim().replace('\n', " "), str::to_owned);
+                format!("`regex` = {pattern:?} is not a valid pattern: {what}")
+            }
+        })
+}
+
+fn too_big(pattern: &str, limit: usize) -> String {
+    format!(
+        "`regex` = {pattern:?} is too big: compiled, it exceeds the {limit}-byte limit (use smaller repetition counts or fewer Unicode classes)"
+    )
+}
+
 impl Rule {
     fn channel_matches(&self, channel: &str) -> bool {
         self.channels.iter().any(|g| g.matches(channel))
     }
 
-    /// The `field`/`below`/`above` condition; true when no `field` is configured.
+    /// The `field` condition (`below`/`above`, `equals`/`one_of`, or present); true when no
+    /// `field` is configured.
     fn field_matches(&self, msg: &Message<'_>) -> bool {
         let Some(path) = &self.field else {
             return true;
@@ -312,6 +459,17 @@ impl Rule {
                 },
                 _ => return false,
             }
+        }
+        if self.equals.is_some() || self.one_of.is_some() {
+            // Only strings compare: a number 1 is not the string "1".
+            let Some(s) = value.as_str() else {
+                return false;
+            };
+            return self.equals.as_deref().is_none_or(|e| s == e)
+                && self
+                    .one_of
+                    .as_ref()
+                    .is_none_or(|l| l.iter().any(|v| v == s));
         }
         if self.below.is_none() && self.above.is_none() {
             return value != Value::Null;
@@ -329,12 +487,24 @@ impl Rule {
         if let Some(k) = &self.keyword {
             parts.push(format!("text contains {k:?} (any case)"));
         }
+        if let Some(r) = &self.regex {
+            parts.push(format!("text matches /{}/", r.as_str()));
+        }
         if let Some(f) = &self.field {
-            match (self.above, self.below) {
-                (Some(a), Some(b)) => parts.push(format!("{a} < {} < {b}", f.text)),
-                (Some(a), None) => parts.push(format!("{} > {a}", f.text)),
-                (None, Some(b)) => parts.push(format!("{} < {b}", f.text)),
-                (None, None) => parts.push(format!("{} is set", f.text)),
+            if let Some(e) = &self.equals {
+                parts.push(format!("{} = {e:?}", f.text));
+            }
+            if let Some(l) = &self.one_of {
+                parts.push(format!("{} one of {l:?}", f.text));
+            }
+            // `equals`/`one_of` exclude `below`/`above` (checked in `compile`).
+            if self.equals.is_none() && self.one_of.is_none() {
+                match (self.above, self.below) {
+                    (Some(a), Some(b)) => parts.push(format!("{a} < {} < {b}", f.text)),
+                    (Some(a), None) => parts.push(format!("{} > {a}", f.text)),
+                    (None, Some(b)) => parts.push(format!("{} < {b}", f.text)),
+                    (None, None) => parts.push(format!("{} is set", f.text)),
+                }
             }
         }
         if parts.is_empty() {
@@ -514,6 +684,11 @@ impl Alerts {
                 && !lower_text
                     .get_or_insert_with(|| msg.text().to_lowercase())
                     .contains(k.as_str())
+            {
+                continue;
+            }
+            if let Some(re) = &rule.regex
+                && !re.is_match(msg.text())
             {
                 continue;
             }

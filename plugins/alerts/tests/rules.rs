@@ -32,8 +32,8 @@ fn init(with: serde_json::Value) -> Alerts {
 }
 
 fn init_err(with: serde_json::Value) -> String {
-    match testing::init::<Alerts>(with) {
-        Ok(_) => panic!("config was accepted"),
+    match testing::init::<Alerts>(with.clone()) {
+        Ok(_) => panic!("config was accepted: {with}"),
         Err(e) => e,
     }
 }
@@ -273,6 +273,172 @@ fn keyword_is_a_case_insensitive_substring() {
     );
     assert_eq!(fired_at(&out), vec![3]);
     assert!(alerts_of(&out)[0].1.body.contains("text contains \"pog\""));
+}
+
+#[test]
+fn regex_is_case_sensitive_unless_asked_and_honours_anchors() {
+    let mut p = init(json!({ "rules": [
+        { "name": "cmd", "window": "10s", "threshold": 2, "regex": "^!drop\\b" },
+        { "name": "any-case", "window": "10s", "threshold": 2, "regex": "(?i)^!drop\\b" },
+        { "name": "ends", "window": "10s", "threshold": 2, "regex": "KEKW$" },
+    ]}));
+    let out = testing::run(
+        &mut p,
+        &[
+            msg("c", "!drop now", T0),          // cmd 1, any-case 1
+            msg("c", "!DROP now", T0 + 1),      // any-case 2 -> fires
+            msg("c", "say !drop", T0 + 2),      // not at the start: nothing
+            msg("c", "!dropped", T0 + 3),       // no word boundary: nothing
+            msg("c", "KEKW then text", T0 + 4), // not at the end: nothing
+            msg("c", "lol KEKW", T0 + 5),       // ends 1
+            msg("c", "lol kekw", T0 + 6),       // case differs: nothing
+            msg("c", "!drop", T0 + 7),          // cmd 2 -> fires
+            msg("c", "KEKW", T0 + 8),           // ends 2 -> fires
+        ],
+    );
+    let got: Vec<(usize, String)> = alerts_of(&out)
+        .into_iter()
+        .map(|(i, a)| (i, a.topic))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (1, "any-case".into()),
+            (7, "cmd".into()),
+            (8, "ends".into())
+        ]
+    );
+    let body = &alerts_of(&out)[1].1.body;
+    assert!(body.contains("text matches /^!drop\\b/"), "{body}");
+}
+
+#[test]
+fn regex_matches_unicode_text() {
+    // `\w` and `(?i)` are Unicode-aware: accented Spanish words and non-ASCII case.
+    let mut p = init(one_rule(
+        json!({ "regex": "(?i)\\bqué\\s+\\w+", "threshold": 2 }),
+    ));
+    let out = testing::run(
+        &mut p,
+        &[
+            msg("c", "QUÉ pasó", T0),        // 1
+            msg("c", "que pasó", T0 + 1),    // no accent: nothing
+            msg("c", "qué!", T0 + 2),        // no word after it: nothing
+            msg("c", "¿Qué ñandú?", T0 + 3), // 2 -> fires
+        ],
+    );
+    assert_eq!(fired_at(&out), vec![3]);
+}
+
+#[test]
+fn regex_size_limit_leaves_room_for_real_patterns() {
+    // The limit refuses `\w{150}` (see the invalid-config table) but not what rules need:
+    // an alternation of many emotes, or a run of Unicode word characters.
+    let emotes: Vec<String> = (0..300).map(|i| format!("emote{i}")).collect();
+    let mut p = init(json!({ "rules": [
+        { "name": "emotes", "window": "10s", "threshold": 1,
+          "regex": format!("\\b(?:{})\\b", emotes.join("|")) },
+        { "name": "long-word", "window": "10s", "threshold": 1, "regex": "(?i)\\w{40}" },
+    ]}));
+    let out = testing::run(
+        &mut p,
+        &[
+            msg("c", "so emote299 wow", T0),
+            msg("c", &"é".repeat(40), T0 + 1),
+        ],
+    );
+    let topics: Vec<String> = alerts_of(&out).into_iter().map(|(_, a)| a.topic).collect();
+    assert_eq!(topics, vec!["emotes", "long-word"]);
+}
+
+#[test]
+fn keyword_and_regex_must_both_match() {
+    let mut p = init(one_rule(
+        json!({ "keyword": "pog", "regex": "^[A-Z ]+$", "threshold": 2 }),
+    ));
+    let out = testing::run(
+        &mut p,
+        &[
+            msg("c", "POG POG", T0),     // both: 1
+            msg("c", "pog pog", T0 + 1), // keyword only
+            msg("c", "HYPE", T0 + 2),    // regex only
+            msg("c", "POGGERS", T0 + 3), // both: 2 -> fires
+        ],
+    );
+    assert_eq!(fired_at(&out), vec![3]);
+    let body = &alerts_of(&out)[0].1.body;
+    assert!(
+        body.contains("text contains \"pog\" (any case) and text matches /^[A-Z ]+$/"),
+        "{body}"
+    );
+}
+
+fn with_lang(channel: &str, ts_ms: i64, lang: Value) -> ChatMessage {
+    let mut m = msg(channel, "hola", ts_ms);
+    m.fields.insert("lang".into(), lang);
+    m
+}
+
+#[test]
+fn equals_and_one_of_compare_string_fields() {
+    let mut p = init(json!({ "rules": [
+        { "name": "es", "window": "10s", "threshold": 2, "field": "lang", "equals": "es" },
+        { "name": "iberian", "window": "10s", "threshold": 3, "field": "lang",
+          "one_of": ["es", "pt"] },
+        { "name": "pt-only", "window": "10s", "threshold": 1, "field": "lang",
+          "equals": "pt", "one_of": ["pt", "gl"] },
+    ]}));
+    let mut no_lang = msg("c", "hello", T0 + 1);
+    no_lang.fields.insert("other".into(), Value::from("es"));
+    let out = testing::run(
+        &mut p,
+        &[
+            with_lang("c", T0, Value::from("es")),     // es 1, iberian 1
+            no_lang,                                   // no `lang`: nothing
+            with_lang("c", T0 + 2, Value::from("ES")), // case differs: nothing
+            with_lang("c", T0 + 3, Value::Int(1)),     // not a string: nothing
+            with_lang("c", T0 + 4, Value::Null),       // null: nothing
+            with_lang("c", T0 + 5, Value::from("en")), // nothing
+            with_lang("c", T0 + 6, Value::from("pt")), // iberian 2, pt-only 1 -> fires
+            with_lang("c", T0 + 7, Value::from("es")), // es 2 -> fires, iberian 3 -> fires
+        ],
+    );
+    let alerts = alerts_of(&out);
+    let got: Vec<(usize, String)> = alerts.iter().map(|(i, a)| (*i, a.topic.clone())).collect();
+    assert_eq!(
+        got,
+        vec![
+            (6, "pt-only".into()),
+            (7, "es".into()),
+            (7, "iberian".into())
+        ]
+    );
+    let body = |topic: &str| {
+        alerts
+            .iter()
+            .find(|(_, a)| a.topic == topic)
+            .map(|(_, a)| a.body.clone())
+            .unwrap_or_default()
+    };
+    assert!(
+        body("es").contains("Matching: lang = \"es\"\n"),
+        "{}",
+        body("es")
+    );
+    assert!(
+        body("iberian").contains("Matching: lang one of [\"es\", \"pt\"]\n"),
+        "{}",
+        body("iberian")
+    );
+}
+
+#[test]
+fn equals_follows_a_dotted_path() {
+    let mut p = init(one_rule(
+        json!({ "field": "sentiment.label", "equals": "x", "threshold": 1 }),
+    ));
+    let out = testing::run(&mut p, &[with_sentiment("c", T0, Value::Float(0.1))]);
+    assert_eq!(fired_at(&out), vec![0]);
 }
 
 #[test]
@@ -559,6 +725,63 @@ fn invalid_configs_are_rejected_with_clear_messages() {
             "rule \"hype\": `keyword` is empty",
         ),
         (
+            one_rule(json!({ "regex": "" })),
+            "rule \"hype\": `regex` is empty",
+        ),
+        (
+            one_rule(json!({ "regex": "(unclosed" })),
+            "rule \"hype\": `regex` = \"(unclosed\" is not a valid pattern: unclosed group",
+        ),
+        (
+            one_rule(json!({ "regex": "a{1,2" })),
+            "rule \"hype\": `regex` = \"a{1,2\" is not a valid pattern: unclosed counted repetition",
+        ),
+        (
+            // Unicode `\w` is thousands of bytes compiled; 150 of them exceed 1 MiB.
+            one_rule(json!({ "regex": "\\w{150}" })),
+            "rule \"hype\": `regex` = \"\\\\w{150}\" is too big: compiled, it exceeds the 1048576-byte limit",
+        ),
+        (
+            one_rule(json!({ "regex": "(?:a{1000}){1000}" })),
+            "rule \"hype\": `regex` = \"(?:a{1000}){1000}\" is too big",
+        ),
+        (
+            one_rule(json!({ "regex": "\\p{Greek}" })),
+            "rule \"hype\": `regex` = \"\\\\p{Greek}\" is not a valid pattern: Unicode property not found",
+        ),
+        (
+            one_rule(json!({ "equals": "es" })),
+            "rule \"hype\": `equals` needs `field`",
+        ),
+        (
+            one_rule(json!({ "one_of": ["es"] })),
+            "rule \"hype\": `one_of` needs `field`",
+        ),
+        (
+            one_rule(json!({ "field": "lang", "one_of": [] })),
+            "rule \"hype\": `one_of` is empty",
+        ),
+        (
+            one_rule(json!({ "field": "lang", "equals": "es", "below": 1 })),
+            "rule \"hype\": `equals` compares strings and `below` compares numbers",
+        ),
+        (
+            one_rule(json!({ "field": "lang", "one_of": ["es"], "above": 0 })),
+            "rule \"hype\": `one_of` compares strings and `above` compares numbers",
+        ),
+        (
+            one_rule(json!({ "field": "lang", "equals": "es", "one_of": ["pt"] })),
+            "rule \"hype\": `equals` = \"es\" is not in `one_of` = [\"pt\"]",
+        ),
+        (
+            one_rule(json!({ "field": "lang", "equals": 1 })),
+            "invalid type",
+        ),
+        (
+            one_rule(json!({ "field": "lang", "one_of": "es" })),
+            "invalid type",
+        ),
+        (
             one_rule(json!({ "topic": "" })),
             "rule \"hype\": `topic` is empty",
         ),
@@ -593,4 +816,20 @@ fn demo_pipeline_rules_are_valid() {
           "field": "sentiment.compound", "below": -0.5, "topic": "moderation",
           "severity": "warning" },
     ]}));
+}
+
+#[test]
+fn crate_doc_example_rule_is_valid_and_matches() {
+    // The second rule of the example at the top of src/lib.rs.
+    let mut p = init(json!({ "rules": [
+        { "name": "iberian-commands", "window": "30s", "threshold": 2,
+          "regex": "(?i)^!(drop|giveaway)\\b", "field": "lang", "one_of": ["es", "pt"] },
+    ]}));
+    let mut es = with_lang("c", T0, Value::from("es"));
+    es.text = "!DROP ya".into();
+    let mut en = with_lang("c", T0 + 1, Value::from("en"));
+    en.text = "!drop".into();
+    let mut pt = with_lang("c", T0 + 2, Value::from("pt"));
+    pt.text = "!giveaway agora".into();
+    assert_eq!(fired_at(&testing::run(&mut p, &[es, en, pt])), vec![2]);
 }
