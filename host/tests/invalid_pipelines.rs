@@ -123,6 +123,51 @@ const CASES: &[(&str, usize, usize, &str)] = &[
         14,
         "transport.memory: batch_size 0 must be at least 1",
     ),
+    // `[transport.kafka]`.
+    (
+        "kafka_unknown_key.toml",
+        6,
+        1,
+        "unknown field `partitions`, expected one of `brokers`, `topic`, `dead_letter_topic`, \
+         `group_id`, `compression`, `producer_buffer`, `batch_size`, `batch_wait`",
+    ),
+    (
+        "kafka_missing_brokers.toml",
+        4,
+        1,
+        "missing field `brokers`",
+    ),
+    (
+        "kafka_bad_brokers.toml",
+        5,
+        11,
+        "transport.kafka: brokers \"kafka://broker-1:9092\" must be host:port entries separated \
+         by commas (no scheme)",
+    ),
+    (
+        "kafka_bad_topic.toml",
+        6,
+        9,
+        "transport.kafka: topic \"chat events\" is not a Kafka topic name",
+    ),
+    (
+        "kafka_dead_letter_same_topic.toml",
+        7,
+        21,
+        "transport.kafka: dead_letter_topic \"chat\" must differ from topic",
+    ),
+    (
+        "kafka_bad_compression.toml",
+        6,
+        15,
+        "unknown variant `zstd`, expected one of `none`, `gzip`, `snappy`, `lz4`",
+    ),
+    (
+        "kafka_producer_buffer_zero.toml",
+        6,
+        19,
+        "transport.kafka: producer_buffer 0 must be at least 1",
+    ),
     (
         "bad_duration.toml",
         6,

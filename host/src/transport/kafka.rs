@@ -1,7 +1,8 @@
 //! The Kafka transport's building blocks (rdkafka): the versioned JSON wire schema of a chat
 //! event, an idempotent producer that applies backpressure instead of dropping, a consumer
 //! that commits offsets only up to what the caller acknowledged (at-least-once), and a
-//! dead-letter helper. Not wired into the runner yet; docs/KAFKA.md describes the contract.
+//! dead-letter helper. `streamtap collect`/`process` (pipeline/runner.rs) use them;
+//! docs/KAFKA.md describes the contract.
 //!
 //! Keys are the channel login, so every message of one channel lands in one partition and
 //! keeps its order.
@@ -284,6 +285,18 @@ pub enum Compression {
     Lz4,
 }
 
+impl From<crate::pipeline::config::KafkaCompression> for Compression {
+    fn from(c: crate::pipeline::config::KafkaCompression) -> Self {
+        use crate::pipeline::config::KafkaCompression as K;
+        match c {
+            K::None => Compression::None,
+            K::Gzip => Compression::Gzip,
+            K::Snappy => Compression::Snappy,
+            K::Lz4 => Compression::Lz4,
+        }
+    }
+}
+
 impl Compression {
     fn as_str(self) -> &'static str {
         match self {
@@ -349,19 +362,27 @@ pub struct KafkaProducer {
     producer: FutureProducer,
     topic: String,
     backpressure: IntCounter,
+    delivered: IntCounter,
 }
 
 /// A message the producer accepted; resolves once the broker acknowledged it.
 pub struct Delivery {
     fut: DeliveryFuture,
     topic: String,
+    /// Counts acknowledged deliveries (the producer's; none for dead letters).
+    delivered: Option<IntCounter>,
 }
 
 impl Delivery {
     /// Waits for the broker's acknowledgement: `(partition, offset)`.
     pub async fn wait(self) -> Result<(i32, i64), KafkaTransportError> {
         match self.fut.await {
-            Ok(Ok(d)) => Ok((d.partition, d.offset)),
+            Ok(Ok(d)) => {
+                if let Some(c) = &self.delivered {
+                    c.inc();
+                }
+                Ok((d.partition, d.offset))
+            }
             Ok(Err((e, _))) => Err(KafkaTransportError::Delivery {
                 topic: self.topic,
                 source: e,
@@ -385,16 +406,28 @@ impl KafkaProducer {
             "Times a send waited because the producer's local queue was full.",
         ))
         .expect("valid metric");
+        let delivered = IntCounter::with_opts(Opts::new(
+            "streamtap_kafka_producer_delivered_total",
+            "Messages the broker acknowledged.",
+        ))
+        .expect("valid metric");
         Ok(KafkaProducer {
             producer,
             topic: opts.topic.clone(),
             backpressure,
+            delivered,
         })
     }
 
     /// Registers the producer's metrics on the run's registry.
     pub fn register(&self, registry: &Registry) -> prometheus::Result<()> {
-        registry.register(Box::new(self.backpressure.clone()))
+        registry.register(Box::new(self.backpressure.clone()))?;
+        registry.register(Box::new(self.delivered.clone()))
+    }
+
+    /// Messages the broker acknowledged (counted as their deliveries are awaited).
+    pub fn delivered(&self) -> u64 {
+        self.delivered.get()
     }
 
     /// Times `send` had to wait for room.
@@ -410,7 +443,7 @@ impl KafkaProducer {
     /// Enqueues `m` (keyed by channel), waiting while the local queue is full.
     pub async fn send(&self, m: &ChatMessage) -> Result<Delivery, KafkaTransportError> {
         let payload = encode(m);
-        send_waiting(
+        let mut d = send_waiting(
             &self.producer,
             &self.topic,
             key(m).as_bytes(),
@@ -418,7 +451,9 @@ impl KafkaProducer {
             None,
             &self.backpressure,
         )
-        .await
+        .await?;
+        d.delivered = Some(self.delivered.clone());
+        Ok(d)
     }
 
     /// Waits up to `limit` for every queued message to be acknowledged.
@@ -452,6 +487,7 @@ async fn send_waiting(
                 return Ok(Delivery {
                     fut,
                     topic: topic.into(),
+                    delivered: None,
                 });
             }
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
