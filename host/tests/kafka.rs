@@ -381,6 +381,17 @@ async fn kcat_reads_the_schema() {
 
 /// A `[transport.kafka]` pipeline: replay `chat.log` → `chat` → `steps` → SQLite `out.db`.
 fn split_pipeline(dir: &std::path::Path, brokers: &str, steps: &str) -> std::path::PathBuf {
+    split_pipeline_with(dir, brokers, "", "", steps)
+}
+
+/// [`split_pipeline`] with extra `[source.replay]` and `[transport.kafka]` keys.
+fn split_pipeline_with(
+    dir: &std::path::Path,
+    brokers: &str,
+    source_extra: &str,
+    kafka_extra: &str,
+    steps: &str,
+) -> std::path::PathBuf {
     let p = dir.join("p.toml");
     std::fs::write(
         &p,
@@ -389,12 +400,16 @@ fn split_pipeline(dir: &std::path::Path, brokers: &str, steps: &str) -> std::pat
 name = "split"
 [source.replay]
 path = "chat.log"
+{source_extra}
 [transport.kafka]
 brokers = "{brokers}"
 topic = "chat"
 dead_letter_topic = "chat-dlq"
 group_id = "processors"
 batch_size = 1000
+# A killed processor's partitions move on quickly.
+session_timeout = "6s"
+{kafka_extra}
 {steps}
 [sink.sqlite]
 path = "out.db"
@@ -717,4 +732,62 @@ fn process_killed_mid_stream_loses_nothing_and_stores_each_message_once() {
     let unique: HashSet<String> = ids.into_iter().collect();
     assert_eq!(unique, expected_ids(SPLIT_N));
     eprintln!("redelivered after the last kill and already stored: {redelivered}");
+}
+
+/// The broker is killed (-9) while `collect` publishes and comes back 5 s later: the
+/// producer's small buffer fills, the source waits (counted), and once the broker is back
+/// every message is published; `process` then stores each exactly once.
+#[test]
+fn collect_rides_out_a_broker_outage_with_backpressure_and_loses_nothing() {
+    let (dir, mut broker) = setup(4, "chat");
+    tansu::create_topic(&broker, "chat-dlq", 1);
+    common::write_log(
+        &dir.path().join("chat.log"),
+        SPLIT_N,
+        &["alpha", "beta", "gamma", "delta", "eps"],
+    );
+    split_pipeline_with(
+        dir.path(),
+        &broker.addr(),
+        "rate = 4000",
+        "producer_buffer = 500",
+        "",
+    );
+    let collector = streamtap_cmd(dir.path(), &["collect", "p.toml", "--quiet"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    broker.kill();
+    std::thread::sleep(Duration::from_secs(5));
+    broker.restart();
+    let out = collector.wait_with_output().unwrap();
+    let summary = common::stdout_ok(&out);
+    assert!(
+        summary.contains(&format!(
+            "{SPLIT_N} received, {SPLIT_N} published to topic \"chat\""
+        )),
+        "{summary}"
+    );
+    let waits: u64 = summary
+        .split("the source waited ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no backpressure count in {summary}"));
+    assert!(waits > 0, "the outage never filled the buffer: {summary}");
+
+    let child = streamtap_cmd(dir.path(), &["process", "p.toml", "--quiet", "--no-reload"])
+        .spawn()
+        .unwrap();
+    common::server::wait_until("every message stored", PATIENCE * 2, || {
+        (stored(dir.path()) >= SPLIT_N as u64).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let out = terminate(child);
+    let summary = common::stdout_ok(&out);
+    eprintln!("{summary}");
+    let ids = stored_ids(dir.path());
+    assert_eq!(ids.len(), SPLIT_N, "rows in the store");
+    let unique: HashSet<String> = ids.into_iter().collect();
+    assert_eq!(unique, expected_ids(SPLIT_N));
 }

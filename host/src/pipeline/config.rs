@@ -354,6 +354,23 @@ pub struct KafkaConfig {
     /// After a batch's first record, how long the processor waits for more. Default `50ms`.
     #[serde(default = "default_kafka_batch_wait")]
     pub batch_wait: DurationValue,
+    /// How long the group waits for a processor that stopped answering (crashed, killed)
+    /// before its partitions go to the others: Kafka's `session.timeout.ms`. Must lie in
+    /// the broker's allowed range (Apache Kafka: 6s to 30m). Default `45s`.
+    #[serde(default = "default_kafka_session_timeout")]
+    pub session_timeout: DurationValue,
+}
+
+impl KafkaConfig {
+    /// `brokers` as librdkafka wants it: entries trimmed, comma-separated.
+    pub fn broker_list(&self) -> String {
+        self.brokers
+            .get_ref()
+            .split(',')
+            .map(str::trim)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
 }
 
 /// Producer compression codecs (zstd is not built into the bundled librdkafka).
@@ -388,6 +405,9 @@ fn default_kafka_batch_size() -> usize {
 }
 fn default_kafka_batch_wait() -> DurationValue {
     DurationValue(Duration::from_millis(50))
+}
+fn default_kafka_session_timeout() -> DurationValue {
+    DurationValue(Duration::from_secs(45))
 }
 
 /// Whether `t` is a legal Kafka topic name (1 to 249 of `[a-zA-Z0-9._-]`, not `.`/`..`).
@@ -467,6 +487,17 @@ fn validate_kafka(file: &Path, text: &str, k: &KafkaConfig) -> Result<(), Config
                 format!("transport.kafka: {key} 0 must be at least 1"),
             );
         }
+    }
+    let st = k.session_timeout.0;
+    if st < Duration::from_secs(1) || st > Duration::from_secs(3600) {
+        let (span, shown) = at("session_timeout");
+        return err(
+            span,
+            format!(
+                "transport.kafka: session_timeout {} must be between 1s and 1h",
+                shown.unwrap_or_default()
+            ),
+        );
     }
     if k.batch_wait.0 > Duration::from_secs(10) {
         let (span, shown) = at("batch_wait");

@@ -315,13 +315,14 @@ pub async fn run(
         }
         Some(k) => {
             let mut copts =
-                kafka::ConsumerOptions::new(k.brokers.get_ref(), &k.group_id, k.topic.get_ref());
+                kafka::ConsumerOptions::new(&k.broker_list(), &k.group_id, k.topic.get_ref());
             copts.batch_size = k.batch_size;
             copts.batch_wait = k.batch_wait.0;
+            copts.session_timeout = k.session_timeout.0;
             let consumer =
                 Arc::new(KafkaConsumer::new(&copts).context("joining the kafka consumer group")?);
             let dlq = Arc::new(
-                DeadLetterProducer::new(k.brokers.get_ref(), k.dead_letter_topic.get_ref())
+                DeadLetterProducer::new(&k.broker_list(), k.dead_letter_topic.get_ref())
                     .context("creating the dead-letter producer")?,
             );
             let (btx, brx) = mpsc::channel(SINK_QUEUE);
@@ -900,7 +901,7 @@ pub async fn collect(
         }
         None => None,
     };
-    let mut popts = kafka::ProducerOptions::new(k.brokers.get_ref(), k.topic.get_ref());
+    let mut popts = kafka::ProducerOptions::new(&k.broker_list(), k.topic.get_ref());
     popts.compression = k.compression.into();
     popts.queue_messages = k.producer_buffer;
     let producer = Arc::new(KafkaProducer::new(&popts).context("creating the kafka producer")?);

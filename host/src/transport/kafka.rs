@@ -590,6 +590,8 @@ pub struct ConsumerOptions {
     pub batch_size: usize,
     /// After the first record, how long to wait for more to fill the batch.
     pub batch_wait: Duration,
+    /// How long the group waits for a silent member before reassigning its partitions.
+    pub session_timeout: Duration,
 }
 
 impl ConsumerOptions {
@@ -601,6 +603,7 @@ impl ConsumerOptions {
             topic: topic.into(),
             batch_size: 500,
             batch_wait: Duration::from_millis(50),
+            session_timeout: Duration::from_secs(45),
         }
     }
 }
@@ -669,6 +672,10 @@ impl KafkaConsumer {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
+            .set(
+                "session.timeout.ms",
+                opts.session_timeout.as_millis().to_string(),
+            )
             .create()
             .map_err(|e| KafkaTransportError::Setup {
                 what: "consumer",
