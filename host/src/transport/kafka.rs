@@ -136,10 +136,10 @@ fn uint32(o: &Map<String, Json>, prefix: &str, name: &str) -> Result<u32, Decode
         })
 }
 
-fn objects<'a>(
-    o: &'a Map<String, Json>,
-    name: &str,
-) -> Result<Vec<(String, &'a Map<String, Json>)>, DecodeError> {
+/// Array items that are objects, each with the field-name prefix used in errors.
+type Items<'a> = Vec<(String, &'a Map<String, Json>)>;
+
+fn objects<'a>(o: &'a Map<String, Json>, name: &str) -> Result<Items<'a>, DecodeError> {
     let v = field(o, "", name)?;
     let Json::Array(items) = v else {
         return Err(DecodeError::Invalid {
