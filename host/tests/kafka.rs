@@ -381,8 +381,10 @@ async fn kcat_reads_the_schema() {
 
 /// A `[transport.kafka]` pipeline: replay `chat.log` → `chat` → `steps` → SQLite `out.db`.
 fn split_pipeline(dir: &std::path::Path, brokers: &str, steps: &str) -> std::path::PathBuf {
-    split_pipeline_with(dir, brokers, "", "", steps)
+    split_pipeline_with(dir, brokers, "", "", steps, SQLITE_SINK)
 }
+
+const SQLITE_SINK: &str = "[sink.sqlite]\npath = \"out.db\"";
 
 /// [`split_pipeline`] with extra `[source.replay]` and `[transport.kafka]` keys.
 fn split_pipeline_with(
@@ -391,6 +393,7 @@ fn split_pipeline_with(
     source_extra: &str,
     kafka_extra: &str,
     steps: &str,
+    sink: &str,
 ) -> std::path::PathBuf {
     let p = dir.join("p.toml");
     std::fs::write(
@@ -411,8 +414,7 @@ batch_size = 1000
 session_timeout = "6s"
 {kafka_extra}
 {steps}
-[sink.sqlite]
-path = "out.db"
+{sink}
 "#
         ),
     )
@@ -752,6 +754,7 @@ fn collect_rides_out_a_broker_outage_with_backpressure_and_loses_nothing() {
         "rate = 4000",
         "producer_buffer = 500",
         "",
+        SQLITE_SINK,
     );
     let collector = streamtap_cmd(dir.path(), &["collect", "p.toml", "--quiet"])
         .spawn()
@@ -790,4 +793,109 @@ fn collect_rides_out_a_broker_outage_with_backpressure_and_loses_nothing() {
     assert_eq!(ids.len(), SPLIT_N, "rows in the store");
     let unique: HashSet<String> = ids.into_iter().collect();
     assert_eq!(unique, expected_ids(SPLIT_N));
+}
+
+/// Into MongoDB (SecantusDB): a 20,000-message topic, the processor `kill -9`ed twice
+/// mid-stream and restarted; the `_id` (message id) dedupe absorbs the redelivery and the
+/// store ends with every message exactly once.
+#[test]
+fn process_into_mongodb_killed_mid_stream_stores_each_message_once() {
+    let (dir, broker) = setup(4, "chat");
+    tansu::create_topic(&broker, "chat-dlq", 1);
+    let mongo = common::server::secantus(dir.path());
+    let uri = format!("mongodb://{}", mongo.addr());
+    common::write_log(
+        &dir.path().join("chat.log"),
+        SPLIT_N,
+        &["alpha", "beta", "gamma", "delta"],
+    );
+    split_pipeline_with(
+        dir.path(),
+        &broker.addr(),
+        "",
+        "",
+        "",
+        &format!("[sink.mongodb]\nuri = \"{uri}\"\ndatabase = \"split\"\nmax_delay = \"100ms\""),
+    );
+    let out = streamtap_cmd(dir.path(), &["collect", "p.toml", "--quiet"])
+        .output()
+        .unwrap();
+    common::stdout_ok(&out);
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = rt.block_on(async {
+        streamtap::sinks::mongodb::MongoSink::connect(&uri, "split", Duration::from_secs(5))
+            .await
+            .expect("connect")
+    });
+    let count = || rt.block_on(db.count("messages")).unwrap_or(0);
+    for (round, at) in [4_000u64, 11_000].into_iter().enumerate() {
+        let mut child = streamtap_cmd(dir.path(), &["process", "p.toml", "--quiet", "--no-reload"])
+            .spawn()
+            .unwrap();
+        common::server::wait_until(
+            &format!("{at} in MongoDB before kill {round}"),
+            PATIENCE * 2,
+            || (count() >= at).then_some(()),
+        );
+        child.kill().expect("kill -9 the processor");
+        let _ = child.wait_with_output().unwrap();
+        eprintln!("killed processor {round} with {} in MongoDB", count());
+    }
+    let child = streamtap_cmd(dir.path(), &["process", "p.toml", "--quiet", "--no-reload"])
+        .spawn()
+        .unwrap();
+    common::server::wait_until("every message in MongoDB", PATIENCE * 2, || {
+        (count() >= SPLIT_N as u64).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let out = terminate(child);
+    let summary = common::stdout_ok(&out);
+    eprintln!("last processor: {summary}");
+    assert_eq!(count(), SPLIT_N as u64);
+    let ids: Vec<String> = rt.block_on(async {
+        db.query(&streamtap::sinks::sqlite::Query {
+            channel: None,
+            since_ms: None,
+            limit: None,
+        })
+        .await
+        .expect("query")
+        .into_iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect()
+    });
+    assert_eq!(ids.len(), SPLIT_N);
+    let unique: HashSet<String> = ids.into_iter().collect();
+    assert_eq!(unique, expected_ids(SPLIT_N));
+}
+
+/// `run` refuses a split pipeline and `collect`/`process` refuse an in-process one, each
+/// naming what to do instead.
+#[test]
+fn commands_and_transports_must_match() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("chat.log"), "").unwrap();
+    split_pipeline(dir.path(), "127.0.0.1:9", "");
+    let out = common::streamtap(dir.path(), &["run", "p.toml", "--quiet"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("`[transport.kafka]` splits the pipeline: run `streamtap collect`"),
+        "{err}"
+    );
+    std::fs::write(
+        dir.path().join("mem.toml"),
+        "[source.replay]\npath = \"chat.log\"\n[sink.sqlite]\npath = \"out.db\"\n",
+    )
+    .unwrap();
+    for cmd in ["collect", "process"] {
+        let out = common::streamtap(dir.path(), &[cmd, "mem.toml", "--quiet"]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("`streamtap {cmd}` needs `[transport.kafka]`")),
+            "{err}"
+        );
+    }
 }
