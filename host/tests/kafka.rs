@@ -899,3 +899,71 @@ fn commands_and_transports_must_match() {
         );
     }
 }
+
+/// The number before `label` in a summary line (`"… 123 received, …"`).
+fn summary_count(summary: &str, label: &str) -> u64 {
+    summary
+        .split(label)
+        .next()
+        .and_then(|s| s.rsplit([' ', ',']).find(|w| !w.is_empty()))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count before {label:?} in {summary}"))
+}
+
+/// Two processors in one consumer group share the topic's partitions: both get work, and
+/// together they store every message exactly once.
+#[test]
+fn two_processors_in_one_group_share_the_partitions() {
+    let (dir, broker) = setup(4, "chat");
+    tansu::create_topic(&broker, "chat-dlq", 1);
+    let noop = common::plugin("noop", &[]);
+    common::write_log(
+        &dir.path().join("chat.log"),
+        SPLIT_N,
+        &[
+            "alpha", "beta", "gamma", "delta", "eps", "zeta", "eta", "theta",
+        ],
+    );
+    split_pipeline_with(
+        dir.path(),
+        &broker.addr(),
+        "rate = 4000",
+        "",
+        &format!("[[steps]]\nuses = \"{}\"", noop.display()),
+        SQLITE_SINK,
+    );
+    let spawn = || {
+        streamtap_cmd(dir.path(), &["process", "p.toml", "--quiet", "--no-reload"])
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    // Both members in the group before anything is published.
+    std::thread::sleep(Duration::from_secs(10));
+    let out = streamtap_cmd(dir.path(), &["collect", "p.toml", "--quiet"])
+        .output()
+        .unwrap();
+    common::stdout_ok(&out);
+    common::server::wait_until("every message stored", PATIENCE * 2, || {
+        (stored(dir.path()) >= SPLIT_N as u64).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let (a, b) = (terminate(a), terminate(b));
+    let (sa, sb) = (common::stdout_ok(&a), common::stdout_ok(&b));
+    let (ra, rb) = (
+        summary_count(&sa, " received"),
+        summary_count(&sb, " received"),
+    );
+    eprintln!("processor a received {ra}, processor b received {rb}");
+    assert!(ra > 0 && rb > 0, "one processor got nothing:\n{sa}\n{sb}");
+    assert!(ra + rb >= SPLIT_N as u64);
+    assert_eq!(
+        summary_count(&sa, " stored,") + summary_count(&sb, " stored,"),
+        SPLIT_N as u64,
+        "{sa}\n{sb}"
+    );
+    let ids = stored_ids(dir.path());
+    assert_eq!(ids.len(), SPLIT_N, "rows in the store");
+    let unique: HashSet<String> = ids.into_iter().collect();
+    assert_eq!(unique, expected_ids(SPLIT_N));
+}

@@ -373,19 +373,31 @@ pub async fn run(
         .register(&prom)
         .context("registering channel_stats metrics")?;
     let health = Arc::new(Health::default());
-    let sink_task = tokio::spawn(sink_loop(
-        sink_rx,
-        sink,
-        sink_policy,
-        routes,
-        wake,
-        stats.clone(),
-        sink_stats,
-        channel_metrics,
-        health.clone(),
-        cancel.clone(),
-        consumer,
-    ));
+    let sink_task = {
+        let run = sink_loop(
+            sink_rx,
+            sink,
+            sink_policy,
+            routes,
+            wake,
+            stats.clone(),
+            sink_stats,
+            channel_metrics,
+            health.clone(),
+            cancel.clone(),
+            consumer,
+        );
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let r = run.await;
+            if r.is_err() {
+                // An idle input (a quiet topic or channel) would otherwise never notice
+                // that nothing can be stored any more.
+                stop.cancel();
+            }
+            r
+        })
+    };
     let metrics_stop = CancellationToken::new();
     let metrics_addr = metrics_listener.as_ref().map(|(_, a)| *a);
     let metrics_server = metrics_listener.map(|(l, _)| {
