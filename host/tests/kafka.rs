@@ -967,3 +967,38 @@ fn two_processors_in_one_group_share_the_partitions() {
     let unique: HashSet<String> = ids.into_iter().collect();
     assert_eq!(unique, expected_ids(SPLIT_N));
 }
+
+/// A topic that does not exist is an error at startup naming it, for both commands
+/// (instead of a collector buffering forever or a processor idling).
+#[test]
+fn a_missing_topic_is_refused_at_startup() {
+    let (dir, broker) = setup(1, "chat");
+    std::fs::write(
+        dir.path().join("chat.log"),
+        common::irc_line(0, "a", "hi", 0),
+    )
+    .unwrap();
+    // `chat` exists, `chat-dlq` does not.
+    split_pipeline(dir.path(), &broker.addr(), "");
+    let out = common::streamtap(dir.path(), &["process", "p.toml", "--quiet"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("kafka topic \"chat-dlq\" does not exist on 127.0.0.1:"),
+        "{err}"
+    );
+    std::fs::write(
+        dir.path().join("p.toml"),
+        std::fs::read_to_string(dir.path().join("p.toml"))
+            .unwrap()
+            .replace("topic = \"chat\"", "topic = \"chatt\""),
+    )
+    .unwrap();
+    let out = common::streamtap(dir.path(), &["collect", "p.toml", "--quiet"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("kafka topic \"chatt\" does not exist on 127.0.0.1:"),
+        "{err}"
+    );
+}

@@ -140,6 +140,27 @@ fn kafka_config<'a>(
     }
 }
 
+/// How long startup waits for the broker to describe the topics.
+const TOPIC_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Fails on a topic the broker says does not exist; an unreachable broker is only logged
+/// (the producer buffers, the consumer waits, until it is back).
+async fn check_topics(k: &super::config::KafkaConfig, topics: Vec<String>) -> anyhow::Result<()> {
+    let brokers = k.broker_list();
+    let b = brokers.clone();
+    let res = tokio::task::spawn_blocking(move || {
+        let t: Vec<&str> = topics.iter().map(String::as_str).collect();
+        kafka::check_topics(&b, &t, TOPIC_CHECK_TIMEOUT)
+    })
+    .await
+    .context("topic check panicked")?
+    .context("[transport.kafka]")?;
+    if let kafka::TopicCheck::Unreachable(e) = res {
+        tracing::warn!(brokers = %brokers, error = %e, "kafka brokers not reachable at startup; going on (librdkafka keeps retrying)");
+    }
+    Ok(())
+}
+
 /// Starts the pipeline's source, writing to `tx`. Returns its task and, for a `twitch`
 /// source, the channel-list handle hot reload edits.
 #[allow(clippy::type_complexity)]
@@ -314,6 +335,14 @@ pub async fn run(
             (source, Input::Memory(rx), depth, None, None)
         }
         Some(k) => {
+            check_topics(
+                k,
+                vec![
+                    k.topic.get_ref().clone(),
+                    k.dead_letter_topic.get_ref().clone(),
+                ],
+            )
+            .await?;
             let mut copts =
                 kafka::ConsumerOptions::new(&k.broker_list(), &k.group_id, k.topic.get_ref());
             copts.batch_size = k.batch_size;
@@ -913,6 +942,7 @@ pub async fn collect(
         }
         None => None,
     };
+    check_topics(&k, vec![k.topic.get_ref().clone()]).await?;
     let mut popts = kafka::ProducerOptions::new(&k.broker_list(), k.topic.get_ref());
     popts.compression = k.compression.into();
     popts.queue_messages = k.producer_buffer;

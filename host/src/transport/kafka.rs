@@ -268,6 +268,56 @@ pub enum KafkaTransportError {
         #[source]
         source: KafkaError,
     },
+    #[error(
+        "kafka topic {topic:?} does not exist on {brokers} (create it first, e.g. `tansu topic create --broker tcp://HOST:PORT --partitions N {topic}` or `kafka-topics.sh --create --topic {topic}`)"
+    )]
+    NoSuchTopic { topic: String, brokers: String },
+}
+
+/// What [`check_topics`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TopicCheck {
+    /// Every topic exists.
+    Present,
+    /// The broker did not answer in time; nothing is known (the caller goes on: a
+    /// collector started during an outage buffers until the broker is back).
+    Unreachable(String),
+}
+
+/// Checks that every topic exists, so a misspelt topic is an error at startup instead of
+/// messages waiting forever (the producer never expires them) or a consumer idling.
+/// Topics are not auto-created by this check.
+pub fn check_topics(
+    brokers: &str,
+    topics: &[&str],
+    limit: Duration,
+) -> Result<TopicCheck, KafkaTransportError> {
+    use rdkafka::consumer::BaseConsumer;
+    let probe: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("allow.auto.create.topics", "false")
+        .create()
+        .map_err(|e| KafkaTransportError::Setup {
+            what: "topic check",
+            source: e,
+        })?;
+    for &topic in topics {
+        let md = match probe.fetch_metadata(Some(topic), limit) {
+            Ok(md) => md,
+            Err(e) => return Ok(TopicCheck::Unreachable(e.to_string())),
+        };
+        let known = md
+            .topics()
+            .iter()
+            .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+        if !known {
+            return Err(KafkaTransportError::NoSuchTopic {
+                topic: topic.into(),
+                brokers: brokers.into(),
+            });
+        }
+    }
+    Ok(TopicCheck::Present)
 }
 
 // ---------------------------------------------------------------------------------------------
