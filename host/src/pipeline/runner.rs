@@ -720,9 +720,9 @@ async fn sink_loop(
             && batch.dead_letters.is_empty()
             && batch.alerts.is_empty()
             && batch.records.is_empty();
-        if nothing {
+        if nothing && consumer.is_some() {
             // Only dropped or dead-lettered (to Kafka) messages: nothing to store, the
-            // offsets can move on.
+            // offsets can move on. (`run` writes such batches as it always did.)
             commit(consumer.as_deref(), acks).await;
             continue;
         }
