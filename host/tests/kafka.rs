@@ -1002,3 +1002,82 @@ fn a_missing_topic_is_refused_at_startup() {
         "{err}"
     );
 }
+
+/// While `process` stores into MongoDB, the broker is killed (-9) for 5 s and later
+/// MongoDB is killed for 5 s: the processor waits out both (no commits while the store is
+/// down) and every message ends up stored exactly once.
+#[test]
+fn process_rides_out_broker_and_mongodb_outages() {
+    let (dir, mut broker) = setup(4, "chat");
+    tansu::create_topic(&broker, "chat-dlq", 1);
+    let mut mongo = common::server::secantus(dir.path());
+    let uri = format!("mongodb://{}", mongo.addr());
+    common::write_log(
+        &dir.path().join("chat.log"),
+        SPLIT_N,
+        &["alpha", "beta", "gamma", "delta"],
+    );
+    split_pipeline_with(
+        dir.path(),
+        &broker.addr(),
+        "",
+        "",
+        "",
+        &format!(
+            "[sink.mongodb]\nuri = \"{uri}\"\ndatabase = \"outages\"\nmax_delay = \"100ms\"\ntimeout = \"1s\"\nretry_initial = \"100ms\"\nretry_max = \"1s\""
+        ),
+    );
+    let out = streamtap_cmd(dir.path(), &["collect", "p.toml", "--quiet"])
+        .output()
+        .unwrap();
+    common::stdout_ok(&out);
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = rt.block_on(async {
+        streamtap::sinks::mongodb::MongoSink::connect(&uri, "outages", Duration::from_secs(1))
+            .await
+            .expect("connect")
+    });
+    let count = || rt.block_on(db.count("messages")).unwrap_or(0);
+    let child = streamtap_cmd(dir.path(), &["process", "p.toml", "--quiet", "--no-reload"])
+        .spawn()
+        .unwrap();
+    common::server::wait_until("4000 in MongoDB", PATIENCE * 2, || {
+        (count() >= 4_000).then_some(())
+    });
+    broker.kill();
+    std::thread::sleep(Duration::from_secs(5));
+    broker.restart();
+    common::server::wait_until("12000 in MongoDB", PATIENCE * 2, || {
+        (count() >= 12_000).then_some(())
+    });
+    mongo.kill();
+    std::thread::sleep(Duration::from_secs(5));
+    mongo.restart();
+    common::server::wait_until("every message in MongoDB", PATIENCE * 2, || {
+        (count() >= SPLIT_N as u64).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let out = terminate(child);
+    let summary = common::stdout_ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{summary}");
+    assert!(
+        stderr.contains("writing to the sink failed; retrying"),
+        "the MongoDB outage was not noticed: {stderr}"
+    );
+    assert_eq!(count(), SPLIT_N as u64);
+    let ids: HashSet<String> = rt.block_on(async {
+        db.query(&streamtap::sinks::sqlite::Query {
+            channel: None,
+            since_ms: None,
+            limit: None,
+        })
+        .await
+        .expect("query")
+        .into_iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect()
+    });
+    assert_eq!(ids, expected_ids(SPLIT_N));
+}
