@@ -441,15 +441,76 @@ fn stored(dir: &std::path::Path) -> u64 {
     streamtap::sinks::sqlite::count(&dir.join("out.db"), "messages").unwrap_or(0)
 }
 
+/// A running `streamtap` whose stderr goes to a file (a pipe nobody reads would fill up
+/// and stall a chatty process). Killed when dropped; a failing test prints its log.
+struct Proc {
+    child: Option<std::process::Child>,
+    log: std::path::PathBuf,
+}
+
+fn spawn_proc(dir: &std::path::Path, args: &[&str]) -> Proc {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let log = dir.join(format!("streamtap-{}-{n}.log", args[0]));
+    let child = streamtap_cmd(dir, args)
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("start streamtap");
+    Proc {
+        child: Some(child),
+        log,
+    }
+}
+
+impl Proc {
+    fn id(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// SIGKILL (`kill -9`).
+    fn kill(&mut self) -> std::io::Result<()> {
+        self.child.as_mut().expect("running").kill()
+    }
+
+    /// Waits for the exit; the output's stderr is the log file.
+    fn wait_with_output(mut self) -> std::io::Result<std::process::Output> {
+        let mut out = self.child.take().expect("running").wait_with_output()?;
+        out.stderr = std::fs::read(&self.log).unwrap_or_default();
+        Ok(out)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+            if std::thread::panicking() {
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                let tail: String = log
+                    .lines()
+                    .rev()
+                    .take(60)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                eprintln!("--- {} (last 60 lines) ---\n{tail}", self.log.display());
+            }
+        }
+    }
+}
+
 /// Stops a processor the way a deployment does (SIGTERM: drain, store, commit, exit).
-fn terminate(child: std::process::Child) -> std::process::Output {
+fn terminate(p: Proc) -> std::process::Output {
     let ok = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &p.id().to_string()])
         .status()
         .expect("run kill")
         .success();
     assert!(ok, "kill -TERM failed");
-    child.wait_with_output().expect("processor exits")
+    p.wait_with_output().expect("processor exits")
 }
 
 fn stored_ids(dir: &std::path::Path) -> Vec<String> {
@@ -502,9 +563,7 @@ fn collect_then_process_stores_every_message_exactly_once() {
     );
 
     let t = std::time::Instant::now();
-    let child = streamtap_cmd(dir.path(), &["process", "p.toml", "--quiet", "--no-reload"])
-        .spawn()
-        .unwrap();
+    let child = spawn_proc(dir.path(), &["process", "p.toml", "--quiet", "--no-reload"]);
     common::server::wait_until("every message stored", PATIENCE * 2, || {
         (stored(dir.path()) >= SPLIT_N as u64).then_some(())
     });
@@ -537,9 +596,7 @@ fn collect_then_process_stores_every_message_exactly_once() {
     tokio::runtime::Runtime::new()
         .unwrap()
         .block_on(produce(&broker.addr(), "chat", &late));
-    let child = streamtap_cmd(dir.path(), &["process", "p.toml", "--quiet", "--no-reload"])
-        .spawn()
-        .unwrap();
+    let child = spawn_proc(dir.path(), &["process", "p.toml", "--quiet", "--no-reload"]);
     common::server::wait_until("the late messages stored", PATIENCE, || {
         (stored(dir.path()) >= SPLIT_N as u64 + 10).then_some(())
     });
@@ -629,9 +686,7 @@ fn process_dead_letters_poison_and_failed_steps_and_the_partition_keeps_flowing(
         produce(&brokers, "chat", after).await;
     });
 
-    let child = streamtap_cmd(dir.path(), &["process", "p.toml", "--quiet", "--no-reload"])
-        .spawn()
-        .unwrap();
+    let child = spawn_proc(dir.path(), &["process", "p.toml", "--quiet", "--no-reload"]);
     common::server::wait_until("the good messages stored", PATIENCE * 2, || {
         (stored(dir.path()) >= 2_999).then_some(())
     });
@@ -694,9 +749,7 @@ fn process_killed_mid_stream_loses_nothing_and_stores_each_message_once() {
 
     let mut redelivered = 0u64;
     for (round, at) in [3_000u64, 8_000, 14_000].into_iter().enumerate() {
-        let mut child = streamtap_cmd(dir.path(), &["process", "p.toml", "--quiet", "--no-reload"])
-            .spawn()
-            .unwrap();
+        let mut child = spawn_proc(dir.path(), &["process", "p.toml", "--quiet", "--no-reload"]);
         common::server::wait_until(
             &format!("{at} stored before kill {round}"),
             PATIENCE * 2,
@@ -710,9 +763,7 @@ fn process_killed_mid_stream_loses_nothing_and_stores_each_message_once() {
             stored(dir.path())
         );
     }
-    let child = streamtap_cmd(dir.path(), &["process", "p.toml", "--quiet", "--no-reload"])
-        .spawn()
-        .unwrap();
+    let child = spawn_proc(dir.path(), &["process", "p.toml", "--quiet", "--no-reload"]);
     common::server::wait_until("every message stored", PATIENCE * 2, || {
         (stored(dir.path()) >= SPLIT_N as u64).then_some(())
     });
@@ -756,9 +807,7 @@ fn collect_rides_out_a_broker_outage_with_backpressure_and_loses_nothing() {
         "",
         SQLITE_SINK,
     );
-    let collector = streamtap_cmd(dir.path(), &["collect", "p.toml", "--quiet"])
-        .spawn()
-        .unwrap();
+    let collector = spawn_proc(dir.path(), &["collect", "p.toml", "--quiet"]);
     std::thread::sleep(Duration::from_millis(1500));
     broker.kill();
     std::thread::sleep(Duration::from_secs(5));
@@ -779,9 +828,7 @@ fn collect_rides_out_a_broker_outage_with_backpressure_and_loses_nothing() {
         .unwrap_or_else(|| panic!("no backpressure count in {summary}"));
     assert!(waits > 0, "the outage never filled the buffer: {summary}");
 
-    let child = streamtap_cmd(dir.path(), &["process", "p.toml", "--quiet", "--no-reload"])
-        .spawn()
-        .unwrap();
+    let child = spawn_proc(dir.path(), &["process", "p.toml", "--quiet", "--no-reload"]);
     common::server::wait_until("every message stored", PATIENCE * 2, || {
         (stored(dir.path()) >= SPLIT_N as u64).then_some(())
     });
@@ -830,9 +877,7 @@ fn process_into_mongodb_killed_mid_stream_stores_each_message_once() {
     });
     let count = || rt.block_on(db.count("messages")).unwrap_or(0);
     for (round, at) in [4_000u64, 11_000].into_iter().enumerate() {
-        let mut child = streamtap_cmd(dir.path(), &["process", "p.toml", "--quiet", "--no-reload"])
-            .spawn()
-            .unwrap();
+        let mut child = spawn_proc(dir.path(), &["process", "p.toml", "--quiet", "--no-reload"]);
         common::server::wait_until(
             &format!("{at} in MongoDB before kill {round}"),
             PATIENCE * 2,
@@ -842,9 +887,7 @@ fn process_into_mongodb_killed_mid_stream_stores_each_message_once() {
         let _ = child.wait_with_output().unwrap();
         eprintln!("killed processor {round} with {} in MongoDB", count());
     }
-    let child = streamtap_cmd(dir.path(), &["process", "p.toml", "--quiet", "--no-reload"])
-        .spawn()
-        .unwrap();
+    let child = spawn_proc(dir.path(), &["process", "p.toml", "--quiet", "--no-reload"]);
     common::server::wait_until("every message in MongoDB", PATIENCE * 2, || {
         (count() >= SPLIT_N as u64).then_some(())
     });
@@ -870,20 +913,11 @@ fn process_into_mongodb_killed_mid_stream_stores_each_message_once() {
     assert_eq!(unique, expected_ids(SPLIT_N));
 }
 
-/// `run` refuses a split pipeline and `collect`/`process` refuse an in-process one, each
-/// naming what to do instead.
+/// `collect`/`process` refuse an in-process pipeline, naming what to do instead.
 #[test]
 fn commands_and_transports_must_match() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("chat.log"), "").unwrap();
-    split_pipeline(dir.path(), "127.0.0.1:9", "");
-    let out = common::streamtap(dir.path(), &["run", "p.toml", "--quiet"]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("`[transport.kafka]` splits the pipeline: run `streamtap collect`"),
-        "{err}"
-    );
     std::fs::write(
         dir.path().join("mem.toml"),
         "[source.replay]\npath = \"chat.log\"\n[sink.sqlite]\npath = \"out.db\"\n",
@@ -911,11 +945,14 @@ fn summary_count(summary: &str, label: &str) -> u64 {
 }
 
 /// Two processors in one consumer group share the topic's partitions: both get work, and
-/// together they store every message exactly once.
+/// together they store every message exactly once (into MongoDB, the store processors
+/// share in production).
 #[test]
 fn two_processors_in_one_group_share_the_partitions() {
     let (dir, broker) = setup(4, "chat");
     tansu::create_topic(&broker, "chat-dlq", 1);
+    let mongo = common::server::secantus(dir.path());
+    let uri = format!("mongodb://{}", mongo.addr());
     let noop = common::plugin("noop", &[]);
     common::write_log(
         &dir.path().join("chat.log"),
@@ -930,22 +967,32 @@ fn two_processors_in_one_group_share_the_partitions() {
         "rate = 4000",
         "",
         &format!("[[steps]]\nuses = \"{}\"", noop.display()),
-        SQLITE_SINK,
+        &format!("[sink.mongodb]\nuri = \"{uri}\"\ndatabase = \"shared\"\nmax_delay = \"100ms\""),
     );
-    let spawn = || {
-        streamtap_cmd(dir.path(), &["process", "p.toml", "--quiet", "--no-reload"])
-            .spawn()
-            .unwrap()
-    };
-    let (a, b) = (spawn(), spawn());
+    // Each processor keeps its alert outbox in its own directory (it is local state).
+    let (da, db_dir) = (dir.path().join("a"), dir.path().join("b"));
+    for d in [&da, &db_dir] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::copy(dir.path().join("p.toml"), d.join("p.toml")).unwrap();
+        std::fs::copy(dir.path().join("chat.log"), d.join("chat.log")).unwrap();
+    }
+    let a = spawn_proc(&da, &["process", "p.toml", "--quiet", "--no-reload"]);
+    let b = spawn_proc(&db_dir, &["process", "p.toml", "--quiet", "--no-reload"]);
     // Both members in the group before anything is published.
     std::thread::sleep(Duration::from_secs(10));
     let out = streamtap_cmd(dir.path(), &["collect", "p.toml", "--quiet"])
         .output()
         .unwrap();
     common::stdout_ok(&out);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = rt.block_on(async {
+        streamtap::sinks::mongodb::MongoSink::connect(&uri, "shared", Duration::from_secs(5))
+            .await
+            .expect("connect")
+    });
+    let count = || rt.block_on(db.count("messages")).unwrap_or(0);
     common::server::wait_until("every message stored", PATIENCE * 2, || {
-        (stored(dir.path()) >= SPLIT_N as u64).then_some(())
+        (count() >= SPLIT_N as u64).then_some(())
     });
     std::thread::sleep(Duration::from_secs(2));
     let (a, b) = (terminate(a), terminate(b));
@@ -962,10 +1009,20 @@ fn two_processors_in_one_group_share_the_partitions() {
         SPLIT_N as u64,
         "{sa}\n{sb}"
     );
-    let ids = stored_ids(dir.path());
-    assert_eq!(ids.len(), SPLIT_N, "rows in the store");
-    let unique: HashSet<String> = ids.into_iter().collect();
-    assert_eq!(unique, expected_ids(SPLIT_N));
+    assert_eq!(count(), SPLIT_N as u64);
+    let ids: HashSet<String> = rt.block_on(async {
+        db.query(&streamtap::sinks::sqlite::Query {
+            channel: None,
+            since_ms: None,
+            limit: None,
+        })
+        .await
+        .expect("query")
+        .into_iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect()
+    });
+    assert_eq!(ids, expected_ids(SPLIT_N));
 }
 
 /// A topic that does not exist is an error at startup naming it, for both commands
@@ -1039,9 +1096,7 @@ fn process_rides_out_broker_and_mongodb_outages() {
             .expect("connect")
     });
     let count = || rt.block_on(db.count("messages")).unwrap_or(0);
-    let child = streamtap_cmd(dir.path(), &["process", "p.toml", "--quiet", "--no-reload"])
-        .spawn()
-        .unwrap();
+    let child = spawn_proc(dir.path(), &["process", "p.toml", "--quiet", "--no-reload"]);
     common::server::wait_until("4000 in MongoDB", PATIENCE * 2, || {
         (count() >= 4_000).then_some(())
     });
@@ -1080,4 +1135,44 @@ fn process_rides_out_broker_and_mongodb_outages() {
         .collect()
     });
     assert_eq!(ids, expected_ids(SPLIT_N));
+}
+
+/// `streamtap run` with `[transport.kafka]`: collect and process in one process. It ends
+/// once everything published was stored, with each message stored once and the offsets
+/// committed (a later `process` in the group finds nothing to do).
+#[test]
+fn run_with_kafka_is_collect_and_process_in_one() {
+    let (dir, broker) = setup(4, "chat");
+    tansu::create_topic(&broker, "chat-dlq", 1);
+    let noop = common::plugin("noop", &[]);
+    common::write_log(
+        &dir.path().join("chat.log"),
+        SPLIT_N,
+        &["alpha", "beta", "gamma", "delta", "eps"],
+    );
+    split_pipeline(
+        dir.path(),
+        &broker.addr(),
+        &format!("[[steps]]\nuses = \"{}\"", noop.display()),
+    );
+    let out = streamtap_cmd(dir.path(), &["run", "p.toml", "--quiet", "--no-reload"])
+        .output()
+        .unwrap();
+    let summary = common::stdout_ok(&out);
+    assert!(
+        summary.contains(&format!("{SPLIT_N} received, {SPLIT_N} processed")),
+        "{summary}"
+    );
+    assert!(
+        summary.contains(&format!("{SPLIT_N} stored, 0 already stored")),
+        "{summary}"
+    );
+    let ids: HashSet<String> = stored_ids(dir.path()).into_iter().collect();
+    assert_eq!(ids, expected_ids(SPLIT_N));
+
+    let child = spawn_proc(dir.path(), &["process", "p.toml", "--quiet", "--no-reload"]);
+    std::thread::sleep(Duration::from_secs(10));
+    let out = terminate(child);
+    let summary = common::stdout_ok(&out);
+    assert!(summary.contains("0 received, 0 processed"), "{summary}");
 }

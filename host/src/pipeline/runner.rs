@@ -1,8 +1,9 @@
 //! The run loop: source → transport → step chain → sink → alert dispatcher, plus the hot
 //! reloader and progress reporting.
 //!
-//! [`Mode`] picks which part of that a process runs. `run` is all of it with the in-process
-//! queue. With `[transport.kafka]` the work splits in two: `collect` runs the source and
+//! [`Mode`] picks which part of that a process runs. `run` is all of it (with
+//! `[transport.kafka]`: both halves below in one process, ending once what it published
+//! is stored). With `[transport.kafka]` the work splits in two: `collect` runs the source and
 //! publishes to the topic ([`collect`]), `process` consumes the topic in a consumer group
 //! in place of a source and feeds the same chain and sink loop; the sink loop commits a
 //! batch's offsets only after the store acknowledged it (at-least-once, the store dedupes
@@ -54,7 +55,8 @@ pub struct RunOptions {
 /// Which part of a pipeline a process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Mode {
-    /// Everything in one process, through the in-process queue.
+    /// Everything in one process: through the in-process queue, or through the Kafka topic
+    /// (publish and consume) with `[transport.kafka]`.
     #[default]
     Run,
     /// Source → Kafka topic (`[transport.kafka]` only).
@@ -228,15 +230,11 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> anyhow::Result<RunSummary> {
     let kafka_cfg = match opts.mode {
-        Mode::Run => {
-            if matches!(pipeline.transport, TransportConfig::Kafka(_)) {
-                return Err(anyhow!(
-                    "{}: `[transport.kafka]` splits the pipeline: run `streamtap collect` (source → topic) and `streamtap process` (topic → steps → sink)",
-                    pipeline.file.display()
-                ));
-            }
-            None
-        }
+        // With `[transport.kafka]`, `run` is collect and process in one process.
+        Mode::Run => match &pipeline.transport {
+            TransportConfig::Kafka(k) => Some(k.clone()),
+            TransportConfig::Memory(_) => None,
+        },
         Mode::Collect => {
             return Err(anyhow!(
                 "internal: collect mode goes through runner::collect"
@@ -244,6 +242,7 @@ pub async fn run(
         }
         Mode::Process => Some(kafka_config(&pipeline, "process")?.clone()),
     };
+    let all_in_one = opts.mode == Mode::Run && kafka_cfg.is_some();
     let started = Instant::now();
     let stats = Arc::new(PipelineStats::default());
     // The run's own Prometheus registry: components register what they own.
@@ -363,13 +362,31 @@ pub async fn run(
                         .unwrap_or(0)
                 })
             };
+            let reader_stop = stop.child_token();
             let reader = tokio::spawn(kafka_read_loop(
                 consumer.clone(),
                 dlq.clone(),
                 btx,
                 stats.clone(),
-                stop.clone(),
+                reader_stop.clone(),
+                // All in one, the source counts what it received.
+                !all_in_one,
             ));
+            let reader = if all_in_one {
+                let mut side = spawn_collect_side(
+                    k, &pipeline, &opts, &stats, &report, &prom, &stop, &cancel,
+                )?;
+                channel_edits = side.edits.take();
+                tokio::spawn(drive_all_in_one(
+                    side,
+                    consumer.clone(),
+                    reader,
+                    reader_stop,
+                    stop.clone(),
+                ))
+            } else {
+                reader
+            };
             (reader, Input::Kafka(brx), depth, Some(consumer), Some(dlq))
         }
     };
@@ -549,6 +566,7 @@ async fn kafka_read_loop(
     tx: mpsc::Sender<(Vec<streamtap_plugin_sdk::ChatMessage>, AckToken)>,
     stats: Arc<PipelineStats>,
     stop: CancellationToken,
+    count_received: bool,
 ) -> anyhow::Result<()> {
     loop {
         let batch = tokio::select! {
@@ -576,7 +594,9 @@ async fn kafka_read_loop(
                 })?;
             stats.dead_lettered.inc();
         }
-        stats.received.add(batch.messages.len() as u64);
+        if count_received {
+            stats.received.add(batch.messages.len() as u64);
+        }
         let msgs = batch.messages.into_iter().map(|r| r.message).collect();
         if tx.send((msgs, batch.token)).await.is_err() {
             return Err(anyhow!("processor stopped before the kafka reader"));
@@ -943,25 +963,15 @@ pub async fn collect(
         None => None,
     };
     check_topics(&k, vec![k.topic.get_ref().clone()]).await?;
-    let mut popts = kafka::ProducerOptions::new(&k.broker_list(), k.topic.get_ref());
-    popts.compression = k.compression.into();
-    popts.queue_messages = k.producer_buffer;
-    let producer = Arc::new(KafkaProducer::new(&popts).context("creating the kafka producer")?);
-    producer
-        .register(&prom)
-        .context("registering producer metrics")?;
-
-    // A small local queue between the source and the producer; the producer's own buffer
-    // is the bound that matters.
-    let (tx, rx) = memory::channel(1_000, 256);
     let report = Arc::new(Mutex::new(ReplayReport::default()));
     let stop = cancel.child_token();
-    let (source, _edits) = spawn_source(&pipeline, &opts, &tx, &stats, &report, &prom, &stop)?;
-    drop(tx);
-
-    let (dtx, drx) = mpsc::channel::<kafka::Delivery>(k.producer_buffer.max(1));
-    let publisher = tokio::spawn(publish_loop(rx, producer.clone(), dtx));
-    let confirmer = tokio::spawn(confirm_loop(drx, producer.clone(), cancel.clone()));
+    let CollectSide {
+        source,
+        publisher,
+        confirmer,
+        producer,
+        ..
+    } = spawn_collect_side(&k, &pipeline, &opts, &stats, &report, &prom, &stop, &cancel)?;
 
     let health = Arc::new(Health::default());
     let metrics_stop = CancellationToken::new();
@@ -1031,6 +1041,108 @@ pub async fn collect(
     })
 }
 
+/// The running collect half: source → producer, with the broker's acknowledgements.
+struct CollectSide {
+    source: tokio::task::JoinHandle<anyhow::Result<()>>,
+    publisher: tokio::task::JoinHandle<anyhow::Result<()>>,
+    confirmer: tokio::task::JoinHandle<anyhow::Result<()>>,
+    producer: Arc<KafkaProducer>,
+    /// Per partition, the highest offset the broker acknowledged.
+    ends: Arc<Mutex<std::collections::HashMap<i32, i64>>>,
+    edits: Option<tokio::sync::watch::Sender<Vec<String>>>,
+}
+
+/// Starts the source and publishes what it reads (shared by `collect` and `run` over
+/// Kafka). The source stops on `stop`; acknowledgements get a bounded wait after `cancel`.
+#[allow(clippy::too_many_arguments)]
+fn spawn_collect_side(
+    k: &super::config::KafkaConfig,
+    pipeline: &Pipeline,
+    opts: &RunOptions,
+    stats: &Arc<PipelineStats>,
+    report: &Arc<Mutex<ReplayReport>>,
+    prom: &prometheus::Registry,
+    stop: &CancellationToken,
+    cancel: &CancellationToken,
+) -> anyhow::Result<CollectSide> {
+    let mut popts = kafka::ProducerOptions::new(&k.broker_list(), k.topic.get_ref());
+    popts.compression = k.compression.into();
+    popts.queue_messages = k.producer_buffer;
+    let producer = Arc::new(KafkaProducer::new(&popts).context("creating the kafka producer")?);
+    producer
+        .register(prom)
+        .context("registering producer metrics")?;
+    // A small local queue between the source and the producer; the producer's own buffer
+    // is the bound that matters.
+    let (tx, rx) = memory::channel(1_000, 256);
+    let (source, edits) = spawn_source(pipeline, opts, &tx, stats, report, prom, stop)?;
+    drop(tx);
+    let (dtx, drx) = mpsc::channel::<kafka::Delivery>(k.producer_buffer.max(1));
+    let ends = Arc::new(Mutex::new(std::collections::HashMap::new()));
+    let publisher = tokio::spawn(publish_loop(rx, producer.clone(), dtx));
+    let confirmer = tokio::spawn(confirm_loop(
+        drx,
+        producer.clone(),
+        ends.clone(),
+        cancel.clone(),
+    ));
+    Ok(CollectSide {
+        source,
+        publisher,
+        confirmer,
+        producer,
+        ends,
+        edits,
+    })
+}
+
+/// `run` over Kafka: waits until the collect half is done (source exhausted, everything
+/// acknowledged by the broker), then until the processor stored every record up to those
+/// offsets, then stops the reader so the run drains and ends. On `stop` (Ctrl-C) it stops
+/// waiting; what was published and not yet processed stays in the topic for the next run.
+async fn drive_all_in_one(
+    side: CollectSide,
+    consumer: Arc<KafkaConsumer>,
+    reader: tokio::task::JoinHandle<anyhow::Result<()>>,
+    reader_stop: CancellationToken,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let collected = async {
+        side.source.await.context("source task panicked")??;
+        side.publisher
+            .await
+            .context("publisher task panicked")?
+            .context("publishing to kafka")?;
+        side.confirmer
+            .await
+            .context("delivery task panicked")?
+            .context("kafka deliveries")
+    }
+    .await;
+    if collected.is_ok() {
+        let ends: Vec<(i32, i64)> = side
+            .ends
+            .lock()
+            .expect("ends lock")
+            .iter()
+            .map(|(p, o)| (*p, *o))
+            .collect();
+        while !ends
+            .iter()
+            .all(|(p, o)| consumer.acked_end(*p).is_some_and(|c| c > *o))
+        {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+    }
+    reader_stop.cancel();
+    let read = reader.await.context("kafka reader panicked")?;
+    collected?;
+    read
+}
+
 /// Hands every message to the producer (waiting while its buffer is full) and passes the
 /// delivery receipts on, in order, to [`confirm_loop`].
 async fn publish_loop(
@@ -1056,6 +1168,7 @@ async fn publish_loop(
 async fn confirm_loop(
     mut receipts: mpsc::Receiver<kafka::Delivery>,
     producer: Arc<KafkaProducer>,
+    ends: Arc<Mutex<std::collections::HashMap<i32, i64>>>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut deadline: Option<tokio::time::Instant> = None;
@@ -1066,7 +1179,13 @@ async fn confirm_loop(
             let limit = deadline
                 .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(24 * 3600));
             tokio::select! {
-                r = &mut wait => { r?; break; }
+                r = &mut wait => {
+                    let (p, o) = r?;
+                    let mut ends = ends.lock().expect("ends lock");
+                    let e = ends.entry(p).or_insert(o);
+                    *e = (*e).max(o);
+                    break;
+                }
                 _ = cancel.cancelled(), if deadline.is_none() => {
                     deadline = Some(tokio::time::Instant::now() + COLLECT_SHUTDOWN_GRACE);
                 }

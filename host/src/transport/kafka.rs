@@ -834,6 +834,13 @@ impl KafkaConsumer {
             .collect()
     }
 
+    /// The offset up to which `partition` has been acked (everything before it stored),
+    /// or `None` before any of its records came.
+    pub fn acked_end(&self, partition: i32) -> Option<i64> {
+        let state = self.state.lock().expect("consumer state lock");
+        state.get(&partition).map(|s| s.committed)
+    }
+
     /// Marks a batch as stored. Offsets are committed per partition up to the end of the
     /// contiguous acked prefix, so acking out of order never skips an unstored batch.
     pub async fn ack(&self, token: AckToken) -> Result<(), KafkaTransportError> {
