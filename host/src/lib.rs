@@ -5,7 +5,8 @@
 //! - [`sources`]: where chat comes from (`replay` of a raw IRC log, live `twitch`, and the
 //!   Helix stream status beside it).
 //! - [`recorder`]: streamlink recordings of live channels marked `record = true`.
-//! - [`transport`]: how messages travel from collection to processing (`memory`).
+//! - [`transport`]: how messages travel from collection to processing (`memory` in one
+//!   process; `kafka` between `streamtap collect` and `streamtap process`).
 //! - [`plugins`]: the WASM plugin runtime (the only module that touches wasmtime).
 //! - [`pipeline`]: pipeline files, the step chain, hot reload and the run loop.
 //! - [`sinks`]: where processed messages are stored (`sqlite`, `mongodb`).

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use streamtap::pipeline::config::{
-    ByteSize, ConfigError, DurationValue, MemoryConfig, OnError, Pipeline, Rate, ReplayConfig,
-    SecretRef, SinkConfig, SourceConfig, SqliteConfig, TransportConfig,
+    ByteSize, ConfigError, DurationValue, KafkaCompression, MemoryConfig, OnError, Pipeline, Rate,
+    ReplayConfig, SecretRef, SinkConfig, SourceConfig, SqliteConfig, TransportConfig,
 };
 
 /// `(file, line, column, message substring)`
@@ -178,6 +178,58 @@ const CASES: &[(&str, usize, usize, &str)] = &[
         6,
         14,
         "transport.memory: batch_size 0 must be at least 1",
+    ),
+    // `[transport.kafka]`.
+    (
+        "kafka_unknown_key.toml",
+        6,
+        1,
+        "unknown field `partitions`, expected one of `brokers`, `topic`, `dead_letter_topic`, \
+         `group_id`, `compression`, `producer_buffer`, `batch_size`, `batch_wait`, \
+         `session_timeout`",
+    ),
+    (
+        "kafka_missing_brokers.toml",
+        4,
+        1,
+        "missing field `brokers`",
+    ),
+    (
+        "kafka_bad_brokers.toml",
+        5,
+        11,
+        "transport.kafka: brokers \"kafka://broker-1:9092\" must be host:port entries separated \
+         by commas (no scheme)",
+    ),
+    (
+        "kafka_bad_topic.toml",
+        6,
+        9,
+        "transport.kafka: topic \"chat events\" is not a Kafka topic name",
+    ),
+    (
+        "kafka_dead_letter_same_topic.toml",
+        7,
+        21,
+        "transport.kafka: dead_letter_topic \"chat\" must differ from topic",
+    ),
+    (
+        "kafka_bad_compression.toml",
+        6,
+        15,
+        "unknown variant `zstd`, expected one of `none`, `gzip`, `snappy`, `lz4`",
+    ),
+    (
+        "kafka_producer_buffer_zero.toml",
+        6,
+        19,
+        "transport.kafka: producer_buffer 0 must be at least 1",
+    ),
+    (
+        "kafka_session_timeout_too_short.toml",
+        6,
+        19,
+        "transport.kafka: session_timeout \"100ms\" must be between 1s and 1h",
     ),
     (
         "bad_duration.toml",
@@ -598,4 +650,42 @@ fn a_secret_written_inline_is_refused_without_echoing_it() {
         .unwrap_err()
         .to_string();
     assert!(!err.contains("abcdef123456"), "token echoed: {err}");
+}
+
+#[test]
+fn kafka_transport_parses_with_every_option_and_with_defaults() {
+    let (dir, names) = stage("valid");
+    assert!(names.contains("kafka.toml"), "valid fixtures: {names:?}");
+    let p = Pipeline::load(&dir.path().join("kafka.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let TransportConfig::Kafka(k) = &p.transport else {
+        panic!("not kafka: {:?}", p.transport)
+    };
+    assert_eq!(k.broker_list(), "kafka-1:9092,kafka-2:9092");
+    assert_eq!(k.topic.get_ref(), "twitch.chat.v1");
+    assert_eq!(k.dead_letter_topic.get_ref(), "twitch.chat.dead");
+    assert_eq!(k.group_id, "insights");
+    assert_eq!(k.compression, KafkaCompression::Gzip);
+    assert_eq!(k.producer_buffer, 5000);
+    assert_eq!(k.batch_size, 200);
+    assert_eq!(k.batch_wait, DurationValue(Duration::from_millis(20)));
+    assert_eq!(k.session_timeout, DurationValue(Duration::from_secs(10)));
+
+    let minimal = dir.path().join("minimal-kafka.toml");
+    std::fs::write(
+        &minimal,
+        "[source.replay]\npath = \"chat.log\"\n[transport.kafka]\nbrokers = \"127.0.0.1:9092\"\n[sink.sqlite]\npath = \"out.db\"\n",
+    )
+    .unwrap();
+    let p = Pipeline::load(&minimal).unwrap_or_else(|e| panic!("{e}"));
+    let TransportConfig::Kafka(k) = &p.transport else {
+        panic!("not kafka")
+    };
+    assert_eq!(k.topic.get_ref(), "streamtap.chat");
+    assert_eq!(k.dead_letter_topic.get_ref(), "streamtap.dead-letter");
+    assert_eq!(k.group_id, "streamtap-processors");
+    assert_eq!(k.compression, KafkaCompression::Lz4);
+    assert_eq!(k.producer_buffer, 100_000);
+    assert_eq!(k.batch_size, 500);
+    assert_eq!(k.batch_wait, DurationValue(Duration::from_millis(50)));
+    assert_eq!(k.session_timeout, DurationValue(Duration::from_secs(45)));
 }

@@ -51,6 +51,29 @@ enum Command {
         #[arg(long, value_name = "I/N")]
         shard: Option<crate::sources::twitch::Shard>,
     },
+    /// Run the source of a `[transport.kafka]` pipeline and publish every message to its
+    /// topic, keyed by channel.
+    Collect {
+        pipeline: PathBuf,
+        /// No progress lines.
+        #[arg(long)]
+        quiet: bool,
+        /// This instance's share of a `[source.twitch]` channel list: `I/N` (see `run`).
+        #[arg(long, value_name = "I/N")]
+        shard: Option<crate::sources::twitch::Shard>,
+    },
+    /// Consume the topic of a `[transport.kafka]` pipeline in its consumer group, run the
+    /// steps and write to the sink; offsets are committed once the sink stored the data.
+    /// Runs until interrupted.
+    Process {
+        pipeline: PathBuf,
+        /// Do not watch files for changes.
+        #[arg(long)]
+        no_reload: bool,
+        /// No progress lines.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Validate a pipeline file and load (compile and init) every plugin.
     Check { pipeline: PathBuf },
     /// Read what a pipeline stored.
@@ -167,6 +190,24 @@ pub fn main() -> anyhow::Result<()> {
             quiet,
             shard,
         } => cmd_run(&pipeline, !no_reload, quiet, shard.unwrap_or_default()),
+        Command::Collect {
+            pipeline,
+            quiet,
+            shard,
+        } => cmd_collect(&pipeline, quiet, shard.unwrap_or_default()),
+        Command::Process {
+            pipeline,
+            no_reload,
+            quiet,
+        } => {
+            let opts = RunOptions {
+                progress: (!quiet).then_some(Duration::from_secs(1)),
+                hot_reload: !no_reload,
+                shard: Default::default(),
+                mode: runner::Mode::Process,
+            };
+            run_until_done(&pipeline, opts)
+        }
         Command::Check { pipeline } => cmd_check(&pipeline),
         Command::Query {
             pipeline,
@@ -228,24 +269,71 @@ fn cmd_run(
     quiet: bool,
     shard: crate::sources::twitch::Shard,
 ) -> anyhow::Result<()> {
+    let opts = RunOptions {
+        progress: (!quiet).then_some(Duration::from_secs(1)),
+        hot_reload,
+        shard,
+        mode: runner::Mode::Run,
+    };
+    run_until_done(file, opts)
+}
+
+/// A cancellation token fired by Ctrl-C or SIGTERM (how processes are stopped in
+/// deployments), and the task that waits for them.
+fn interrupt_token(what: &'static str) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    let cancel = CancellationToken::new();
+    let c = cancel.clone();
+    let task = tokio::spawn(async move {
+        #[cfg(unix)]
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => if r.is_err() { return },
+            _ = term => {}
+        }
+        eprintln!("interrupted: {what}, then stopping");
+        c.cancel();
+    });
+    (cancel, task)
+}
+
+fn cmd_collect(
+    file: &Path,
+    quiet: bool,
+    shard: crate::sources::twitch::Shard,
+) -> anyhow::Result<()> {
     let pipeline = Pipeline::load(file)?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
-        let cancel = CancellationToken::new();
-        let c = cancel.clone();
-        let ctrl_c = tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("interrupted: draining queued messages, then stopping");
-                c.cancel();
-            }
-        });
+        let (cancel, signals) = interrupt_token("publishing buffered messages");
         let opts = RunOptions {
             progress: (!quiet).then_some(Duration::from_secs(1)),
-            hot_reload,
+            hot_reload: false,
             shard,
+            mode: runner::Mode::Collect,
         };
+        let res = runner::collect(pipeline, opts, cancel).await;
+        signals.abort();
+        println!("{}", res?.render());
+        Ok(())
+    })
+}
+
+fn run_until_done(file: &Path, opts: RunOptions) -> anyhow::Result<()> {
+    let pipeline = Pipeline::load(file)?;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let (cancel, signals) = interrupt_token("draining queued messages");
         let res = runner::run(pipeline, runtime()?, opts, cancel).await;
-        ctrl_c.abort();
+        signals.abort();
         let summary = res?;
         println!("{}", summary.render());
         Ok(())

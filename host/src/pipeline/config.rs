@@ -507,6 +507,8 @@ impl<'de> Deserialize<'de> for Rate {
 pub enum TransportConfig {
     /// In-process bounded queue.
     Memory(MemoryConfig),
+    /// Kafka topic between `streamtap collect` and `streamtap process`.
+    Kafka(KafkaConfig),
 }
 
 impl Default for TransportConfig {
@@ -541,6 +543,194 @@ impl Default for MemoryConfig {
             batch_size: default_batch_size(),
         }
     }
+}
+
+/// `[transport.kafka]`: collectors publish to `topic`, processors consume it in a group.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap brokers, `"host:port"` or `"host:port,host:port"`.
+    pub brokers: Spanned<String>,
+    /// Topic chat events are published to and consumed from. Default `"streamtap.chat"`.
+    #[serde(default = "default_kafka_topic")]
+    pub topic: Spanned<String>,
+    /// Topic undecodable payloads and `on_error = "dead-letter"` messages go to, with
+    /// headers `reason`, `plugin`, `version`. Default `"streamtap.dead-letter"`.
+    #[serde(default = "default_kafka_dead_letter_topic")]
+    pub dead_letter_topic: Spanned<String>,
+    /// Consumer group of `streamtap process`: processes in one group share the partitions.
+    /// Default `"streamtap-processors"`.
+    #[serde(default = "default_kafka_group_id")]
+    pub group_id: String,
+    /// Batch compression of the producer: `none`, `gzip`, `snappy` or `lz4` (default).
+    #[serde(default)]
+    pub compression: KafkaCompression,
+    /// Messages the collector's producer holds unacknowledged (e.g. while the broker is
+    /// down) before the source is made to wait. Default 100000.
+    #[serde(default = "default_kafka_producer_buffer")]
+    pub producer_buffer: usize,
+    /// Most records the processor takes in one batch. Default 500.
+    #[serde(default = "default_kafka_batch_size")]
+    pub batch_size: usize,
+    /// After a batch's first record, how long the processor waits for more. Default `50ms`.
+    #[serde(default = "default_kafka_batch_wait")]
+    pub batch_wait: DurationValue,
+    /// How long the group waits for a processor that stopped answering (crashed, killed)
+    /// before its partitions go to the others: Kafka's `session.timeout.ms`. Must lie in
+    /// the broker's allowed range (Apache Kafka: 6s to 30m). Default `45s`.
+    #[serde(default = "default_kafka_session_timeout")]
+    pub session_timeout: DurationValue,
+}
+
+impl KafkaConfig {
+    /// `brokers` as librdkafka wants it: entries trimmed, comma-separated.
+    pub fn broker_list(&self) -> String {
+        self.brokers
+            .get_ref()
+            .split(',')
+            .map(str::trim)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// Producer compression codecs (zstd is not built into the bundled librdkafka).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum KafkaCompression {
+    /// Uncompressed batches.
+    None,
+    /// gzip: smallest, most CPU.
+    Gzip,
+    /// snappy.
+    Snappy,
+    /// lz4: cheap on CPU, and chat text compresses well with it.
+    #[default]
+    Lz4,
+}
+
+fn default_kafka_topic() -> Spanned<String> {
+    Spanned::new(0..0, "streamtap.chat".into())
+}
+fn default_kafka_dead_letter_topic() -> Spanned<String> {
+    Spanned::new(0..0, "streamtap.dead-letter".into())
+}
+fn default_kafka_group_id() -> String {
+    "streamtap-processors".into()
+}
+fn default_kafka_producer_buffer() -> usize {
+    crate::transport::kafka::DEFAULT_QUEUE_MESSAGES
+}
+fn default_kafka_batch_size() -> usize {
+    500
+}
+fn default_kafka_batch_wait() -> DurationValue {
+    DurationValue(Duration::from_millis(50))
+}
+fn default_kafka_session_timeout() -> DurationValue {
+    DurationValue(Duration::from_secs(45))
+}
+
+/// Whether `t` is a legal Kafka topic name (1 to 249 of `[a-zA-Z0-9._-]`, not `.`/`..`).
+fn valid_topic(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 249
+        && t != "."
+        && t != ".."
+        && t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// Whether every comma-separated entry of `b` is `host:port`.
+fn valid_brokers(b: &str) -> bool {
+    !b.trim().is_empty()
+        && b.split(',').all(|e| {
+            let e = e.trim();
+            !e.contains(['/', '@', ' '])
+                && e.rsplit_once(':')
+                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0))
+        })
+}
+
+fn validate_kafka(file: &Path, text: &str, k: &KafkaConfig) -> Result<(), ConfigError> {
+    let err = |span, msg| Err(ConfigError::at(file, text, span, msg));
+    let at = |key: &str| {
+        value_at(
+            text,
+            &[At::Key("transport"), At::Key("kafka"), At::Key(key)],
+        )
+    };
+    if !valid_brokers(k.brokers.get_ref()) {
+        return err(
+            Some(k.brokers.span()),
+            format!(
+                "transport.kafka: brokers {:?} must be host:port entries separated by commas (no scheme)",
+                k.brokers.get_ref()
+            ),
+        );
+    }
+    for (key, t) in [
+        ("topic", &k.topic),
+        ("dead_letter_topic", &k.dead_letter_topic),
+    ] {
+        if !valid_topic(t.get_ref()) {
+            return err(
+                at(key).0,
+                format!(
+                    "transport.kafka: {key} {:?} is not a Kafka topic name (1-249 of a-z A-Z 0-9 . _ -)",
+                    t.get_ref()
+                ),
+            );
+        }
+    }
+    if k.topic.get_ref() == k.dead_letter_topic.get_ref() {
+        return err(
+            at("dead_letter_topic").0,
+            format!(
+                "transport.kafka: dead_letter_topic {:?} must differ from topic",
+                k.dead_letter_topic.get_ref()
+            ),
+        );
+    }
+    if k.group_id.is_empty() {
+        return err(
+            at("group_id").0,
+            "transport.kafka: group_id \"\" must not be empty".into(),
+        );
+    }
+    for (key, v) in [
+        ("producer_buffer", k.producer_buffer),
+        ("batch_size", k.batch_size),
+    ] {
+        if v == 0 {
+            return err(
+                at(key).0,
+                format!("transport.kafka: {key} 0 must be at least 1"),
+            );
+        }
+    }
+    let st = k.session_timeout.0;
+    if st < Duration::from_secs(1) || st > Duration::from_secs(3600) {
+        let (span, shown) = at("session_timeout");
+        return err(
+            span,
+            format!(
+                "transport.kafka: session_timeout {} must be between 1s and 1h",
+                shown.unwrap_or_default()
+            ),
+        );
+    }
+    if k.batch_wait.0 > Duration::from_secs(10) {
+        let (span, shown) = at("batch_wait");
+        return err(
+            span,
+            format!(
+                "transport.kafka: batch_wait {} must be at most 10s",
+                shown.unwrap_or_default()
+            ),
+        );
+    }
+    Ok(())
 }
 
 /// What happens to a message when its step fails on it (trap, timeout, out of memory,
@@ -1084,6 +1274,7 @@ fn validate(file: &Path, text: &str, raw: PipelineFile) -> Result<Pipeline, Conf
                 ));
             }
         }
+        TransportConfig::Kafka(k) => validate_kafka(file, text, k)?,
     }
 
     if let SourceConfig::Twitch(t) = &raw.source {

@@ -1,6 +1,15 @@
 //! The run loop: source → transport → step chain → sink → alert dispatcher, plus the hot
 //! reloader and progress reporting.
 //!
+//! [`Mode`] picks which part of that a process runs. `run` is all of it (with
+//! `[transport.kafka]`: both halves below in one process, ending once what it published
+//! is stored). With `[transport.kafka]` the work splits in two: `collect` runs the source and
+//! publishes to the topic ([`collect`]), `process` consumes the topic in a consumer group
+//! in place of a source and feeds the same chain and sink loop; the sink loop commits a
+//! batch's offsets only after the store acknowledged it (at-least-once, the store dedupes
+//! by message id). Undecodable records and `dead-letter` step failures go to the
+//! dead-letter topic, so they never hold up a partition.
+//!
 //! Each stage is a task; the run ends when the source is exhausted and everything queued
 //! has been processed and stored, or when `cancel` fires (then the queue is drained, so
 //! what was read is stored). Either way, after the last batch each step's optional
@@ -25,6 +34,7 @@ use crate::sources::budget::Budget;
 use crate::sources::helix;
 use crate::sources::replay::{self, ReplayReport};
 use crate::sources::twitch::{self, Shard};
+use crate::transport::kafka::{self, AckToken, DeadLetterProducer, KafkaConsumer, KafkaProducer};
 use crate::transport::memory;
 use anyhow::{Context, anyhow};
 use std::path::PathBuf;
@@ -42,6 +52,21 @@ pub struct RunOptions {
     pub hot_reload: bool,
     /// This instance's share of a `[source.twitch]` channel list.
     pub shard: Shard,
+    /// Which part of the pipeline runs here.
+    pub mode: Mode,
+}
+
+/// Which part of a pipeline a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Everything in one process: through the in-process queue, or through the Kafka topic
+    /// (publish and consume) with `[transport.kafka]`.
+    #[default]
+    Run,
+    /// Source → Kafka topic (`[transport.kafka]` only).
+    Collect,
+    /// Kafka topic → steps → sink (`[transport.kafka]` only); runs until cancelled.
+    Process,
 }
 
 impl Default for RunOptions {
@@ -50,6 +75,7 @@ impl Default for RunOptions {
             progress: Some(Duration::from_secs(1)),
             hot_reload: true,
             shard: Shard::default(),
+            mode: Mode::Run,
         }
     }
 }
@@ -81,6 +107,197 @@ pub struct RunSummary {
 /// Outputs waiting for the sink; small, since each holds a whole batch.
 const SINK_QUEUE: usize = 4;
 
+/// A processed batch on its way to the sink, with the Kafka offsets it covers (committed
+/// once the sink stored it).
+#[derive(Default)]
+struct ToSink {
+    out: ChainOutput,
+    acks: Vec<AckToken>,
+}
+
+/// Where the processor's batches come from.
+enum Input {
+    /// The in-process queue (`run`).
+    Memory(memory::MemoryReceiver),
+    /// Batches read from Kafka by [`kafka_read_loop`] (`process`).
+    Kafka(mpsc::Receiver<(Vec<streamtap_plugin_sdk::ChatMessage>, AckToken)>),
+}
+
+impl Input {
+    async fn recv(&mut self) -> Option<(Vec<streamtap_plugin_sdk::ChatMessage>, Option<AckToken>)> {
+        match self {
+            Input::Memory(rx) => rx.recv_batch().await.map(|b| (b, None)),
+            Input::Kafka(rx) => rx.recv().await.map(|(b, t)| (b, Some(t))),
+        }
+    }
+}
+
+/// The `[transport.kafka]` table, or an error naming the command that needs it.
+fn kafka_config<'a>(
+    pipeline: &'a Pipeline,
+    command: &str,
+) -> anyhow::Result<&'a super::config::KafkaConfig> {
+    match &pipeline.transport {
+        TransportConfig::Kafka(k) => Ok(k),
+        TransportConfig::Memory(_) => Err(anyhow!(
+            "{}: `streamtap {command}` needs `[transport.kafka]` (this file uses the in-process transport; use `streamtap run`)",
+            pipeline.file.display()
+        )),
+    }
+}
+
+/// How long startup waits for the broker to describe the topics.
+const TOPIC_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Fails on a topic the broker says does not exist; an unreachable broker is only logged
+/// (the producer buffers, the consumer waits, until it is back).
+async fn check_topics(k: &super::config::KafkaConfig, topics: Vec<String>) -> anyhow::Result<()> {
+    let brokers = k.broker_list();
+    let b = brokers.clone();
+    let res = tokio::task::spawn_blocking(move || {
+        let t: Vec<&str> = topics.iter().map(String::as_str).collect();
+        kafka::check_topics(&b, &t, TOPIC_CHECK_TIMEOUT)
+    })
+    .await
+    .context("topic check panicked")?
+    .context("[transport.kafka]")?;
+    if let kafka::TopicCheck::Unreachable(e) = res {
+        tracing::warn!(brokers = %brokers, error = %e, "kafka brokers not reachable at startup; going on (librdkafka keeps retrying)");
+    }
+    Ok(())
+}
+
+/// Hot-reload handles of a running `twitch` source.
+#[derive(Default)]
+struct SourceEdits {
+    /// Its channel list.
+    channels: Option<tokio::sync::watch::Sender<Vec<String>>>,
+    /// Its `record = true` channels (with a `[recorder]`).
+    record: Option<tokio::sync::watch::Sender<std::collections::BTreeSet<String>>>,
+}
+
+/// Starts the pipeline's source writing into `tx` (shared by `run` and `collect`): the
+/// replay, or the twitch chat source with, when configured, the Helix poller and the
+/// recorder (one task: any part failing ends it). `mongo` is the deployment's MongoDB, for
+/// a shared Helix budget. Returns the task and the handles hot reload edits.
+#[allow(clippy::too_many_arguments)]
+fn spawn_source(
+    pipeline: &Pipeline,
+    opts: &RunOptions,
+    tx: &memory::MemorySender,
+    stats: &Arc<PipelineStats>,
+    report: &Arc<Mutex<ReplayReport>>,
+    prom: &prometheus::Registry,
+    stop: &CancellationToken,
+    mongo: Option<::mongodb::Database>,
+) -> anyhow::Result<(tokio::task::JoinHandle<anyhow::Result<()>>, SourceEdits)> {
+    Ok(match pipeline.source.clone() {
+        SourceConfig::Replay(rcfg) => {
+            let run = replay::run(
+                rcfg.clone(),
+                pipeline.resolve(&rcfg.path),
+                tx.clone(),
+                stats.clone(),
+                report.clone(),
+                stop.clone(),
+            );
+            (
+                tokio::spawn(async move { run.await.map_err(anyhow::Error::from) }),
+                SourceEdits::default(),
+            )
+        }
+        SourceConfig::Twitch(tcfg) => {
+            let mut edits = SourceEdits::default();
+            let token = match &tcfg.token {
+                Some(r) => Some(
+                    super::config::read_secret(pipeline, r)
+                        .map_err(|e| anyhow!("source.twitch: token: {e}"))?,
+                ),
+                None => None,
+            };
+            let (etx, erx) = tokio::sync::watch::channel(tcfg.channel_logins());
+            edits.channels = Some(etx);
+            let (live_tx, live_rx) = tokio::sync::watch::channel(crate::recorder::LiveMap::new());
+            let recorder = match &pipeline.recorder {
+                Some(rc) => {
+                    let (rtx, rrx) = tokio::sync::watch::channel(tcfg.recorded_logins());
+                    edits.record = Some(rtx);
+                    let api_header = match &rc.api_header {
+                        Some(r) => Some(
+                            super::config::read_secret(pipeline, r)
+                                .map_err(|e| anyhow!("recorder: api_header: {e}"))?,
+                        ),
+                        None => None,
+                    };
+                    Some(crate::recorder::run(
+                        crate::recorder::Recorder {
+                            config: rc.clone(),
+                            dir: pipeline.resolve(&rc.dir),
+                            api_header,
+                            tx: tx.clone(),
+                            stats: stats.clone(),
+                            live: live_rx,
+                            record: rrx,
+                            registry: prom.clone(),
+                        },
+                        stop.clone(),
+                    ))
+                }
+                None => None,
+            };
+            let helix = match &tcfg.helix {
+                Some(h) => Some(helix::run(
+                    helix::HelixPoller {
+                        config: (**h).clone(),
+                        secret: super::config::read_secret(pipeline, &h.client_secret)
+                            .map_err(|e| anyhow!("source.twitch.helix: client_secret: {e}"))?,
+                        budget: helix_budget(h, mongo)?,
+                        shard: opts.shard,
+                        tx: tx.clone(),
+                        stats: stats.clone(),
+                        channels: erx.clone(),
+                        registry: prom.clone(),
+                        live: live_tx,
+                    },
+                    stop.clone(),
+                )),
+                None => None,
+            };
+            let chat = twitch::run(
+                twitch::TwitchSource {
+                    config: tcfg,
+                    token,
+                    shard: opts.shard,
+                    tx: tx.clone(),
+                    stats: stats.clone(),
+                    channels: erx,
+                    registry: prom.clone(),
+                },
+                stop.clone(),
+            );
+            (
+                tokio::spawn(async move {
+                    let chat = async { chat.await.map_err(anyhow::Error::from) };
+                    let status = async {
+                        match helix {
+                            Some(h) => h.await.context("source.twitch.helix"),
+                            None => Ok(()),
+                        }
+                    };
+                    let recording = async {
+                        match recorder {
+                            Some(r) => r.await.context("recorder"),
+                            None => Ok(()),
+                        }
+                    };
+                    tokio::try_join!(chat, status, recording).map(|_| ())
+                }),
+                edits,
+            )
+        }
+    })
+}
+
 /// Runs a pipeline to completion.
 pub async fn run(
     pipeline: Pipeline,
@@ -88,6 +305,20 @@ pub async fn run(
     opts: RunOptions,
     cancel: CancellationToken,
 ) -> anyhow::Result<RunSummary> {
+    let kafka_cfg = match opts.mode {
+        // With `[transport.kafka]`, `run` is collect and process in one process.
+        Mode::Run => match &pipeline.transport {
+            TransportConfig::Kafka(k) => Some(k.clone()),
+            TransportConfig::Memory(_) => None,
+        },
+        Mode::Collect => {
+            return Err(anyhow!(
+                "internal: collect mode goes through runner::collect"
+            ));
+        }
+        Mode::Process => Some(kafka_config(&pipeline, "process")?.clone()),
+    };
+    let all_in_one = opts.mode == Mode::Run && kafka_cfg.is_some();
     let started = Instant::now();
     let stats = Arc::new(PipelineStats::default());
     // The run's own Prometheus registry: components register what they own.
@@ -121,8 +352,6 @@ pub async fn run(
         tracing::info!(step = %s.name, plugin, version, hash = %s.plugin.short_hash(), "loaded step");
     }
 
-    let TransportConfig::Memory(mcfg) = &pipeline.transport;
-    let (tx, rx) = memory::channel(mcfg.capacity, mcfg.batch_size);
     let sink = Sink::open(&pipeline).await.context("opening the sink")?;
     let sink_policy = Sink::policy(&pipeline);
     let sink_target = sink.describe(&pipeline);
@@ -162,128 +391,116 @@ pub async fn run(
     // Stages stop on `stop` (the whole run) except the processor and sink, which stop when
     // their input closes: that is what makes shutdown drain instead of drop.
     let stop = cancel.child_token();
-    // Channel edits from hot reload reach a `twitch` source through this.
-    let mut channel_edits = None;
-    let mut record_edits = None;
-    let source = match pipeline.source.clone() {
-        SourceConfig::Replay(rcfg) => {
-            let run = replay::run(
-                rcfg.clone(),
-                pipeline.resolve(&rcfg.path),
-                tx.clone(),
-                stats.clone(),
-                report.clone(),
-                stop.clone(),
-            );
-            tokio::spawn(async move { run.await.map_err(anyhow::Error::from) })
+    // Channel and `record` edits from hot reload reach a `twitch` source through this.
+    let mut channel_edits = SourceEdits::default();
+    // The processor's input: the source through the in-process queue (`run`), or the
+    // topic through a consumer-group member (`process`).
+    let (source, input, depth, consumer, dlq) = match &kafka_cfg {
+        None => {
+            let TransportConfig::Memory(mcfg) = &pipeline.transport else {
+                unreachable!("checked above: run uses the memory transport")
+            };
+            let (tx, rx) = memory::channel(mcfg.capacity, mcfg.batch_size);
+            let (source, edits) = spawn_source(
+                &pipeline,
+                &opts,
+                &tx,
+                &stats,
+                &report,
+                &prom,
+                &stop,
+                sink.mongo_database(),
+            )?;
+            channel_edits = edits;
+            let probe = tx.depth_probe();
+            drop(tx);
+            let depth: Arc<dyn Fn() -> usize + Send + Sync> = Arc::new(move || probe.depth());
+            (source, Input::Memory(rx), depth, None, None)
         }
-        SourceConfig::Twitch(tcfg) => {
-            let token = match &tcfg.token {
-                Some(r) => Some(
-                    super::config::read_secret(&pipeline, r)
-                        .map_err(|e| anyhow!("source.twitch: token: {e}"))?,
-                ),
-                None => None,
-            };
-            let (etx, erx) = tokio::sync::watch::channel(tcfg.channel_logins());
-            channel_edits = Some(etx);
-            let (live_tx, live_rx) = tokio::sync::watch::channel(crate::recorder::LiveMap::new());
-            let recorder = match &pipeline.recorder {
-                Some(rc) => {
-                    let (rtx, rrx) = tokio::sync::watch::channel(tcfg.recorded_logins());
-                    record_edits = Some(rtx);
-                    let api_header = match &rc.api_header {
-                        Some(r) => Some(
-                            super::config::read_secret(&pipeline, r)
-                                .map_err(|e| anyhow!("recorder: api_header: {e}"))?,
-                        ),
-                        None => None,
-                    };
-                    Some(crate::recorder::run(
-                        crate::recorder::Recorder {
-                            config: rc.clone(),
-                            dir: pipeline.resolve(&rc.dir),
-                            api_header,
-                            tx: tx.clone(),
-                            stats: stats.clone(),
-                            live: live_rx,
-                            record: rrx,
-                            registry: prom.clone(),
-                        },
-                        stop.clone(),
-                    ))
-                }
-                None => None,
-            };
-            let helix = match &tcfg.helix {
-                Some(h) => Some(helix::run(
-                    helix::HelixPoller {
-                        config: (**h).clone(),
-                        secret: super::config::read_secret(&pipeline, &h.client_secret)
-                            .map_err(|e| anyhow!("source.twitch.helix: client_secret: {e}"))?,
-                        budget: helix_budget(h, &sink)?,
-                        shard: opts.shard,
-                        tx: tx.clone(),
-                        stats: stats.clone(),
-                        channels: erx.clone(),
-                        registry: prom.clone(),
-                        live: live_tx,
-                    },
-                    stop.clone(),
-                )),
-                None => None,
-            };
-            let chat = twitch::run(
-                twitch::TwitchSource {
-                    config: tcfg,
-                    token,
-                    shard: opts.shard,
-                    tx: tx.clone(),
-                    stats: stats.clone(),
-                    channels: erx,
-                    registry: prom.clone(),
-                },
-                stop.clone(),
+        Some(k) => {
+            check_topics(
+                k,
+                vec![
+                    k.topic.get_ref().clone(),
+                    k.dead_letter_topic.get_ref().clone(),
+                ],
+            )
+            .await?;
+            let mut copts =
+                kafka::ConsumerOptions::new(&k.broker_list(), &k.group_id, k.topic.get_ref());
+            copts.batch_size = k.batch_size;
+            copts.batch_wait = k.batch_wait.0;
+            copts.session_timeout = k.session_timeout.0;
+            let consumer =
+                Arc::new(KafkaConsumer::new(&copts).context("joining the kafka consumer group")?);
+            let dlq = Arc::new(
+                DeadLetterProducer::new(&k.broker_list(), k.dead_letter_topic.get_ref())
+                    .context("creating the dead-letter producer")?,
             );
-            // Chat, stream status and recording are one source: any failing ends the run.
-            tokio::spawn(async move {
-                let chat = async { chat.await.map_err(anyhow::Error::from) };
-                let status = async {
-                    match helix {
-                        Some(h) => h.await.context("source.twitch.helix"),
-                        None => Ok(()),
-                    }
-                };
-                let recording = async {
-                    match recorder {
-                        Some(r) => r.await.context("recorder"),
-                        None => Ok(()),
-                    }
-                };
-                tokio::try_join!(chat, status, recording).map(|_| ())
-            })
+            let (btx, brx) = mpsc::channel(SINK_QUEUE);
+            let depth: Arc<dyn Fn() -> usize + Send + Sync> = {
+                let weak = btx.downgrade();
+                Arc::new(move || {
+                    weak.upgrade()
+                        .map(|s| s.max_capacity() - s.capacity())
+                        .unwrap_or(0)
+                })
+            };
+            let reader_stop = stop.child_token();
+            let reader = tokio::spawn(kafka_read_loop(
+                consumer.clone(),
+                dlq.clone(),
+                btx,
+                stats.clone(),
+                reader_stop.clone(),
+                // All in one, the source counts what it received.
+                !all_in_one,
+            ));
+            let reader = if all_in_one {
+                let mut side = spawn_collect_side(
+                    k,
+                    &pipeline,
+                    &opts,
+                    &stats,
+                    &report,
+                    &prom,
+                    &stop,
+                    &cancel,
+                    sink.mongo_database(),
+                )?;
+                channel_edits = std::mem::take(&mut side.edits);
+                tokio::spawn(drive_all_in_one(
+                    side,
+                    consumer.clone(),
+                    reader,
+                    reader_stop,
+                    stop.clone(),
+                ))
+            } else {
+                reader
+            };
+            (reader, Input::Kafka(brx), depth, Some(consumer), Some(dlq))
         }
     };
-    let depth_probe = tx.depth_probe();
-    drop(tx);
     {
-        let probe = depth_probe.clone();
+        let depth = depth.clone();
         prom.register(Box::new(metrics::SampledGauge::new(
             "transport_queue_depth",
-            "Messages waiting in the in-process transport.",
-            move || i64::try_from(probe.depth()).unwrap_or(i64::MAX),
+            "Batches (kafka) or messages (in-process) waiting for the step chain.",
+            move || i64::try_from(depth()).unwrap_or(i64::MAX),
         )))
         .context("registering transport metrics")?;
     }
 
-    let (sink_tx, sink_rx) = mpsc::channel::<ChainOutput>(SINK_QUEUE);
+    let (sink_tx, sink_rx) = mpsc::channel::<ToSink>(SINK_QUEUE);
     let processor = tokio::spawn(process_loop(
-        rx,
+        input,
         chain,
         pending.clone(),
         sink_tx,
         stats.clone(),
         generation.clone(),
+        dlq,
     ));
     let sink_stats = Arc::new(SinkStats::default());
     sink_stats
@@ -294,18 +511,31 @@ pub async fn run(
         .register(&prom)
         .context("registering channel_stats metrics")?;
     let health = Arc::new(Health::default());
-    let sink_task = tokio::spawn(sink_loop(
-        sink_rx,
-        sink,
-        sink_policy,
-        routes,
-        wake,
-        stats.clone(),
-        sink_stats,
-        channel_metrics,
-        health.clone(),
-        cancel.clone(),
-    ));
+    let sink_task = {
+        let run = sink_loop(
+            sink_rx,
+            sink,
+            sink_policy,
+            routes,
+            wake,
+            stats.clone(),
+            sink_stats,
+            channel_metrics,
+            health.clone(),
+            cancel.clone(),
+            consumer,
+        );
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let r = run.await;
+            if r.is_err() {
+                // An idle input (a quiet topic or channel) would otherwise never notice
+                // that nothing can be stored any more.
+                stop.cancel();
+            }
+            r
+        })
+    };
     let metrics_stop = CancellationToken::new();
     let metrics_addr = metrics_listener.as_ref().map(|(_, a)| *a);
     let metrics_server = metrics_listener.map(|(l, _)| {
@@ -328,8 +558,8 @@ pub async fn run(
             pending.clone(),
             pipeline.clone(),
         )
-        .with_channel_edits(channel_edits.take())
-        .with_record_edits(record_edits.take());
+        .with_channel_edits(channel_edits.channels.take())
+        .with_record_edits(channel_edits.record.take());
         tokio::spawn(r.run(watch_stop.clone()))
     });
     let progress_stop = CancellationToken::new();
@@ -352,7 +582,7 @@ pub async fn run(
                     p,
                     (p - last) as f64 / every.as_secs_f64(),
                     stats.stored.get(),
-                    depth_probe.depth(),
+                    depth(),
                     stats.alerts_fired.get(),
                 );
                 last = p;
@@ -361,6 +591,11 @@ pub async fn run(
     });
 
     let source_res = source.await.context("source task panicked")?;
+    if source_res.is_err() {
+        // The processor drains what came before the failure; a reader that failed leaves
+        // nothing queued, so everything after it is redelivered.
+        stop.cancel();
+    }
     // Draining now: a load balancer should stop sending work here.
     health.set_ready(false);
     let proc_res = processor.await.context("processor task panicked")?;
@@ -414,15 +649,64 @@ pub async fn run(
     })
 }
 
+/// Reads the topic in batches for the processor. Undecodable records go to the dead-letter
+/// topic first (awaited), so the batch's ack token covers them and the partition moves on.
+/// Consume errors (broker unreachable, rebalance hiccups) are logged and retried:
+/// librdkafka reconnects by itself and nothing is acked meanwhile.
+async fn kafka_read_loop(
+    consumer: Arc<KafkaConsumer>,
+    dlq: Arc<DeadLetterProducer>,
+    tx: mpsc::Sender<(Vec<streamtap_plugin_sdk::ChatMessage>, AckToken)>,
+    stats: Arc<PipelineStats>,
+    stop: CancellationToken,
+    count_received: bool,
+) -> anyhow::Result<()> {
+    loop {
+        let batch = tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            b = consumer.next_batch() => b,
+        };
+        let batch = match batch {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "kafka consume failed; retrying");
+                tokio::select! {
+                    _ = stop.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                }
+            }
+        };
+        for p in &batch.poison {
+            dlq.send(p.key.as_deref(), &p.payload, &p.error.to_string(), "", "")
+                .await
+                .with_context(|| {
+                    format!(
+                        "dead-lettering the undecodable record at partition {} offset {}",
+                        p.partition, p.offset
+                    )
+                })?;
+            stats.dead_lettered.inc();
+        }
+        if count_received {
+            stats.received.add(batch.messages.len() as u64);
+        }
+        let msgs = batch.messages.into_iter().map(|r| r.message).collect();
+        if tx.send((msgs, batch.token)).await.is_err() {
+            return Err(anyhow!("processor stopped before the kafka reader"));
+        }
+    }
+}
+
 async fn process_loop(
-    mut rx: memory::MemoryReceiver,
+    mut rx: Input,
     mut chain: Chain,
     pending: PendingSlot,
-    sink: mpsc::Sender<ChainOutput>,
+    sink: mpsc::Sender<ToSink>,
     stats: Arc<PipelineStats>,
     generation: Arc<std::sync::atomic::AtomicU64>,
+    dlq: Option<Arc<DeadLetterProducer>>,
 ) -> anyhow::Result<()> {
-    while let Some(batch) = rx.recv_batch().await {
+    while let Some((batch, ack)) = rx.recv().await {
         // Swap only between batches: the batch in hand goes wholly to one generation.
         if let Some(g) = pending.lock().expect("pending lock").take() {
             tracing::info!(
@@ -454,9 +738,28 @@ async fn process_loop(
         out.messages.extend(gaps);
         stats.processed.add(n);
         stats.dropped.add(out.dropped.len() as u64);
-        sink.send(out)
-            .await
-            .map_err(|_| anyhow!("sink stopped before the processor"))?;
+        if let Some(dlq) = &dlq {
+            // With Kafka, failed messages go to the dead-letter topic (before the batch's
+            // offsets can be committed) instead of the store's dead-letter table.
+            for d in std::mem::take(&mut out.dead_letters) {
+                dlq.send(
+                    Some(kafka::key(&d.msg).as_bytes()),
+                    &kafka::encode(&d.msg),
+                    &d.reason,
+                    &d.plugin,
+                    &d.version,
+                )
+                .await
+                .with_context(|| format!("dead-lettering message {:?}", d.msg.id))?;
+                stats.dead_lettered.inc();
+            }
+        }
+        sink.send(ToSink {
+            out,
+            acks: ack.into_iter().collect(),
+        })
+        .await
+        .map_err(|_| anyhow!("sink stopped before the processor"))?;
     }
     // The input is exhausted (end of replay, or shutdown drained the queue): let steps emit
     // what they hold open, e.g. the analytics windows of channels that went quiet, which
@@ -473,9 +776,12 @@ async fn process_loop(
     .await
     .context("step chain panicked in flush")?;
     if !(out.records.is_empty() && out.alerts.is_empty()) {
-        sink.send(out)
-            .await
-            .map_err(|_| anyhow!("sink stopped before the processor"))?;
+        sink.send(ToSink {
+            out,
+            acks: Vec::new(),
+        })
+        .await
+        .map_err(|_| anyhow!("sink stopped before the processor"))?;
     }
     Ok(())
 }
@@ -486,7 +792,7 @@ const SINK_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 #[allow(clippy::too_many_arguments)]
 async fn sink_loop(
-    mut rx: mpsc::Receiver<ChainOutput>,
+    mut rx: mpsc::Receiver<ToSink>,
     mut sink: Sink,
     policy: SinkPolicy,
     routes: Arc<Routes>,
@@ -496,6 +802,7 @@ async fn sink_loop(
     channel_metrics: Arc<ChannelStatsMetrics>,
     health: Arc<Health>,
     cancel: CancellationToken,
+    consumer: Option<Arc<KafkaConsumer>>,
 ) -> anyhow::Result<Sink> {
     let mut retry = Retry::new("preparing the sink", policy, &sink_stats, &health, &cancel);
     loop {
@@ -507,15 +814,31 @@ async fn sink_loop(
     while let Some(first) = rx.recv().await {
         // Gather up to `max_batch` messages or `max_delay`, whichever comes first: a store
         // round trip per processed batch would cap throughput at its latency.
-        let mut batch = first;
+        let ToSink {
+            out: mut batch,
+            mut acks,
+        } = first;
         if policy.max_batch > 1 {
             let until = tokio::time::Instant::now() + policy.max_delay;
             while batch.messages.len() < policy.max_batch {
                 match tokio::time::timeout_at(until, rx.recv()).await {
-                    Ok(Some(more)) => sinks::merge(&mut batch, more),
+                    Ok(Some(more)) => {
+                        sinks::merge(&mut batch, more.out);
+                        acks.extend(more.acks);
+                    }
                     Ok(None) | Err(_) => break,
                 }
             }
+        }
+        let nothing = batch.messages.is_empty()
+            && batch.dead_letters.is_empty()
+            && batch.alerts.is_empty()
+            && batch.records.is_empty();
+        if nothing && consumer.is_some() {
+            // Only dropped or dead-lettered (to Kafka) messages: nothing to store, the
+            // offsets can move on. (`run` writes such batches as it always did.)
+            commit(consumer.as_deref(), acks).await;
+            continue;
         }
         let out = Arc::new(batch);
         let dead = out.dead_letters.len() as u64;
@@ -536,6 +859,8 @@ async fn sink_loop(
             .observe(started.elapsed().as_secs_f64());
         sink_stats.batches.inc();
         sink_stats.batch_size.observe(size);
+        // Stored: now (and only now) the batch's offsets may be committed.
+        commit(consumer.as_deref(), acks).await;
         let res = written.result;
         stats.stored.add(res.inserted);
         stats.duplicates.add(res.duplicates);
@@ -566,6 +891,18 @@ async fn sink_loop(
         }
     }
     Ok(sink)
+}
+
+/// Commits the offsets of stored batches. A failed commit only delays progress (a later
+/// commit covers the same offsets, a restart redelivers what the store already has), so
+/// it is logged, not fatal.
+async fn commit(consumer: Option<&KafkaConsumer>, acks: Vec<AckToken>) {
+    let Some(c) = consumer else { return };
+    for t in acks {
+        if let Err(e) = c.ack(t).await {
+            tracing::warn!(error = %e, "kafka offset commit failed; the next commit covers it");
+        }
+    }
 }
 
 /// Retry state of one sink operation. Transient failures (store unreachable) are retried
@@ -644,6 +981,329 @@ impl<'a> Retry<'a> {
         tokio::time::sleep(delay).await;
         Ok(())
     }
+}
+
+/// What `streamtap collect` reports.
+pub struct CollectSummary {
+    pub pipeline: Pipeline,
+    pub elapsed: Duration,
+    /// Messages the source produced.
+    pub received: u64,
+    /// Messages the broker acknowledged.
+    pub published: u64,
+    /// Times the source waited because the producer's buffer was full.
+    pub backpressure_waits: u64,
+    pub replay: ReplayReport,
+    pub topic: String,
+    pub metrics_addr: Option<std::net::SocketAddr>,
+}
+
+impl CollectSummary {
+    /// The human-readable end-of-run report.
+    pub fn render(&self) -> String {
+        let secs = self.elapsed.as_secs_f64();
+        let mut s = format!(
+            "\n== streamtap collect summary: {} ==\nmessages: {} received, {} published to topic {:?} in {:.2}s ({:.0} msg/s)\nproducer buffer full: the source waited {} times\n",
+            self.pipeline.name,
+            self.received,
+            self.published,
+            self.topic,
+            secs,
+            self.published as f64 / secs.max(1e-9),
+            self.backpressure_waits,
+        );
+        for (line, reason) in &self.replay.malformed {
+            s.push_str(&format!("  malformed line {line}: {reason}\n"));
+        }
+        if let Some(a) = self.metrics_addr {
+            s.push_str(&format!(
+                "metrics: http://{a}/metrics (served while the run lasted)\n"
+            ));
+        }
+        s
+    }
+}
+
+/// After shutdown was requested, how long `collect` waits for the broker to acknowledge
+/// what is still buffered before it reports those messages as unconfirmed.
+const COLLECT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// `streamtap collect`: runs the source and publishes every message to the topic, keyed by
+/// channel. A full producer buffer (broker down or slow) makes the source wait and is
+/// counted; nothing is dropped. Ends when the source is exhausted and the broker has
+/// acknowledged everything, or on `cancel` (then the buffer gets a bounded time to drain).
+pub async fn collect(
+    pipeline: Pipeline,
+    opts: RunOptions,
+    cancel: CancellationToken,
+) -> anyhow::Result<CollectSummary> {
+    let k = kafka_config(&pipeline, "collect")?.clone();
+    let started = Instant::now();
+    let stats = Arc::new(PipelineStats::default());
+    let prom = prometheus::Registry::new();
+    stats
+        .register(&prom)
+        .context("registering pipeline metrics")?;
+    prom.register(Box::new(metrics::build_info()))
+        .context("registering build info")?;
+    let metrics_listener = match &pipeline.metrics {
+        Some(m) => {
+            let l = tokio::net::TcpListener::bind(m.listen)
+                .await
+                .with_context(|| format!("[metrics] listen = \"{}\": cannot bind", m.listen))?;
+            let addr = l.local_addr().context("metrics listener address")?;
+            Some((l, addr))
+        }
+        None => None,
+    };
+    check_topics(&k, vec![k.topic.get_ref().clone()]).await?;
+    let report = Arc::new(Mutex::new(ReplayReport::default()));
+    let stop = cancel.child_token();
+    let CollectSide {
+        source,
+        publisher,
+        confirmer,
+        producer,
+        ..
+    } = spawn_collect_side(
+        &k,
+        &pipeline,
+        &opts,
+        &stats,
+        &report,
+        &prom,
+        &stop,
+        &cancel,
+        helix_mongo(&pipeline).await?,
+    )?;
+
+    let health = Arc::new(Health::default());
+    let metrics_stop = CancellationToken::new();
+    let metrics_addr = metrics_listener.as_ref().map(|(_, a)| *a);
+    let metrics_server = metrics_listener.map(|(l, _)| {
+        tokio::spawn(metrics::server::serve(
+            l,
+            prom.clone(),
+            health.clone(),
+            metrics_stop.clone(),
+        ))
+    });
+    health.set_ready(true);
+    let progress_stop = CancellationToken::new();
+    let progress = opts.progress.map(|every| {
+        let (stats, producer, stop) = (stats.clone(), producer.clone(), progress_stop.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                eprintln!(
+                    "progress: {:>6.1}s  received {}  published {}  in flight {}  buffer-full waits {}",
+                    started.elapsed().as_secs_f64(),
+                    stats.received.get(),
+                    producer.delivered(),
+                    producer.in_flight(),
+                    producer.backpressure_waits(),
+                );
+            }
+        })
+    });
+
+    let source_res = source.await.context("source task panicked")?;
+    if source_res.is_err() {
+        stop.cancel();
+    }
+    health.set_ready(false);
+    let publish_res = publisher.await.context("publisher task panicked")?;
+    let confirm_res = confirmer.await.context("delivery task panicked")?;
+    metrics_stop.cancel();
+    let metrics_res = match metrics_server {
+        Some(m) => m.await.context("metrics endpoint panicked")?,
+        None => Ok(()),
+    };
+    progress_stop.cancel();
+    if let Some(p) = progress {
+        let _ = p.await;
+    }
+    source_res.context("source")?;
+    publish_res.context("publishing to kafka")?;
+    confirm_res.context("kafka deliveries")?;
+    metrics_res.context("metrics endpoint")?;
+    let replay = report.lock().expect("report lock").clone();
+    Ok(CollectSummary {
+        pipeline,
+        elapsed: started.elapsed(),
+        received: stats.received.get(),
+        published: producer.delivered(),
+        backpressure_waits: producer.backpressure_waits(),
+        replay,
+        topic: k.topic.get_ref().clone(),
+        metrics_addr,
+    })
+}
+
+/// The running collect half: source → producer, with the broker's acknowledgements.
+struct CollectSide {
+    source: tokio::task::JoinHandle<anyhow::Result<()>>,
+    publisher: tokio::task::JoinHandle<anyhow::Result<()>>,
+    confirmer: tokio::task::JoinHandle<anyhow::Result<()>>,
+    producer: Arc<KafkaProducer>,
+    /// Per partition, the highest offset the broker acknowledged.
+    ends: Arc<Mutex<std::collections::HashMap<i32, i64>>>,
+    edits: SourceEdits,
+}
+
+/// Starts the source and publishes what it reads (shared by `collect` and `run` over
+/// Kafka). The source stops on `stop`; acknowledgements get a bounded wait after `cancel`.
+#[allow(clippy::too_many_arguments)]
+fn spawn_collect_side(
+    k: &super::config::KafkaConfig,
+    pipeline: &Pipeline,
+    opts: &RunOptions,
+    stats: &Arc<PipelineStats>,
+    report: &Arc<Mutex<ReplayReport>>,
+    prom: &prometheus::Registry,
+    stop: &CancellationToken,
+    cancel: &CancellationToken,
+    mongo: Option<::mongodb::Database>,
+) -> anyhow::Result<CollectSide> {
+    let mut popts = kafka::ProducerOptions::new(&k.broker_list(), k.topic.get_ref());
+    popts.compression = k.compression.into();
+    popts.queue_messages = k.producer_buffer;
+    let producer = Arc::new(KafkaProducer::new(&popts).context("creating the kafka producer")?);
+    producer
+        .register(prom)
+        .context("registering producer metrics")?;
+    // A small local queue between the source and the producer; the producer's own buffer
+    // is the bound that matters.
+    let (tx, rx) = memory::channel(1_000, 256);
+    let (source, edits) = spawn_source(pipeline, opts, &tx, stats, report, prom, stop, mongo)?;
+    drop(tx);
+    let (dtx, drx) = mpsc::channel::<kafka::Delivery>(k.producer_buffer.max(1));
+    let ends = Arc::new(Mutex::new(std::collections::HashMap::new()));
+    let publisher = tokio::spawn(publish_loop(rx, producer.clone(), dtx));
+    let confirmer = tokio::spawn(confirm_loop(
+        drx,
+        producer.clone(),
+        ends.clone(),
+        cancel.clone(),
+    ));
+    Ok(CollectSide {
+        source,
+        publisher,
+        confirmer,
+        producer,
+        ends,
+        edits,
+    })
+}
+
+/// `run` over Kafka: waits until the collect half is done (source exhausted, everything
+/// acknowledged by the broker), then until the processor stored every record up to those
+/// offsets, then stops the reader so the run drains and ends. On `stop` (Ctrl-C) it stops
+/// waiting; what was published and not yet processed stays in the topic for the next run.
+async fn drive_all_in_one(
+    side: CollectSide,
+    consumer: Arc<KafkaConsumer>,
+    reader: tokio::task::JoinHandle<anyhow::Result<()>>,
+    reader_stop: CancellationToken,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let collected = async {
+        side.source.await.context("source task panicked")??;
+        side.publisher
+            .await
+            .context("publisher task panicked")?
+            .context("publishing to kafka")?;
+        side.confirmer
+            .await
+            .context("delivery task panicked")?
+            .context("kafka deliveries")
+    }
+    .await;
+    if collected.is_ok() {
+        let ends: Vec<(i32, i64)> = side
+            .ends
+            .lock()
+            .expect("ends lock")
+            .iter()
+            .map(|(p, o)| (*p, *o))
+            .collect();
+        while !ends
+            .iter()
+            .all(|(p, o)| consumer.acked_end(*p).is_some_and(|c| c > *o))
+        {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+    }
+    reader_stop.cancel();
+    let read = reader.await.context("kafka reader panicked")?;
+    collected?;
+    read
+}
+
+/// Hands every message to the producer (waiting while its buffer is full) and passes the
+/// delivery receipts on, in order, to [`confirm_loop`].
+async fn publish_loop(
+    mut rx: memory::MemoryReceiver,
+    producer: Arc<KafkaProducer>,
+    receipts: mpsc::Sender<kafka::Delivery>,
+) -> anyhow::Result<()> {
+    while let Some(batch) = rx.recv_batch().await {
+        for m in &batch {
+            let d = producer.send(m).await?;
+            receipts
+                .send(d)
+                .await
+                .map_err(|_| anyhow!("delivery task stopped before the publisher"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Waits for the broker's acknowledgement of every published message. A failed delivery
+/// stops the run. After `cancel`, waits at most [`COLLECT_SHUTDOWN_GRACE`] and then
+/// reports how many messages were not confirmed.
+async fn confirm_loop(
+    mut receipts: mpsc::Receiver<kafka::Delivery>,
+    producer: Arc<KafkaProducer>,
+    ends: Arc<Mutex<std::collections::HashMap<i32, i64>>>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut deadline: Option<tokio::time::Instant> = None;
+    while let Some(d) = receipts.recv().await {
+        let wait = d.wait();
+        tokio::pin!(wait);
+        loop {
+            let limit = deadline
+                .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(24 * 3600));
+            tokio::select! {
+                r = &mut wait => {
+                    let (p, o) = r?;
+                    let mut ends = ends.lock().expect("ends lock");
+                    let e = ends.entry(p).or_insert(o);
+                    *e = (*e).max(o);
+                    break;
+                }
+                _ = cancel.cancelled(), if deadline.is_none() => {
+                    deadline = Some(tokio::time::Instant::now() + COLLECT_SHUTDOWN_GRACE);
+                }
+                _ = tokio::time::sleep_until(limit) => {
+                    return Err(anyhow!(
+                        "the broker did not acknowledge {} buffered messages within {COLLECT_SHUTDOWN_GRACE:?} of shutdown; they may not have been published",
+                        producer.in_flight()
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 impl RunSummary {
@@ -759,10 +1419,25 @@ impl RunSummary {
     }
 }
 
+/// `collect` has no sink of its own: the deployment's MongoDB (the pipeline's
+/// `[sink.mongodb]`) is opened only when a Helix budget is to be shared through it.
+async fn helix_mongo(pipeline: &Pipeline) -> anyhow::Result<Option<::mongodb::Database>> {
+    let SourceConfig::Twitch(t) = &pipeline.source else {
+        return Ok(None);
+    };
+    match (&t.helix, &pipeline.sink) {
+        (Some(h), SinkConfig::Mongodb(_)) if h.budget != HelixBudget::Local => Ok(Some(
+            crate::sinks::open_mongo_database(pipeline)
+                .await
+                .context("opening MongoDB for the shared Helix budget")?,
+        )),
+        _ => Ok(None),
+    }
+}
+
 /// The Helix budget `[source.twitch.helix] budget` asks for: shared through the sink's
 /// MongoDB database, or this process's own.
-fn helix_budget(h: &HelixConfig, sink: &Sink) -> anyhow::Result<Budget> {
-    let db = sink.mongo_database();
+fn helix_budget(h: &HelixConfig, db: Option<::mongodb::Database>) -> anyhow::Result<Budget> {
     match (h.budget, db) {
         (HelixBudget::Auto | HelixBudget::Mongodb, Some(db)) => Ok(Budget::shared(
             &db,

@@ -27,6 +27,8 @@ pub enum SinkError {
     Secret(String),
     #[error("sqlite write task failed: {0}")]
     Task(String),
+    #[error("the sink is not [sink.mongodb]")]
+    NotMongo,
 }
 
 impl SinkError {
@@ -252,4 +254,20 @@ pub fn merge(a: &mut ChainOutput, b: ChainOutput) {
     a.dead_letters.extend(b.dead_letters);
     a.alerts.extend(b.alerts);
     a.records.extend(b.records);
+}
+
+/// Connects to the `[sink.mongodb]` database alone (without the sink's indexes and
+/// outbox), for a process that shares state there but does not store (`collect`).
+pub async fn open_mongo_database(pipeline: &Pipeline) -> Result<::mongodb::Database, SinkError> {
+    let SinkConfig::Mongodb(c) = &pipeline.sink else {
+        return Err(SinkError::NotMongo);
+    };
+    let uri = match (&c.uri, &c.uri_secret) {
+        (Some(u), _) => u.get_ref().clone(),
+        (None, Some(secret)) => secret.resolve(pipeline).map_err(SinkError::Secret)?,
+        (None, None) => unreachable!("validated with the pipeline file"),
+    };
+    Ok(mongodb::MongoSink::connect(&uri, &c.database, c.timeout.0)
+        .await?
+        .database())
 }

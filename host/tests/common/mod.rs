@@ -8,6 +8,7 @@ pub mod mock_twitch;
 pub mod moto;
 pub mod run;
 pub mod server;
+pub mod tansu;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
