@@ -14,38 +14,15 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+use common::media::{LiveHls, Quality, http_server, usage};
 use common::mock_helix::MockHelix;
 use common::mock_twitch::MockTwitch;
-use common::server::{Server, free_port, venv_tool, wait_until};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use common::server::{venv_tool, wait_until};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// How long each configuration is measured once all its recordings run.
 const WINDOW: Duration = Duration::from_secs(20);
-
-/// Clock ticks per second for `/proc/PID/stat` times.
-fn ticks_per_s() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 { t as f64 } else { 100.0 }
-}
-
-/// (CPU seconds so far, RSS bytes) of a process.
-fn usage(pid: u32) -> Option<(f64, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the parenthesised command: state is field 3; utime 14, stime 15.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let cpu = (f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / ticks_per_s();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss_kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())?;
-    Some((cpu, rss_kb * 1024))
-}
 
 /// Pids of processes whose command line contains `needle` (streamlink runs as a Python
 /// script, so its pid is the interpreter's).
@@ -78,38 +55,6 @@ fn measure(pids: &[u32]) -> (f64, u64) {
     (cpu / start.elapsed().as_secs_f64(), rss)
 }
 
-fn ffmpeg_live(dir: &Path) -> Child {
-    std::fs::create_dir_all(dir).unwrap();
-    let child = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc=size=320x240:rate=25"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-tune",
-            "zerolatency",
-        ])
-        .args(["-b:v", "800k", "-g", "25", "-c:a", "aac", "-b:a", "64k"])
-        .args(["-f", "hls", "-hls_time", "1", "-hls_list_size", "6"])
-        .args(["-hls_flags", "delete_segments+omit_endlist"])
-        .arg(dir.join("live.m3u8"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("ffmpeg");
-    let playlist = dir.join("live.m3u8");
-    wait_until("HLS playlist", Duration::from_secs(30), || {
-        std::fs::read_to_string(&playlist)
-            .ok()
-            .filter(|t| t.matches(".ts").count() >= 2)
-    });
-    child
-}
-
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
@@ -117,26 +62,19 @@ fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     let d = dir.path();
     let hls = d.join("hls");
-    let mut ffmpeg = ffmpeg_live(&hls.join("live"));
-    let http_port = free_port();
-    let _http = Server::start(
-        "http.server",
-        Path::new("python3"),
-        &[
-            "-m".into(),
-            "http.server".into(),
-            "--bind".into(),
-            "127.0.0.1".into(),
-            "--directory".into(),
-            hls.display().to_string(),
-            http_port.to_string(),
-        ],
-        http_port,
-        &d.join("http.log"),
+    let _ffmpeg = LiveHls::start(
+        &hls.join("live"),
+        Quality {
+            size: "320x240",
+            fps: 25,
+            video_kbps: 800,
+        },
     );
+    let _http = http_server(&hls);
+    let http_port = _http.port;
     let streamlink = venv_tool("streamlink");
     println!(
-        "machine: {} cores; stream: 320x240 25 fps ~860 kbit/s HLS, 1 s segments; window {} s",
+        "machine: {} cores; stream: 320x240 25 fps ~830 kbit/s HLS, 1 s segments; window {} s",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0),
@@ -278,6 +216,4 @@ path = "out.db"
             .status();
         let _ = st.wait();
     }
-    let _ = ffmpeg.kill();
-    let _ = ffmpeg.wait();
 }

@@ -5,94 +5,59 @@
 
 mod common;
 
+use common::media::{self, LiveHls, http_server};
 use common::mock_helix::MockHelix;
 use common::mock_twitch::MockTwitch;
 use common::run::{Run, query, start, wait_for};
 use common::server::{Server, free_port, venv_tool};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const CLIENT: &str = "recclient";
 const SECRET: &str = "rec-helix-secret";
 const API_HEADER: &str = "Authorization=OAuth rec-api-header-value-987";
 
-/// `ffmpeg` writing a live HLS stream of `channel` into `root/channel/live.m3u8`.
-struct LiveStream {
-    child: Child,
+/// The channel list of most tests: one recorded channel and one that is not.
+const REC1: &str = r#""quiet", { login = "rec1", record = true }"#;
+
+/// What a recorder test runs against: one live stream served under each of the given
+/// channel names, the mock Twitch chat and Helix servers, and a directory for the run.
+struct Rig {
+    dir: tempfile::TempDir,
+    _live: LiveHls,
+    http: Server,
+    irc: MockTwitch,
+    helix: MockHelix,
 }
 
-impl LiveStream {
-    fn start(root: &Path, channel: &str) -> LiveStream {
-        let dir = root.join(channel);
-        std::fs::create_dir_all(&dir).unwrap();
-        let log = std::fs::File::create(root.join(format!("ffmpeg-{channel}.log"))).unwrap();
-        let child = Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error", "-re"])
-            .args(["-f", "lavfi", "-i", "testsrc=size=160x120:rate=10"])
-            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=22050"])
-            .args([
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                "-tune",
-                "zerolatency",
-            ])
-            .args(["-g", "10", "-c:a", "aac", "-b:a", "32k"])
-            .args(["-f", "hls", "-hls_time", "1", "-hls_list_size", "6"])
-            .args(["-hls_flags", "delete_segments+omit_endlist"])
-            .arg(dir.join("live.m3u8"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start ffmpeg (Debian package `ffmpeg`)");
-        let playlist = dir.join("live.m3u8");
-        common::server::wait_until("the HLS playlist", Duration::from_secs(30), || {
-            std::fs::read_to_string(&playlist)
-                .ok()
-                .filter(|t| t.matches(".ts").count() >= 2)
-        });
-        LiveStream { child }
+impl Rig {
+    fn new(channels: &[&str]) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let hls = dir.path().join("hls");
+        let live = LiveHls::start(&hls.join("live"), media::SMALL);
+        for c in channels {
+            std::os::unix::fs::symlink(hls.join("live"), hls.join(c)).unwrap();
+        }
+        Rig {
+            http: http_server(&hls),
+            _live: live,
+            irc: MockTwitch::start(),
+            helix: MockHelix::start(CLIENT, SECRET, 800),
+            dir,
+        }
     }
-}
 
-impl Drop for LiveStream {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn d(&self) -> &Path {
+        self.dir.path()
     }
-}
 
-/// A static HTTP server over `root` (Python's `http.server`).
-fn http_server(root: &Path) -> Server {
-    let port = free_port();
-    Server::start(
-        "http.server",
-        Path::new("python3"),
-        &[
-            "-m".into(),
-            "http.server".into(),
-            "--bind".into(),
-            "127.0.0.1".into(),
-            "--directory".into(),
-            root.display().to_string(),
-            port.to_string(),
-        ],
-        port,
-        &root.join("http.log"),
-    )
-}
-
-fn pipeline(irc: &MockTwitch, helix: &MockHelix, http: &Server, extra: &str) -> String {
-    pipeline_for(
-        r#""quiet", { login = "rec1", record = true }"#,
-        irc,
-        helix,
-        http,
-        extra,
-    )
+    /// Writes `p.toml` with these channel entries and extra `[recorder]` keys; its text.
+    fn write_pipeline(&self, channels: &str, extra: &str) -> String {
+        let text = pipeline_for(channels, &self.irc, &self.helix, &self.http, extra);
+        std::fs::write(self.d().join("p.toml"), &text).unwrap();
+        text
+    }
 }
 
 fn pipeline_for(
@@ -249,16 +214,9 @@ fn files_in(dir: &Path) -> Vec<String> {
 
 #[test]
 fn records_a_live_stream_by_stream_id_restarts_into_parts_and_finalises_offline() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let hls = d.join("hls");
-    std::fs::create_dir_all(&hls).unwrap();
-    let _live = LiveStream::start(&hls, "rec1");
-    let http = http_server(&hls);
-    let irc = MockTwitch::start();
-    let helix = MockHelix::start(CLIENT, SECRET, 800);
-    let text = pipeline(&irc, &helix, &http, "");
-    std::fs::write(d.join("p.toml"), &text).unwrap();
+    let rig = Rig::new(&["rec1"]);
+    let (d, helix) = (rig.d(), &rig.helix);
+    let text = rig.write_pipeline(REC1, "");
     let mut run = run(d);
     let chan = d.join("rec/rec1");
     let db = d.join("out.db");
@@ -398,20 +356,10 @@ fn records_a_live_stream_by_stream_id_restarts_into_parts_and_finalises_offline(
 
 #[test]
 fn the_disk_guard_refuses_a_new_recording() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let hls = d.join("hls");
-    std::fs::create_dir_all(&hls).unwrap();
-    let _live = LiveStream::start(&hls, "rec1");
-    let http = http_server(&hls);
-    let irc = MockTwitch::start();
-    let helix = MockHelix::start(CLIENT, SECRET, 800);
+    let rig = Rig::new(&["rec1"]);
+    let (d, helix) = (rig.d(), &rig.helix);
     // More free space than any disk here has.
-    std::fs::write(
-        d.join("p.toml"),
-        pipeline(&irc, &helix, &http, "min_free_disk_mb = 1000000000"),
-    )
-    .unwrap();
+    rig.write_pipeline(REC1, "min_free_disk_mb = 1000000000");
     let mut run = run(d);
     helix.set_live("rec1", "6001", "not recorded");
     let db = d.join("out.db");
@@ -435,29 +383,13 @@ fn the_disk_guard_refuses_a_new_recording() {
 
 #[test]
 fn max_concurrent_refuses_the_stream_over_the_limit() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let hls = d.join("hls");
-    std::fs::create_dir_all(&hls).unwrap();
-    let _live = LiveStream::start(&hls, "live");
-    // Two channels, one stream.
-    for c in ["reca", "recb"] {
-        std::os::unix::fs::symlink(hls.join("live"), hls.join(c)).unwrap();
-    }
-    let http = http_server(&hls);
-    let irc = MockTwitch::start();
-    let helix = MockHelix::start(CLIENT, SECRET, 800);
-    std::fs::write(
-        d.join("p.toml"),
-        pipeline_for(
-            r#"{ login = "reca", record = true }, { login = "recb", record = true }"#,
-            &irc,
-            &helix,
-            &http,
-            "max_concurrent = 1",
-        ),
-    )
-    .unwrap();
+    // Two recorded channels, one stream.
+    let rig = Rig::new(&["reca", "recb"]);
+    let (d, helix) = (rig.d(), &rig.helix);
+    rig.write_pipeline(
+        r#"{ login = "reca", record = true }, { login = "recb", record = true }"#,
+        "max_concurrent = 1",
+    );
     let mut run = run(d);
     let db = d.join("out.db");
     helix.set_live("reca", "7001", "a");

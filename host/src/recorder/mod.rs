@@ -86,6 +86,25 @@ pub struct Recording {
 }
 
 impl Recording {
+    /// The first update of `stream`'s recording on `channel`, starting now.
+    fn new(channel: &str, stream: &LiveStream, status: String) -> Recording {
+        Recording {
+            channel: channel.to_owned(),
+            channel_id: stream.user_id.clone(),
+            stream_id: stream.id.clone(),
+            title: stream.title.clone(),
+            game: stream.game_name.clone(),
+            started_ms: now_ms(),
+            ended_ms: None,
+            files: Vec::new(),
+            bytes: 0,
+            restarts: 0,
+            exits: Vec::new(),
+            status,
+            seq: next_seq(0),
+        }
+    }
+
     pub fn to_message(&self) -> ChatMessage {
         let mut f = BTreeMap::new();
         let s = |v: &str| Value::Str(v.to_owned());
@@ -426,21 +445,9 @@ async fn reconcile(
             if refused.get(&stream.id) != Some(&why) {
                 ctx.stats.refused.with_label_values(&[kind]).inc();
                 tracing::warn!(channel = %channel, stream_id = %stream.id, reason = %why, "recorder: not recording");
-                let _ = ctx.updates.send(Recording {
-                    channel: channel.clone(),
-                    channel_id: stream.user_id.clone(),
-                    stream_id: stream.id.clone(),
-                    title: stream.title.clone(),
-                    game: stream.game_name.clone(),
-                    started_ms: now_ms(),
-                    ended_ms: None,
-                    files: Vec::new(),
-                    bytes: 0,
-                    restarts: 0,
-                    exits: Vec::new(),
-                    status: format!("refused: {why}"),
-                    seq: next_seq(0),
-                });
+                let _ =
+                    ctx.updates
+                        .send(Recording::new(channel, stream, format!("refused: {why}")));
                 refused.insert(stream.id.clone(), why);
             }
             continue;
@@ -477,21 +484,7 @@ pub fn part_name(stream_id: &str, n: u32) -> String {
 /// Records one stream until `stop`, restarting streamlink as needed.
 async fn supervise(ctx: &Ctx, channel: &str, stream: LiveStream, stop: CancellationToken) {
     let dir = ctx.dir.join(channel);
-    let mut rec = Recording {
-        channel: channel.to_owned(),
-        channel_id: stream.user_id.clone(),
-        stream_id: stream.id.clone(),
-        title: stream.title.clone(),
-        game: stream.game_name.clone(),
-        started_ms: now_ms(),
-        ended_ms: None,
-        files: Vec::new(),
-        bytes: 0,
-        restarts: 0,
-        exits: Vec::new(),
-        status: "recording".into(),
-        seq: next_seq(0),
-    };
+    let mut rec = Recording::new(channel, &stream, "recording".into());
     if let Err(e) = std::fs::create_dir_all(&dir) {
         rec.status = format!("failed: cannot create {}: {e}", dir.display());
         rec.ended_ms = Some(now_ms());

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake_translate;
+pub mod media;
 pub mod mock_helix;
 pub mod mock_twitch;
 pub mod moto;
