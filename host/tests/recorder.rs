@@ -417,3 +417,72 @@ fn max_concurrent_refuses_the_stream_over_the_limit() {
     assert_eq!(recording(&db, "7002").unwrap().0, "finished");
     assert!(d.join("rec/recb/7002.ts").is_file());
 }
+
+/// The split deployment records too: `streamtap collect` (the collector role, with
+/// `[transport.kafka]`) runs the recorder, and the recording's metadata reaches the store
+/// through Kafka and `streamtap process` like any other event; the video stays on the
+/// collector's disk.
+#[test]
+fn collect_records_and_process_stores_the_recording() {
+    let rig = Rig::new(&["rec1"]);
+    let (d, helix) = (rig.d(), &rig.helix);
+    let broker = common::tansu::broker(&d.join("tansu"));
+    common::tansu::create_topic(&broker, "chat", 2);
+    common::tansu::create_topic(&broker, "chat-dlq", 1);
+    let kafka = format!(
+        "\n[transport.kafka]\nbrokers = \"{}\"\ntopic = \"chat\"\ndead_letter_topic = \"chat-dlq\"\ngroup_id = \"rec\"\n",
+        broker.addr()
+    );
+    let text = rig.write_pipeline(REC1, &kafka);
+    // The processor reads the same pipeline without `[metrics]` (its port is the collector's).
+    let port = metrics_port(&text);
+    let process_text = text.replace(&format!("[metrics]\nlisten = \"127.0.0.1:{port}\""), "");
+    assert_ne!(process_text, text);
+    std::fs::write(d.join("q.toml"), process_text).unwrap();
+    let envs = [
+        ("STREAMTAP_TEST_HELIX_SECRET", SECRET),
+        ("STREAMTAP_TEST_API_HEADER", API_HEADER),
+    ];
+    let log = "info,streamtap=debug,rdkafka=warn";
+    let mut collect = common::run::start_role(d, "collect", "p.toml", &[], &envs, log);
+    let mut process = common::run::start_role(d, "process", "q.toml", &[], &envs, log);
+    let chan = d.join("rec/rec1");
+    let db = d.join("out.db");
+
+    helix.set_live("rec1", "8001", "split stream");
+    let part = chan.join("8001.ts.part");
+    wait_for(
+        &mut collect,
+        "the collector recording",
+        Duration::from_secs(60),
+        || std::fs::metadata(&part).is_ok_and(|m| m.len() > 0),
+    );
+    assert_eq!(processes_with("8001.ts.part").len(), 1);
+    wait_for(
+        &mut process,
+        "the recording stored by the processor",
+        Duration::from_secs(60),
+        || recording(&db, "8001").is_some_and(|r| r.0 == "recording"),
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    helix.set_offline("rec1");
+    wait_for(
+        &mut process,
+        "the finished recording stored",
+        Duration::from_secs(60),
+        || recording(&db, "8001").is_some_and(|r| r.0 == "finished"),
+    );
+    assert_eq!(files_in(&chan), vec!["8001.ts"]);
+    let (_, files, restarts, bytes) = recording(&db, "8001").unwrap();
+    assert_eq!((files.as_str(), restarts), (r#"["8001.ts"]"#, 0));
+    assert_eq!(
+        bytes as u64,
+        std::fs::metadata(chan.join("8001.ts")).unwrap().len()
+    );
+    assert!(
+        processes_with("8001.").is_empty(),
+        "streamlink left running"
+    );
+    collect.stop();
+    process.stop();
+}

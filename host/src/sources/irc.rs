@@ -29,6 +29,21 @@ pub enum IrcError {
 /// Commands [`parse_line`] turns into events; every other command is [`IrcError::NotChat`].
 pub const EVENT_COMMANDS: &[&str] = &["PRIVMSG", "USERNOTICE", "CLEARCHAT", "CLEARMSG"];
 
+/// The command word of a raw IRC line (`PRIVMSG` in `@tags :prefix PRIVMSG #c :text`),
+/// found without parsing tags or parameters, so the live source can route a line by it
+/// and parse chat lines once, in [`parse_line`]. `None` for a line with no command.
+pub fn command_of(line: &str) -> Option<&str> {
+    let mut rest = line;
+    if let Some(r) = rest.strip_prefix('@') {
+        rest = r.split_once(' ')?.1.trim_start_matches(' ');
+    }
+    if let Some(r) = rest.strip_prefix(':') {
+        rest = r.split_once(' ')?.1.trim_start_matches(' ');
+    }
+    let word = rest.split(' ').next().unwrap_or("");
+    (!word.is_empty()).then_some(word)
+}
+
 fn emotes(list: &[twitch_irc::message::Emote]) -> Vec<Emote> {
     list.iter()
         .filter(|e| e.char_range.end > e.char_range.start)
@@ -307,6 +322,27 @@ mod tests {
         );
         assert_eq!(m.badges.len(), 2);
         assert_eq!(m.fields.get("first_msg"), Some(&Value::Bool(true)));
+    }
+
+    #[test]
+    fn command_of_agrees_with_the_full_parser() {
+        let lines = [
+            LINE,
+            "PING :tmi.twitch.tv",
+            ":tmi.twitch.tv 001 justinfan1 :Welcome, GLHF!",
+            ":justinfan1!justinfan1@justinfan1.tmi.twitch.tv JOIN #chan",
+            "@msg-id=sub;room-id=1 :tmi.twitch.tv USERNOTICE #chan :hi",
+            "@room-id=1;tmi-sent-ts=2 :tmi.twitch.tv CLEARCHAT #chan",
+            "@login=a;target-msg-id=x :tmi.twitch.tv CLEARMSG #chan :gone",
+            ":tmi.twitch.tv RECONNECT",
+        ];
+        for line in lines {
+            let full = IRCMessage::parse(line).unwrap();
+            assert_eq!(command_of(line), Some(full.command.as_str()), "{line}");
+        }
+        for bad in ["", "@only-tags", ":only.prefix", "@t=1 :p"] {
+            assert_eq!(command_of(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -730,6 +730,18 @@ async fn read_loop(
         }
         let now = now_ms();
         conn.last_rx_ms.store(now, Ordering::SeqCst);
+        // Chat goes to the source through a bounded queue: when it is full this reader
+        // waits, and TCP pushes back on the server instead of memory growing. The crate
+        // is not given chat lines (it would only convert and discard them: its message
+        // stream is not used), and they are routed by their command word alone, so the
+        // source's `irc::parse_line` is the only parse a chat line gets.
+        if irc::command_of(line).is_some_and(|c| irc::EVENT_COMMANDS.contains(&c)) {
+            tokio::select! {
+                _ = conn.stop.cancelled() => return,
+                r = ctx.lines.send(line.to_owned()) => if r.is_err() { return },
+            }
+            continue;
+        }
         let parsed = IRCMessage::parse(line);
         if let Ok(m) = &parsed {
             let ours = m
@@ -741,17 +753,6 @@ async fn read_loop(
                 })
                 .is_some_and(|n| n.eq_ignore_ascii_case(&ctx.nick));
             match m.command.as_str() {
-                c if irc::EVENT_COMMANDS.contains(&c) => {
-                    // Chat goes to the source through a bounded queue: when it is full this
-                    // reader waits, and TCP pushes back on the server instead of memory
-                    // growing. The crate is not given chat lines (it would only convert
-                    // and discard them: its message stream is not used).
-                    tokio::select! {
-                        _ = conn.stop.cancelled() => return,
-                        r = ctx.lines.send(line.to_owned()) => if r.is_err() { return },
-                    }
-                    continue;
-                }
                 "JOIN" if ours => {
                     for channel in channels_of(m.params.first()) {
                         conn.joined.lock().expect("joined").insert(channel.clone());

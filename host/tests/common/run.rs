@@ -12,9 +12,25 @@ pub struct Run {
 }
 
 pub fn start(dir: &Path, file: &str, args: &[&str], envs: &[(&str, &str)], rust_log: &str) -> Run {
-    let log = dir.join(format!("{file}.stderr.log"));
+    start_role(dir, "run", file, args, envs, rust_log)
+}
+
+/// [`start`] for another subcommand with the same shape (`collect`, `process`); each
+/// role logs to its own `{file}.{role}.stderr.log` beside `run`'s.
+pub fn start_role(
+    dir: &Path,
+    role: &str,
+    file: &str,
+    args: &[&str],
+    envs: &[(&str, &str)],
+    rust_log: &str,
+) -> Run {
+    let log = match role {
+        "run" => dir.join(format!("{file}.stderr.log")),
+        _ => dir.join(format!("{file}.{role}.stderr.log")),
+    };
     let mut cmd = Command::new(super::streamtap_bin());
-    cmd.args(["run", file, "--quiet"])
+    cmd.args([role, file, "--quiet"])
         .args(args)
         .current_dir(dir)
         .env(
@@ -28,7 +44,9 @@ pub fn start(dir: &Path, file: &str, args: &[&str], envs: &[(&str, &str)], rust_
         cmd.env(k, v);
     }
     Run {
-        child: cmd.spawn().expect("start streamtap run"),
+        child: cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("start streamtap {role}: {e}")),
         log,
     }
 }
