@@ -418,13 +418,20 @@ fn max_concurrent_refuses_the_stream_over_the_limit() {
     assert!(d.join("rec/recb/7002.ts").is_file());
 }
 
-/// The split deployment records too: `streamtap collect` (the collector role, with
-/// `[transport.kafka]`) runs the recorder, and the recording's metadata reaches the store
-/// through Kafka and `streamtap process` like any other event; the video stays on the
-/// collector's disk.
+/// The split deployment records too: two `streamtap collect --shard i/2` (the collector
+/// role, with `[transport.kafka]`) run the recorder, each for the recorded channels of its
+/// shard only, so each stream has exactly one streamlink; the recordings' metadata reaches
+/// the store through Kafka and `streamtap process` like any other event, and the video
+/// stays on the collectors' disk.
 #[test]
-fn collect_records_and_process_stores_the_recording() {
-    let rig = Rig::new(&["rec1"]);
+fn sharded_collectors_record_each_stream_once_and_process_stores_the_recordings() {
+    use streamtap::sources::twitch::shard_of;
+    // Two recorded channels in different shards of 2.
+    let other = (2..100)
+        .map(|i| format!("rec{i}"))
+        .find(|c| shard_of(c, 2) != shard_of("rec1", 2))
+        .unwrap();
+    let rig = Rig::new(&["rec1", &other]);
     let (d, helix) = (rig.d(), &rig.helix);
     let broker = common::tansu::broker(&d.join("tansu"));
     common::tansu::create_topic(&broker, "chat", 2);
@@ -433,56 +440,84 @@ fn collect_records_and_process_stores_the_recording() {
         "\n[transport.kafka]\nbrokers = \"{}\"\ntopic = \"chat\"\ndead_letter_topic = \"chat-dlq\"\ngroup_id = \"rec\"\n",
         broker.addr()
     );
-    let text = rig.write_pipeline(REC1, &kafka);
-    // The processor reads the same pipeline without `[metrics]` (its port is the collector's).
+    let text = rig.write_pipeline(
+        &format!(r#"{{ login = "rec1", record = true }}, {{ login = "{other}", record = true }}"#),
+        &kafka,
+    );
+    // Three processes on one host: no `[metrics]` (they would share its port).
     let port = metrics_port(&text);
-    let process_text = text.replace(&format!("[metrics]\nlisten = \"127.0.0.1:{port}\""), "");
-    assert_ne!(process_text, text);
-    std::fs::write(d.join("q.toml"), process_text).unwrap();
+    let text = text.replace(&format!("[metrics]\nlisten = \"127.0.0.1:{port}\""), "");
+    assert!(!text.contains("[metrics]"));
+    std::fs::write(d.join("p.toml"), text).unwrap();
     let envs = [
         ("STREAMTAP_TEST_HELIX_SECRET", SECRET),
         ("STREAMTAP_TEST_API_HEADER", API_HEADER),
     ];
     let log = "info,streamtap=debug,rdkafka=warn";
-    let mut collect = common::run::start_role(d, "collect", "p.toml", &[], &envs, log);
-    let mut process = common::run::start_role(d, "process", "q.toml", &[], &envs, log);
-    let chan = d.join("rec/rec1");
+    let start = |role: &str, args: &[&str]| {
+        let file = format!("{role}{}.toml", args.last().map_or("", |s| &s[..1]));
+        std::fs::copy(d.join("p.toml"), d.join(&file)).unwrap();
+        common::run::start_role(d, role, &file, args, &envs, log)
+    };
+    let mut collectors = [
+        start("collect", &["--shard", "0/2"]),
+        start("collect", &["--shard", "1/2"]),
+    ];
+    let mut process = start("process", &[]);
     let db = d.join("out.db");
 
-    helix.set_live("rec1", "8001", "split stream");
-    let part = chan.join("8001.ts.part");
-    wait_for(
-        &mut collect,
-        "the collector recording",
-        Duration::from_secs(60),
-        || std::fs::metadata(&part).is_ok_and(|m| m.len() > 0),
-    );
-    assert_eq!(processes_with("8001.ts.part").len(), 1);
-    wait_for(
-        &mut process,
-        "the recording stored by the processor",
-        Duration::from_secs(60),
-        || recording(&db, "8001").is_some_and(|r| r.0 == "recording"),
-    );
+    let streams = [("rec1", "8001"), (other.as_str(), "8002")];
+    for (chan, id) in streams {
+        helix.set_live(chan, id, "split stream");
+    }
+    for (chan, id) in streams {
+        let part = d.join(format!("rec/{chan}/{id}.ts.part"));
+        let owner = &mut collectors[shard_of(chan, 2) as usize];
+        wait_for(
+            owner,
+            "the collector recording",
+            Duration::from_secs(60),
+            || std::fs::metadata(&part).is_ok_and(|m| m.len() > 0),
+        );
+    }
     std::thread::sleep(Duration::from_secs(3));
-    helix.set_offline("rec1");
-    wait_for(
-        &mut process,
-        "the finished recording stored",
-        Duration::from_secs(60),
-        || recording(&db, "8001").is_some_and(|r| r.0 == "finished"),
-    );
-    assert_eq!(files_in(&chan), vec!["8001.ts"]);
-    let (_, files, restarts, bytes) = recording(&db, "8001").unwrap();
-    assert_eq!((files.as_str(), restarts), (r#"["8001.ts"]"#, 0));
-    assert_eq!(
-        bytes as u64,
-        std::fs::metadata(chan.join("8001.ts")).unwrap().len()
-    );
-    assert!(
-        processes_with("8001.").is_empty(),
-        "streamlink left running"
-    );
-    collect.stop();
+    for (_, id) in streams {
+        let procs = processes_with(&format!("{id}.ts.part"));
+        assert_eq!(procs.len(), 1, "one streamlink for stream {id}: {procs:?}");
+        wait_for(
+            &mut process,
+            "the recording stored by the processor",
+            Duration::from_secs(60),
+            || recording(&db, id).is_some_and(|r| r.0 == "recording"),
+        );
+    }
+    for (chan, _) in streams {
+        helix.set_offline(chan);
+    }
+    for (chan, id) in streams {
+        wait_for(
+            &mut process,
+            "the finished recording stored",
+            Duration::from_secs(60),
+            || recording(&db, id).is_some_and(|r| r.0 == "finished"),
+        );
+        let dir = d.join(format!("rec/{chan}"));
+        assert_eq!(files_in(&dir), vec![format!("{id}.ts")]);
+        let (_, files, restarts, bytes) = recording(&db, id).unwrap();
+        assert_eq!((files, restarts), (format!(r#"["{id}.ts"]"#), 0));
+        assert_eq!(
+            bytes as u64,
+            std::fs::metadata(dir.join(format!("{id}.ts")))
+                .unwrap()
+                .len()
+        );
+        assert!(
+            processes_with(&format!("{id}.")).is_empty(),
+            "streamlink left running"
+        );
+    }
+    for c in collectors {
+        c.stop();
+    }
     process.stop();
 }
