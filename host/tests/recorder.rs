@@ -8,7 +8,7 @@ mod common;
 use common::media::{self, LiveHls, http_server};
 use common::mock_helix::MockHelix;
 use common::mock_twitch::MockTwitch;
-use common::run::{Run, query, start, wait_for};
+use common::run::{Run, query, scrape, start, wait_for};
 use common::server::{Server, free_port, venv_tool};
 use std::path::Path;
 use std::process::Command;
@@ -113,17 +113,6 @@ fn metrics_port(pipeline: &str) -> u16 {
         .find_map(|l| l.strip_prefix("listen = \"127.0.0.1:"))
         .and_then(|p| p.trim_end_matches('"').parse().ok())
         .expect("a [metrics] listen line")
-}
-
-/// `GET /metrics` of a running pipeline.
-fn scrape(port: u16) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-        .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    Some(text.split_once("\r\n\r\n")?.1.to_owned())
 }
 
 fn run(d: &Path) -> Run {

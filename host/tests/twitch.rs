@@ -9,7 +9,7 @@ mod common;
 
 use common::mock_helix::MockHelix;
 use common::mock_twitch::{MockTwitch, privmsg};
-use common::run::{count, query, start, wait_for};
+use common::run::{count, query, scrape, series, start, wait_for};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -577,4 +577,116 @@ fn three_instances_share_one_helix_budget_through_mongodb() {
         .map(|c| streamtap::sources::twitch::shard_of(c, 3))
         .collect();
     assert_eq!(shards.len(), 3);
+}
+
+/// The pipeline stalls (its SQLite store locked by another writer) while chat keeps coming:
+/// the source keeps reading its connection — lines beyond `buffer_lines` go to the spill
+/// file, and a server PING is answered during the stall — and once the store is free every
+/// line is stored, with no gap. (With `spill_max_mb = 0` this fails: the PING waits behind
+/// thousands of unread lines, and Twitch would drop the connection.)
+#[test]
+fn a_stalled_pipeline_spills_chat_to_disk_keeps_reading_and_loses_nothing() {
+    let mock = MockTwitch::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db = d.join("out.db");
+    let port = common::server::free_port();
+    let text = pipeline(
+        &mock,
+        &["stall"],
+        "buffer_lines = 100\nspill_dir = \"spill\"\n",
+    ) + &format!(
+        "\n[transport.memory]\ncapacity = 100\nbatch_size = 50\n\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"
+    );
+    std::fs::write(d.join("p.toml"), text).unwrap();
+    let mut run = start(d, "p.toml", &[], &[], "info");
+    wait_for(&mut run, "joined", Duration::from_secs(20), || {
+        mock.joined() == set(&["stall"])
+    });
+    let line = |i: usize| {
+        let text = format!("message {i} {}", "padding ".repeat(20));
+        (
+            "stall".to_string(),
+            privmsg(
+                "stall",
+                &format!("s-{i:06}"),
+                &text,
+                1_732_700_000_000 + i as i64,
+            ),
+        )
+    };
+    mock.send_many(&(0..100).map(line).collect::<Vec<_>>());
+    wait_for(
+        &mut run,
+        "the first 100 stored",
+        Duration::from_secs(20),
+        || count(&db, "SELECT COUNT(*) FROM messages") == 100,
+    );
+
+    // Another writer holds the database for 4 s (the sink's busy timeout is 5 s).
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let holder = {
+        let db = db.clone();
+        std::thread::spawn(move || {
+            let c = rusqlite::Connection::open(&db).unwrap();
+            c.execute_batch("BEGIN EXCLUSIVE").unwrap();
+            locked_tx.send(Instant::now()).unwrap();
+            std::thread::sleep(Duration::from_secs(4));
+            c.execute_batch("COMMIT").unwrap();
+            Instant::now()
+        })
+    };
+    let locked_at = locked_rx.recv().unwrap();
+    const BURST: usize = 20_000;
+    assert_eq!(
+        mock.send_many(&(100..100 + BURST).map(line).collect::<Vec<_>>()),
+        BURST
+    );
+    let pongs = mock.pongs();
+    mock.ping_all();
+    // Read and answered while the store is still locked.
+    let mut spilled = 0.0;
+    while mock.pongs() == pongs || spilled == 0.0 {
+        assert!(
+            locked_at.elapsed() < Duration::from_millis(3_800),
+            "no PONG ({}) or nothing spilled ({spilled}) while the pipeline was stalled",
+            mock.pongs() - pongs
+        );
+        if let Some(m) = scrape(port) {
+            spilled = series(&m, "streamtap_twitch_spilled_lines").unwrap_or(0.0);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Nothing was stored meanwhile: the pipeline really was stalled.
+    let during = count(&db, "SELECT COUNT(*) FROM messages");
+    if locked_at.elapsed() < Duration::from_millis(3_900) {
+        assert_eq!(during, 100);
+    }
+    let released = holder.join().unwrap();
+    wait_for(
+        &mut run,
+        "every line stored",
+        Duration::from_secs(60),
+        || count(&db, "SELECT COUNT(*) FROM messages") == (100 + BURST) as i64,
+    );
+    eprintln!(
+        "{spilled} lines were on disk during the stall; all {BURST} stored {:.1} s after it",
+        released.elapsed().as_secs_f64()
+    );
+    let m = scrape(port).unwrap();
+    assert_eq!(series(&m, "streamtap_twitch_spilled_lines"), Some(0.0));
+    assert_eq!(series(&m, "streamtap_twitch_spilled_bytes"), Some(0.0));
+    assert_eq!(
+        series(&m, "streamtap_twitch_connections_lost_total"),
+        Some(0.0)
+    );
+    // The spill file had no name: nothing left behind.
+    assert_eq!(std::fs::read_dir(d.join("spill")).unwrap().count(), 0);
+    let (stdout, _) = run.stop();
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM gaps"), 0, "{stdout}");
+    let ids: BTreeSet<String> = query::<String>(&db, "SELECT id FROM messages")
+        .into_iter()
+        .map(|r| r[0].clone())
+        .collect();
+    assert_eq!(ids.len(), 100 + BURST);
 }

@@ -240,6 +240,21 @@ pub struct TwitchConfig {
     /// Longest reconnect delay. Default `60s`.
     #[serde(default = "default_reconnect_max")]
     pub reconnect_max: DurationValue,
+    /// Chat lines read and not yet taken by the pipeline that wait in memory (~500 bytes
+    /// each). Beyond them lines go to a spill file, so connections keep being read while
+    /// the pipeline is slower than chat. Default 50,000, at least 1.
+    #[serde(default = "default_buffer_lines")]
+    pub buffer_lines: usize,
+    /// Directory of the spill file (created there and unlinked at once: it never shows up
+    /// and needs no clean-up), relative to the pipeline file. Default: the system's
+    /// temporary directory (`$TMPDIR` or `/tmp`).
+    #[serde(default)]
+    pub spill_dir: Option<PathBuf>,
+    /// Most megabytes of chat the spill file holds; when full, connections are no longer
+    /// read until the pipeline catches up (Twitch may then drop them: gaps are recorded).
+    /// `0` turns spilling off. Default 4096.
+    #[serde(default = "default_spill_max_mb")]
+    pub spill_max_mb: u64,
     /// Stream status (live/offline, stream id, title, game) from the Helix API for the same
     /// channels: `[source.twitch.helix]`. Default: off, chat only.
     #[serde(default)]
@@ -387,6 +402,14 @@ fn default_reconnect_min() -> DurationValue {
 }
 fn default_reconnect_max() -> DurationValue {
     DurationValue(Duration::from_secs(60))
+}
+/// Chat lines held in memory by default (`buffer_lines`).
+pub const DEFAULT_BUFFER_LINES: usize = 50_000;
+fn default_buffer_lines() -> usize {
+    DEFAULT_BUFFER_LINES
+}
+fn default_spill_max_mb() -> u64 {
+    4096
 }
 
 impl TwitchConfig {
@@ -1789,6 +1812,12 @@ fn validate_twitch(file: &Path, text: &str, t: &TwitchConfig) -> Result<(), Conf
         return Err(key_err(
             "join_window",
             "source.twitch: join_window must be longer than 0".into(),
+        ));
+    }
+    if t.buffer_lines == 0 {
+        return Err(key_err(
+            "buffer_lines",
+            "source.twitch: buffer_lines 0 must be at least 1".into(),
         ));
     }
     if let Some(h) = &t.helix {

@@ -263,6 +263,10 @@ fn spawn_source(
                 )),
                 None => None,
             };
+            let spill_dir = tcfg
+                .spill_dir
+                .as_ref()
+                .map_or_else(std::env::temp_dir, |d| pipeline.resolve(d));
             let chat = twitch::run(
                 twitch::TwitchSource {
                     config: tcfg,
@@ -272,6 +276,7 @@ fn spawn_source(
                     stats: stats.clone(),
                     channels: erx,
                     registry: prom.clone(),
+                    spill_dir,
                 },
                 stop.clone(),
             );

@@ -54,6 +54,8 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use twitch_irc::message::{AsRawIRC, IRCMessage, IRCParseError};
 use twitch_irc::transport::Transport;
+
+use super::spool::{Spool, SpoolError};
 use twitch_irc::{ClientConfig, TwitchIRCClient, login::StaticLoginCredentials};
 
 /// Kind of the event recording a gap in collection (see the module docs).
@@ -61,13 +63,6 @@ pub const GAP_KIND: &str = "gap";
 
 /// A connection that stayed up this long resets the reconnect backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(30);
-
-/// Chat lines read from Twitch and not yet taken by the source, across all connections
-/// (about 500 bytes each). A spike is absorbed here; beyond it the connections stop
-/// reading, so a slow pipeline holds the backlog in Twitch's send buffers, not in our
-/// memory. (Held back for longer than `twitch-irc`'s 5 s PONG check, a connection is
-/// recycled and its gap recorded.)
-const LINE_BUFFER: usize = 50_000;
 
 /// Time to open a TCP/TLS/WebSocket connection, on top of any backoff wait.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -87,6 +82,8 @@ pub enum TwitchError {
     Panicked,
     #[error("source.twitch: cannot register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("source.twitch: chat buffer: {0} (set spill_dir, or spill_max_mb = 0 to not spill)")]
+    Spool(#[from] SpoolError),
 }
 
 /// Why a connection failed; what [`Link`] reports to `twitch-irc`.
@@ -275,7 +272,7 @@ impl Backoff {
 #[derive(Debug)]
 enum LinkEvent {
     /// A chat line (PRIVMSG, USERNOTICE, CLEARCHAT, CLEARMSG) as received (these come
-    /// through the bounded `lines` queue, see [`LINE_BUFFER`]).
+    /// through the `lines` spool).
     Line(String),
     /// The server confirmed our JOIN of `channel` on connection `conn`.
     Joined {
@@ -293,6 +290,9 @@ enum LinkEvent {
     },
     /// A NOTICE (e.g. `msg_channel_suspended` after a JOIN of a bad channel).
     Notice(String),
+    /// The spill file failed (the directory is unusable, the disk failed): the source
+    /// stops with the error rather than read lines it cannot keep.
+    SpoolFailed(SpoolError),
 }
 
 /// Most channels that get their own `channel` label on per-channel series; the rest share
@@ -371,6 +371,32 @@ impl TwitchStats {
     }
 }
 
+/// How much chat is waiting, read when scraped: in memory and in the spill file.
+fn register_spool_gauges(
+    registry: &prometheus::Registry,
+    spool: &Arc<Spool>,
+) -> Result<(), prometheus::Error> {
+    let s = spool.clone();
+    registry.register(Box::new(crate::metrics::SampledGauge::new(
+        "twitch_buffered_lines",
+        "Chat lines read and waiting in memory for the pipeline.",
+        move || i64::try_from(s.level().memory_lines).unwrap_or(i64::MAX),
+    )))?;
+    let s = spool.clone();
+    registry.register(Box::new(crate::metrics::SampledGauge::new(
+        "twitch_spilled_lines",
+        "Chat lines read and waiting in the spill file (the pipeline is behind chat).",
+        move || i64::try_from(s.level().disk_lines).unwrap_or(i64::MAX),
+    )))?;
+    let s = spool.clone();
+    registry.register(Box::new(crate::metrics::SampledGauge::new(
+        "twitch_spilled_bytes",
+        "Bytes of chat waiting in the spill file (at most spill_max_mb).",
+        move || i64::try_from(s.level().disk_bytes).unwrap_or(i64::MAX),
+    )))?;
+    Ok(())
+}
+
 /// Per-client settings [`Link::new`] reads (see the module docs for why a thread-local).
 struct LinkContext {
     connection: TwitchConnection,
@@ -380,8 +406,9 @@ struct LinkContext {
     joins: JoinLimiter,
     backoff: Mutex<Backoff>,
     events: mpsc::UnboundedSender<LinkEvent>,
-    /// Chat lines, bounded ([`LINE_BUFFER`]); control events stay on `events`.
-    lines: mpsc::Sender<String>,
+    /// Chat lines (memory, then a spill file; see [`Spool`]); control events stay on
+    /// `events`.
+    lines: Arc<Spool>,
     next_conn: AtomicU64,
     nick: String,
     stats: Arc<TwitchStats>,
@@ -730,15 +757,23 @@ async fn read_loop(
         }
         let now = now_ms();
         conn.last_rx_ms.store(now, Ordering::SeqCst);
-        // Chat goes to the source through a bounded queue: when it is full this reader
-        // waits, and TCP pushes back on the server instead of memory growing. The crate
-        // is not given chat lines (it would only convert and discard them: its message
-        // stream is not used), and they are routed by their command word alone, so the
-        // source's `irc::parse_line` is the only parse a chat line gets.
+        // Chat goes to the source through the spool: memory, then a spill file, so this
+        // connection keeps being read (and answering PINGs) while the pipeline is behind;
+        // only a full spill file makes it wait. The crate is not given chat lines (it
+        // would only convert and discard them: its message stream is not used), and they
+        // are routed by their command word alone, so the source's `irc::parse_line` is the
+        // only parse a chat line gets.
         if irc::command_of(line).is_some_and(|c| irc::EVENT_COMMANDS.contains(&c)) {
-            tokio::select! {
+            let pushed = tokio::select! {
                 _ = conn.stop.cancelled() => return,
-                r = ctx.lines.send(line.to_owned()) => if r.is_err() { return },
+                r = ctx.lines.push(line.to_owned()) => r,
+            };
+            if let Err(e) = pushed {
+                // The spill directory is unusable: stop reading (so nothing read is
+                // dropped); the source reports the error and ends.
+                let _ = ctx.events.send(LinkEvent::SpoolFailed(e));
+                conn.lost("spill file failed");
+                return;
             }
             continue;
         }
@@ -912,6 +947,8 @@ pub struct TwitchSource {
     /// Channel lists from hot reload (the full list; the shard filter applies here).
     pub channels: watch::Receiver<Vec<String>>,
     pub registry: prometheus::Registry,
+    /// Where the chat spill file goes (`spill_dir` resolved, or the temporary directory).
+    pub spill_dir: std::path::PathBuf,
 }
 
 /// Runs the source until `cancel` fires. The client lives on its own thread (see the module
@@ -944,12 +981,15 @@ pub async fn run(src: TwitchSource, cancel: CancellationToken) -> Result<(), Twi
 /// wait behind a backlog of chat).
 async fn next_event(
     events: &mut mpsc::UnboundedReceiver<LinkEvent>,
-    lines: &mut mpsc::Receiver<String>,
+    lines: &Spool,
 ) -> Option<LinkEvent> {
     tokio::select! {
         biased;
         ev = events.recv() => ev,
-        Some(line) = lines.recv() => Some(LinkEvent::Line(line)),
+        line = lines.pop() => Some(match line {
+            Ok(l) => LinkEvent::Line(l),
+            Err(e) => LinkEvent::SpoolFailed(e),
+        }),
     }
 }
 
@@ -990,7 +1030,12 @@ async fn client_main(
     .with_root_certificates(roots)
     .with_no_client_auth();
     let (ev_tx, mut events) = mpsc::unbounded_channel();
-    let (lines_tx, mut lines) = mpsc::channel::<String>(LINE_BUFFER);
+    let lines = Arc::new(Spool::new(
+        cfg.buffer_lines,
+        cfg.spill_max_mb.saturating_mul(1 << 20),
+        &src.spill_dir,
+    ));
+    register_spool_gauges(&src.registry, &lines)?;
     let ctx = Arc::new(LinkContext {
         connection: cfg.connection,
         server: server.clone(),
@@ -1003,7 +1048,7 @@ async fn client_main(
             failures: 0,
         }),
         events: ev_tx,
-        lines: lines_tx,
+        lines: lines.clone(),
         next_conn: AtomicU64::new(0),
         nick: login.clone(),
         stats: stats.clone(),
@@ -1049,6 +1094,7 @@ async fn client_main(
     }
     let mut edits_open = true;
     let mut gaps = Gaps::default();
+    let mut failed: Option<SpoolError> = None;
     let mut room_ids: HashMap<String, String> = HashMap::new();
     let emit = |g: Gap| -> ChatMessage {
         stats.gaps.inc();
@@ -1079,7 +1125,7 @@ async fn client_main(
                 wanted = new;
                 None
             }
-            ev = next_event(&mut events, &mut lines) => match ev {
+            ev = next_event(&mut events, &lines) => match ev {
                 // The context holds a sender for as long as this loop runs.
                 None => break,
                 Some(LinkEvent::Line(line)) => match irc::parse_line(&line) {
@@ -1122,6 +1168,10 @@ async fn client_main(
                     }
                     None
                 }
+                Some(LinkEvent::SpoolFailed(e)) => {
+                    failed = Some(e);
+                    break;
+                }
                 Some(LinkEvent::Notice(line)) => {
                     stats.notices.inc();
                     let (msg_id, channel, text) = IRCMessage::parse(&line)
@@ -1162,7 +1212,10 @@ async fn client_main(
     }
     drop(client);
     LINK.with(|l| l.borrow_mut().take());
-    Ok(())
+    match failed {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -115,3 +115,20 @@ pub fn count(db: &Path, sql: &str) -> i64 {
         .and_then(|r| r.first().copied())
         .unwrap_or(0)
 }
+
+/// `GET /metrics` of a running pipeline's `[metrics]` endpoint.
+pub fn scrape(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    Some(text.split_once("\r\n\r\n")?.1.to_owned())
+}
+
+/// The value of the series `name` (exactly, labels included) in a scrape.
+pub fn series(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
