@@ -22,6 +22,8 @@ use streamtap_plugin_sdk::{Badge, ChatMessage, Emote, Value};
 
 /// Generous bound for a broker round trip in tests (group joins take a few seconds).
 const PATIENCE: Duration = Duration::from_secs(90);
+/// How long the broker or MongoDB is down in the outage tests.
+const OUTAGE: Duration = Duration::from_secs(15);
 
 fn msg(channel: &str, seq: i64) -> ChatMessage {
     ChatMessage {
@@ -787,7 +789,7 @@ fn process_killed_mid_stream_loses_nothing_and_stores_each_message_once() {
     eprintln!("redelivered after the last kill and already stored: {redelivered}");
 }
 
-/// The broker is killed (-9) while `collect` publishes and comes back 5 s later: the
+/// The broker is killed (-9) while `collect` publishes and comes back 15 s later: the
 /// producer's small buffer fills, the source waits (counted), and once the broker is back
 /// every message is published; `process` then stores each exactly once.
 #[test]
@@ -810,7 +812,7 @@ fn collect_rides_out_a_broker_outage_with_backpressure_and_loses_nothing() {
     let collector = spawn_proc(dir.path(), &["collect", "p.toml", "--quiet"]);
     std::thread::sleep(Duration::from_millis(1500));
     broker.kill();
-    std::thread::sleep(Duration::from_secs(5));
+    std::thread::sleep(OUTAGE);
     broker.restart();
     let out = collector.wait_with_output().unwrap();
     let summary = common::stdout_ok(&out);
@@ -842,9 +844,10 @@ fn collect_rides_out_a_broker_outage_with_backpressure_and_loses_nothing() {
     assert_eq!(unique, expected_ids(SPLIT_N));
 }
 
-/// Into MongoDB (SecantusDB): a 20,000-message topic, the processor `kill -9`ed twice
-/// mid-stream and restarted; the `_id` (message id) dedupe absorbs the redelivery and the
-/// store ends with every message exactly once.
+/// Into MongoDB (SecantusDB): a 20,000-message topic, the processor `kill -9`ed five times
+/// at random points mid-stream (the seed is printed; `KILL_SEED` replays a run) and
+/// restarted; the `_id` (message id) dedupe absorbs the redelivery and the store ends with
+/// every message exactly once.
 #[test]
 fn process_into_mongodb_killed_mid_stream_stores_each_message_once() {
     let (dir, broker) = setup(4, "chat");
@@ -876,7 +879,17 @@ fn process_into_mongodb_killed_mid_stream_stores_each_message_once() {
             .expect("connect")
     });
     let count = || rt.block_on(db.count("messages")).unwrap_or(0);
-    for (round, at) in [4_000u64, 11_000].into_iter().enumerate() {
+    let seed = std::env::var("KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    eprintln!("KILL_SEED={seed}");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    // Five kills spread over the stream, each at a random count in its stretch.
+    let points: Vec<u64> = (0..5)
+        .map(|k| 1_000 + k * 3_500 + rng.u64(0..3_000))
+        .collect();
+    for (round, at) in points.into_iter().enumerate() {
         let mut child = spawn_proc(dir.path(), &["process", "p.toml", "--quiet", "--no-reload"]);
         common::server::wait_until(
             &format!("{at} in MongoDB before kill {round}"),
@@ -1060,8 +1073,8 @@ fn a_missing_topic_is_refused_at_startup() {
     );
 }
 
-/// While `process` stores into MongoDB, the broker is killed (-9) for 5 s and later
-/// MongoDB is killed for 5 s: the processor waits out both (no commits while the store is
+/// While `process` stores into MongoDB, the broker is killed (-9) for 15 s and later
+/// MongoDB is killed for 15 s: the processor waits out both (no commits while the store is
 /// down) and every message ends up stored exactly once.
 #[test]
 fn process_rides_out_broker_and_mongodb_outages() {
@@ -1101,13 +1114,13 @@ fn process_rides_out_broker_and_mongodb_outages() {
         (count() >= 4_000).then_some(())
     });
     broker.kill();
-    std::thread::sleep(Duration::from_secs(5));
+    std::thread::sleep(OUTAGE);
     broker.restart();
     common::server::wait_until("12000 in MongoDB", PATIENCE * 2, || {
         (count() >= 12_000).then_some(())
     });
     mongo.kill();
-    std::thread::sleep(Duration::from_secs(5));
+    std::thread::sleep(OUTAGE);
     mongo.restart();
     common::server::wait_until("every message in MongoDB", PATIENCE * 2, || {
         (count() >= SPLIT_N as u64).then_some(())
@@ -1175,4 +1188,86 @@ fn run_with_kafka_is_collect_and_process_in_one() {
     let out = terminate(child);
     let summary = common::stdout_ok(&out);
     assert!(summary.contains("0 received, 0 processed"), "{summary}");
+}
+
+/// Sum of `streamtap_kafka_consumer_lag` over partitions in a scrape, and how many
+/// partitions have a series.
+fn consumer_lag(port: u16) -> Option<(i64, usize)> {
+    let text = common::run::scrape(port)?;
+    let values: Vec<i64> = text
+        .lines()
+        .filter(|l| l.starts_with("streamtap_kafka_consumer_lag{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    Some((values.iter().sum(), values.len()))
+}
+
+/// The processor's per-partition consumer lag (messages in the topic not yet stored): 0
+/// on an empty topic; exactly what was published while MongoDB is down (nothing is
+/// committed); back to 0 once MongoDB returns and everything is stored. Every
+/// `streamtap_kafka_*` series the alerting rules and dashboard use is exported.
+#[test]
+fn process_exports_consumer_lag_per_partition() {
+    const N: usize = 2_000;
+    let (dir, broker) = setup(4, "chat");
+    let d = dir.path();
+    tansu::create_topic(&broker, "chat-dlq", 1);
+    let mut mongo = common::server::secantus(d);
+    let uri = format!("mongodb://{}", mongo.addr());
+    common::write_log(&d.join("chat.log"), N, &["alpha", "beta", "gamma", "delta"]);
+    let p = split_pipeline_with(
+        d,
+        &broker.addr(),
+        "",
+        "",
+        "",
+        &format!(
+            "[sink.mongodb]\nuri = \"{uri}\"\ndatabase = \"lag\"\nmax_delay = \"100ms\"\ntimeout = \"1s\"\nretry_initial = \"100ms\"\nretry_max = \"1s\""
+        ),
+    );
+    // The processor alone serves metrics (the collector runs beside it).
+    let port = common::server::free_port();
+    let text = std::fs::read_to_string(&p).unwrap()
+        + &format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
+    std::fs::write(d.join("q.toml"), text).unwrap();
+    let processor = spawn_proc(d, &["process", "q.toml", "--quiet", "--no-reload"]);
+    common::server::wait_until("lag 0 on 4 partitions", PATIENCE, || {
+        (consumer_lag(port) == Some((0, 4))).then_some(())
+    });
+
+    mongo.kill();
+    let out = streamtap_cmd(d, &["collect", "p.toml", "--quiet"])
+        .output()
+        .unwrap();
+    common::stdout_ok(&out);
+    common::server::wait_until("lag = everything published", PATIENCE, || {
+        (consumer_lag(port) == Some((N as i64, 4))).then_some(())
+    });
+    // It stays there: nothing is committed while the store is down.
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(consumer_lag(port), Some((N as i64, 4)));
+
+    mongo.restart();
+    common::server::wait_until("lag back to 0", PATIENCE, || {
+        (consumer_lag(port) == Some((0, 4))).then_some(())
+    });
+    let live = common::run::scrape(port).unwrap();
+    for file in [
+        "deploy/grafana/streamtap.json",
+        "deploy/prometheus/rules/streamtap.rules.yml",
+    ] {
+        let used = std::fs::read_to_string(common::workspace_root().join(file)).unwrap();
+        for (at, _) in used.match_indices("streamtap_kafka_") {
+            let name: String = used[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            assert!(
+                live.lines().any(|l| l.starts_with(&name)),
+                "{file} uses {name}, not exported by `streamtap process`"
+            );
+        }
+    }
+    let out = terminate(processor);
+    common::stdout_ok(&out);
 }

@@ -23,11 +23,13 @@ fn get(url: &str) -> Option<(u16, String)> {
     Some((status, r.body_mut().read_to_string().ok()?))
 }
 
-/// Metric families only a `[source.twitch]` pipeline with Helix and a recorder exports.
-const LIVE_ONLY_PREFIXES: [&str; 3] = [
+/// Metric families only a `[source.twitch]` pipeline with Helix and a recorder exports
+/// (checked in tests/recorder.rs), or only the Kafka roles (tests/kafka.rs).
+const LIVE_ONLY_PREFIXES: [&str; 4] = [
     "streamtap_twitch_",
     "streamtap_helix_",
     "streamtap_recorder_",
+    "streamtap_kafka_",
 ];
 
 /// Kills the child when the test ends, pass or fail.

@@ -438,6 +438,9 @@ pub async fn run(
             copts.session_timeout = k.session_timeout.0;
             let consumer =
                 Arc::new(KafkaConsumer::new(&copts).context("joining the kafka consumer group")?);
+            consumer
+                .register(&prom)
+                .context("registering consumer metrics")?;
             let dlq = Arc::new(
                 DeadLetterProducer::new(&k.broker_list(), k.dead_letter_topic.get_ref())
                     .context("creating the dead-letter producer")?,

@@ -11,12 +11,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use prometheus::{IntCounter, Opts, Registry};
+use prometheus::{IntCounter, IntGaugeVec, Opts, Registry};
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{Map, Value as Json};
 use streamtap_plugin_sdk::{Badge, ChatMessage, Emote, Value};
@@ -472,7 +474,13 @@ impl KafkaProducer {
     /// Registers the producer's metrics on the run's registry.
     pub fn register(&self, registry: &Registry) -> prometheus::Result<()> {
         registry.register(Box::new(self.backpressure.clone()))?;
-        registry.register(Box::new(self.delivered.clone()))
+        registry.register(Box::new(self.delivered.clone()))?;
+        let producer = self.producer.clone();
+        registry.register(Box::new(crate::metrics::SampledGauge::new(
+            "kafka_producer_queue",
+            "Messages in the producer's local queue or in flight to the broker (at most producer_buffer).",
+            move || i64::from(producer.in_flight_count()),
+        )))
     }
 
     /// Messages the broker acknowledged (counted as their deliveries are awaited).
@@ -703,9 +711,75 @@ struct PartitionState {
     acked: BTreeMap<i64, i64>,
 }
 
+/// How often librdkafka reports its statistics (the consumer lag comes from them).
+const STATS_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The consumer's librdkafka context: turns the periodic statistics into the per-partition
+/// lag gauge, for the partitions this member is assigned.
+struct LagContext {
+    lag: IntGaugeVec,
+    /// Partitions with a series, so revoked ones are removed rather than left stale.
+    shown: Mutex<std::collections::BTreeSet<i32>>,
+}
+
+impl LagContext {
+    fn new() -> Self {
+        LagContext {
+            lag: IntGaugeVec::new(
+                Opts::new(
+                    "streamtap_kafka_consumer_lag",
+                    "Messages of an assigned partition not yet stored: its high watermark minus the committed offset (updated every 5 s).",
+                ),
+                &["partition"],
+            )
+            .expect("valid metric"),
+            shown: Mutex::new(Default::default()),
+        }
+    }
+}
+
+/// The lag of one partition in librdkafka's statistics: high watermark − committed offset
+/// (what is not stored yet: offsets are committed after the sink's ack). Before the
+/// group's first commit on the partition, the group starts at the log start
+/// (`auto.offset.reset = earliest`), so everything from there counts. `None` when unknown.
+fn partition_lag(p: &rdkafka::statistics::Partition) -> Option<i64> {
+    if p.partition < 0 || !p.desired || p.hi_offset < 0 {
+        return None;
+    }
+    let base = if p.committed_offset >= 0 {
+        p.committed_offset
+    } else {
+        p.lo_offset.max(0)
+    };
+    Some((p.hi_offset - base).max(0))
+}
+
+impl ClientContext for LagContext {
+    fn stats(&self, statistics: Statistics) {
+        let mut now = std::collections::BTreeSet::new();
+        for topic in statistics.topics.values() {
+            for p in topic.partitions.values() {
+                if let Some(lag) = partition_lag(p) {
+                    self.lag
+                        .with_label_values(&[&p.partition.to_string()])
+                        .set(lag);
+                    now.insert(p.partition);
+                }
+            }
+        }
+        let mut shown = self.shown.lock().expect("lag partitions lock");
+        for gone in shown.difference(&now) {
+            let _ = self.lag.remove_label_values(&[&gone.to_string()]);
+        }
+        *shown = now;
+    }
+}
+
+impl ConsumerContext for LagContext {}
+
 /// A consumer-group member that hands out batches and commits only what was acked.
 pub struct KafkaConsumer {
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<StreamConsumer<LagContext>>,
     topic: String,
     batch_size: usize,
     batch_wait: Duration,
@@ -715,9 +789,13 @@ pub struct KafkaConsumer {
 impl KafkaConsumer {
     /// Joins the group and subscribes to the topic.
     pub fn new(opts: &ConsumerOptions) -> Result<Self, KafkaTransportError> {
-        let consumer: StreamConsumer = ClientConfig::new()
+        let consumer: StreamConsumer<LagContext> = ClientConfig::new()
             .set("bootstrap.servers", &opts.brokers)
             .set("group.id", &opts.group)
+            .set(
+                "statistics.interval.ms",
+                STATS_INTERVAL.as_millis().to_string(),
+            )
             // Offsets move only through `ack`, i.e. after the caller's sink stored the data.
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -726,7 +804,7 @@ impl KafkaConsumer {
                 "session.timeout.ms",
                 opts.session_timeout.as_millis().to_string(),
             )
-            .create()
+            .create_with_context(LagContext::new())
             .map_err(|e| KafkaTransportError::Setup {
                 what: "consumer",
                 source: e,
@@ -744,6 +822,11 @@ impl KafkaConsumer {
             batch_wait: opts.batch_wait,
             state: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Registers the consumer's metrics (the per-partition lag) on the run's registry.
+    pub fn register(&self, registry: &Registry) -> prometheus::Result<()> {
+        registry.register(Box::new(self.consumer.context().lag.clone()))
     }
 
     /// Waits for at least one record, then gathers more for up to `batch_wait`.

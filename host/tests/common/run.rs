@@ -53,22 +53,33 @@ pub fn start_role(
 
 impl Run {
     /// Ctrl-C, then waits for the drained exit; returns (stdout, stderr).
-    pub fn stop(self) -> (String, String) {
+    pub fn stop(mut self) -> (String, String) {
+        use std::io::Read;
         let pid = self.child.id().to_string();
         let st = Command::new("kill").args(["-INT", &pid]).status().unwrap();
         assert!(st.success());
-        let out = self.child.wait_with_output().unwrap();
+        let mut stdout = String::new();
+        if let Some(mut out) = self.child.stdout.take() {
+            out.read_to_string(&mut stdout).unwrap();
+        }
+        let status = self.child.wait().unwrap();
         let stderr = std::fs::read_to_string(&self.log).unwrap_or_default();
-        assert!(
-            out.status.success(),
-            "streamtap failed: {}\n{stderr}",
-            out.status
-        );
-        (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+        assert!(status.success(), "streamtap failed: {status}\n{stderr}");
+        (stdout, stderr)
     }
 
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// A test that fails mid-way must not leave its `streamtap` running.
+impl Drop for Run {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
