@@ -1218,28 +1218,35 @@ fn process_exports_consumer_lag_per_partition() {
     let p = split_pipeline_with(
         d,
         &broker.addr(),
-        "",
+        // The collector runs for ~2 s, long enough to scrape its metrics.
+        "rate = 1000",
         "",
         "",
         &format!(
             "[sink.mongodb]\nuri = \"{uri}\"\ndatabase = \"lag\"\nmax_delay = \"100ms\"\ntimeout = \"1s\"\nretry_initial = \"100ms\"\nretry_max = \"1s\""
         ),
     );
-    // The processor alone serves metrics (the collector runs beside it).
-    let port = common::server::free_port();
-    let text = std::fs::read_to_string(&p).unwrap()
-        + &format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
-    std::fs::write(d.join("q.toml"), text).unwrap();
+    // The processor and the collector each serve metrics, on their own ports.
+    let with_metrics = |file: &str| {
+        let port = common::server::free_port();
+        let text = std::fs::read_to_string(&p).unwrap()
+            + &format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
+        std::fs::write(d.join(file), text).unwrap();
+        port
+    };
+    let port = with_metrics("q.toml");
+    let collect_port = with_metrics("c.toml");
     let processor = spawn_proc(d, &["process", "q.toml", "--quiet", "--no-reload"]);
     common::server::wait_until("lag 0 on 4 partitions", PATIENCE, || {
         (consumer_lag(port) == Some((0, 4))).then_some(())
     });
 
     mongo.kill();
-    let out = streamtap_cmd(d, &["collect", "p.toml", "--quiet"])
-        .output()
-        .unwrap();
-    common::stdout_ok(&out);
+    let collector = spawn_proc(d, &["collect", "c.toml", "--quiet"]);
+    let collect_metrics = common::server::wait_until("the collector's metrics", PATIENCE, || {
+        common::run::scrape(collect_port)
+    });
+    common::stdout_ok(&collector.wait_with_output().unwrap());
     common::server::wait_until("lag = everything published", PATIENCE, || {
         (consumer_lag(port) == Some((N as i64, 4))).then_some(())
     });
@@ -1251,7 +1258,7 @@ fn process_exports_consumer_lag_per_partition() {
     common::server::wait_until("lag back to 0", PATIENCE, || {
         (consumer_lag(port) == Some((0, 4))).then_some(())
     });
-    let live = common::run::scrape(port).unwrap();
+    let live = common::run::scrape(port).unwrap() + &collect_metrics;
     for file in [
         "deploy/grafana/streamtap.json",
         "deploy/prometheus/rules/streamtap.rules.yml",
@@ -1264,7 +1271,7 @@ fn process_exports_consumer_lag_per_partition() {
                 .collect();
             assert!(
                 live.lines().any(|l| l.starts_with(&name)),
-                "{file} uses {name}, not exported by `streamtap process`"
+                "{file} uses {name}, exported by neither `collect` nor `process`"
             );
         }
     }
