@@ -1278,3 +1278,65 @@ fn process_exports_consumer_lag_per_partition() {
     let out = terminate(processor);
     common::stdout_ok(&out);
 }
+
+/// librdkafka's mock cluster for what a real broker will not do on request: the Produce
+/// requests fail with retriable errors (not leader, timeouts) and a broker goes down
+/// mid-stream and comes back. Every message is still delivered, each exactly once (the
+/// idempotent producer's retries do not duplicate), and the consumer group reads them all
+/// back in per-channel order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_produce_errors_and_a_broker_restart_lose_and_duplicate_nothing() {
+    use rdkafka::bindings::rd_kafka_resp_err_t as Err;
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::types::RDKafkaApiKey;
+    const N: i64 = 5_000;
+    let mock = MockCluster::new(3).expect("mock cluster");
+    mock.create_topic("chat", 4, 3).expect("topic");
+    let brokers = mock.bootstrap_servers();
+    let msgs: Vec<ChatMessage> = (0..N).map(|i| msg(&format!("m{}", i % 9), i)).collect();
+    // The next Produce requests fail, each with a retriable error.
+    mock.request_errors(
+        RDKafkaApiKey::Produce,
+        &[
+            Err::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+            Err::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+            Err::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+            Err::RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE,
+            Err::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+        ],
+    );
+    let p = KafkaProducer::new(&ProducerOptions::new(&brokers, "chat")).expect("producer");
+    let mut pending = Vec::new();
+    for (i, m) in msgs.iter().enumerate() {
+        if i == N as usize / 2 {
+            mock.broker_down(2).expect("broker down");
+        }
+        if i == N as usize * 3 / 4 {
+            mock.broker_up(2).expect("broker up");
+        }
+        pending.push(p.send(m).await.expect("enqueue"));
+    }
+    for d in pending {
+        tokio::time::timeout(PATIENCE, d.wait())
+            .await
+            .expect("delivery in time")
+            .expect("delivered despite the injected errors");
+    }
+    assert_eq!(p.delivered(), N as u64);
+
+    let c = KafkaConsumer::new(&ConsumerOptions::new(&brokers, "mock-group", "chat")).unwrap();
+    let (got, poison) = consume(&c, N as usize, true).await;
+    assert!(poison.is_empty());
+    // Nothing more: a duplicate would show up as an extra record.
+    assert!(
+        next(&c, Duration::from_secs(3)).await.is_none(),
+        "duplicates in the topic"
+    );
+    let ids: HashSet<&str> = got.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!((got.len(), ids.len()), (N as usize, N as usize));
+    let mut last: BTreeMap<&str, i64> = BTreeMap::new();
+    for m in &got {
+        let prev = last.insert(m.channel.as_str(), seq_of(m));
+        assert!(prev < Some(seq_of(m)), "order broken in {}", m.channel);
+    }
+}
