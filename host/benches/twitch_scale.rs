@@ -2,7 +2,8 @@
 //! `make bench`): the real `streamtap run` with `[source.twitch]` reading 10,000 channels
 //! from the mock Twitch IRC server (`tests/common/mock_twitch.rs`, real TCP) that sends
 //! 20,000 msg/s in aggregate for 60 s, stored by the SQLite sink with no steps. Reports
-//! messages lost (sent by the server, not stored), the collector's peak RSS and its CPU.
+//! messages lost (sent by the server, not stored), gaps recorded, the most chat that
+//! waited in the spill file, the collector's peak RSS and its CPU.
 //!
 //! Reference, same run: the same messages as a log replayed by `streamtap run` with
 //! `[source.replay]` into the same sink, as fast as it goes: CPU per message of live
@@ -50,6 +51,15 @@ fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     let d = dir.path();
     let mock = MockTwitch::start();
+    let metrics_port = common::server::free_port();
+    // The most chat waiting on disk at any sample (the pipeline behind the server).
+    let mut peak_spill = 0.0f64;
+    let mut sample_spill = || {
+        if let Some(m) = common::run::scrape(metrics_port) {
+            let v = common::run::series(&m, "streamtap_twitch_spilled_bytes").unwrap_or(0.0);
+            peak_spill = peak_spill.max(v);
+        }
+    };
     let names: Vec<String> = (0..channels).map(|i| format!("scale{i:05}")).collect();
     let list: Vec<String> = names.iter().map(|c| format!("\"{c}\"")).collect();
     std::fs::write(
@@ -64,9 +74,13 @@ join_limit = 2000
 
 [sink.sqlite]
 path = "live.db"
+
+[metrics]
+listen = "127.0.0.1:{}"
 "#,
             list.join(", "),
-            mock.addr()
+            mock.addr(),
+            metrics_port
         ),
     )
     .unwrap();
@@ -114,6 +128,7 @@ path = "live.db"
             && let Some((_, rss)) = usage(st.id())
         {
             peak_rss = peak_rss.max(rss);
+            sample_spill();
         }
         sent += mock.send_many(&items);
         t += 1;
@@ -131,6 +146,7 @@ path = "live.db"
         if let Some((_, rss)) = usage(st.id()) {
             peak_rss = peak_rss.max(rss);
         }
+        sample_spill();
         if n as usize >= sent {
             break;
         }
@@ -148,6 +164,7 @@ path = "live.db"
         .status();
     let _ = st.wait();
     let got = stored(&db) as usize;
+    let gaps = common::run::count(&db, "SELECT COUNT(*) FROM gaps");
     let live_cpu = cpu1 - cpu0;
 
     // Reference: the same kind of lines replayed from a file into the same sink.
@@ -203,6 +220,11 @@ path = "live.db"
     println!(
         "| achieved send rate | {:.0} msg/s over {send_s:.1} s (target {rate}) | | |",
         sent as f64 / send_s
+    );
+    println!("| gaps recorded | {gaps} | | |");
+    println!(
+        "| most chat waiting on disk (spill file) | {:.1} MB | | |",
+        peak_spill / 1e6
     );
     println!("| join of {channels} channels | {join_s:.1} s | | |");
     println!("| drain after the last line | {drain_s:.1} s | | |");

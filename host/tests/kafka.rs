@@ -335,18 +335,16 @@ async fn poison_is_surfaced_with_offset_and_dead_lettered_and_the_partition_flow
     assert_eq!(dead[1].1["reason"], "step refused");
 }
 
-/// Debian's kcat (librdkafka 2.0.2) reads what our producer wrote.
-///
-/// Ignored: against tansu 0.6.0, librdkafka 2.0.2 fails to parse tansu's ApiVersions v3
-/// response ("Protocol read buffer underflow for ApiVersion v3 at 267/272", then
-/// "ApiVersionRequest failed: Local: Read underflow"), even with
-/// `-X api.version.request=false`, so kcat never connects. The bundled librdkafka 2.12 in
-/// rdkafka parses it. Run with `--ignored` against a broker kcat can talk to.
+/// An independent client reads what we produce: Debian's `kcat` (librdkafka 2.0.2) consumes
+/// the topic and every record is the documented JSON schema (`v` = 1, keyed by channel).
+/// The broker is librdkafka's mock cluster: kcat 1.7.1 cannot parse tansu 0.6.0's
+/// ApiVersions v3 response (and with `-X api.version.request=false` never connects), while
+/// it talks to the mock cluster over real TCP like to any broker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "kcat 1.7.1/librdkafka 2.0.2 cannot parse tansu 0.6.0's ApiVersions v3 response"]
 async fn kcat_reads_the_schema() {
-    let (_dir, broker) = setup(2, "chat");
-    let brokers = broker.addr();
+    let mock = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+    mock.create_topic("chat", 2, 1).expect("topic");
+    let brokers = mock.bootstrap_servers();
     let msgs: Vec<ChatMessage> = (0..50).map(|i| msg(&format!("k{}", i % 3), i)).collect();
     produce(&brokers, "chat", &msgs).await;
     let out = tokio::task::spawn_blocking(move || {
@@ -1258,7 +1256,10 @@ fn process_exports_consumer_lag_per_partition() {
     common::server::wait_until("lag back to 0", PATIENCE, || {
         (consumer_lag(port) == Some((0, 4))).then_some(())
     });
-    let live = common::run::scrape(port).unwrap() + &collect_metrics;
+    let processor_metrics = common::run::scrape(port).unwrap();
+    common::run::promtool_check_metrics(&processor_metrics);
+    common::run::promtool_check_metrics(&collect_metrics);
+    let live = processor_metrics + &collect_metrics;
     for file in [
         "deploy/grafana/streamtap.json",
         "deploy/prometheus/rules/streamtap.rules.yml",

@@ -290,6 +290,7 @@ fn records_a_live_stream_by_stream_id_restarts_into_parts_and_finalises_offline(
     // The live-collection series the alerting rules and dashboard use all exist (the
     // replay pipeline of tests/metrics.rs cannot show them).
     let live = scrape(metrics_port(&text)).expect("scrape /metrics");
+    common::run::promtool_check_metrics(&live);
     for series in [
         "streamtap_recorder_active 1",
         "streamtap_recorder_restarts_total 1",

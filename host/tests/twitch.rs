@@ -674,6 +674,7 @@ fn a_stalled_pipeline_spills_chat_to_disk_keeps_reading_and_loses_nothing() {
         released.elapsed().as_secs_f64()
     );
     let m = scrape(port).unwrap();
+    common::run::promtool_check_metrics(&m);
     assert_eq!(series(&m, "streamtap_twitch_spilled_lines"), Some(0.0));
     assert_eq!(series(&m, "streamtap_twitch_spilled_bytes"), Some(0.0));
     assert_eq!(
