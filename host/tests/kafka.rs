@@ -436,6 +436,22 @@ fn streamtap_cmd(dir: &std::path::Path, args: &[&str]) -> std::process::Command 
     c
 }
 
+/// The ids of every message in a MongoDB store, duplicates included.
+fn mongo_ids(
+    rt: &tokio::runtime::Runtime,
+    db: &streamtap::sinks::mongodb::MongoSink,
+) -> Vec<String> {
+    rt.block_on(db.query(&streamtap::sinks::sqlite::Query {
+        channel: None,
+        since_ms: None,
+        limit: None,
+    }))
+    .expect("query")
+    .into_iter()
+    .map(|r| r["id"].as_str().unwrap().to_owned())
+    .collect()
+}
+
 /// Messages in the SQLite store (0 before the processor created it).
 fn stored(dir: &std::path::Path) -> u64 {
     streamtap::sinks::sqlite::count(&dir.join("out.db"), "messages").unwrap_or(0)
@@ -907,18 +923,7 @@ fn process_into_mongodb_killed_mid_stream_stores_each_message_once() {
     let summary = common::stdout_ok(&out);
     eprintln!("last processor: {summary}");
     assert_eq!(count(), SPLIT_N as u64);
-    let ids: Vec<String> = rt.block_on(async {
-        db.query(&streamtap::sinks::sqlite::Query {
-            channel: None,
-            since_ms: None,
-            limit: None,
-        })
-        .await
-        .expect("query")
-        .into_iter()
-        .map(|r| r["id"].as_str().unwrap().to_owned())
-        .collect()
-    });
+    let ids: Vec<String> = mongo_ids(&rt, &db).into_iter().collect();
     assert_eq!(ids.len(), SPLIT_N);
     let unique: HashSet<String> = ids.into_iter().collect();
     assert_eq!(unique, expected_ids(SPLIT_N));
@@ -1021,18 +1026,7 @@ fn two_processors_in_one_group_share_the_partitions() {
         "{sa}\n{sb}"
     );
     assert_eq!(count(), SPLIT_N as u64);
-    let ids: HashSet<String> = rt.block_on(async {
-        db.query(&streamtap::sinks::sqlite::Query {
-            channel: None,
-            since_ms: None,
-            limit: None,
-        })
-        .await
-        .expect("query")
-        .into_iter()
-        .map(|r| r["id"].as_str().unwrap().to_owned())
-        .collect()
-    });
+    let ids: HashSet<String> = mongo_ids(&rt, &db).into_iter().collect();
     assert_eq!(ids, expected_ids(SPLIT_N));
 }
 
@@ -1133,18 +1127,7 @@ fn process_rides_out_broker_and_mongodb_outages() {
         "the MongoDB outage was not noticed: {stderr}"
     );
     assert_eq!(count(), SPLIT_N as u64);
-    let ids: HashSet<String> = rt.block_on(async {
-        db.query(&streamtap::sinks::sqlite::Query {
-            channel: None,
-            since_ms: None,
-            limit: None,
-        })
-        .await
-        .expect("query")
-        .into_iter()
-        .map(|r| r["id"].as_str().unwrap().to_owned())
-        .collect()
-    });
+    let ids: HashSet<String> = mongo_ids(&rt, &db).into_iter().collect();
     assert_eq!(ids, expected_ids(SPLIT_N));
 }
 
@@ -1259,23 +1242,11 @@ fn process_exports_consumer_lag_per_partition() {
     let processor_metrics = common::run::scrape(port).unwrap();
     common::run::promtool_check_metrics(&processor_metrics);
     common::run::promtool_check_metrics(&collect_metrics);
-    let live = processor_metrics + &collect_metrics;
-    for file in [
-        "deploy/grafana/streamtap.json",
-        "deploy/prometheus/rules/streamtap.rules.yml",
-    ] {
-        let used = std::fs::read_to_string(common::workspace_root().join(file)).unwrap();
-        for (at, _) in used.match_indices("streamtap_kafka_") {
-            let name: String = used[at..]
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
-            assert!(
-                live.lines().any(|l| l.starts_with(&name)),
-                "{file} uses {name}, exported by neither `collect` nor `process`"
-            );
-        }
-    }
+    common::assert_deploy_series_exported(
+        &(processor_metrics + &collect_metrics),
+        &["streamtap_kafka_"],
+        "`collect` or `process`",
+    );
     let out = terminate(processor);
     common::stdout_ok(&out);
 }

@@ -148,29 +148,18 @@ fn metrics_endpoint_serves_valid_metrics_health_and_readiness() {
         .filter_map(|l| l.strip_prefix("# TYPE "))
         .filter_map(|l| l.split_whitespace().next())
         .collect();
-    for file in [
-        "deploy/grafana/streamtap.json",
-        "deploy/prometheus/rules/streamtap.rules.yml",
-    ] {
-        let text = std::fs::read_to_string(common::workspace_root().join(file)).unwrap();
+    for (file, names) in common::deploy_series() {
         let mut used = 0;
-        for (at, _) in text.match_indices("streamtap_") {
-            let name: String = text[at..]
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
-            let family = ["_bucket", "_sum", "_count"]
-                .iter()
-                .find_map(|s| name.strip_suffix(s))
-                .unwrap_or(&name);
-            // The live-collection components are not in this replay pipeline; their
-            // series are checked the same way against a live one in tests/recorder.rs.
+        for family in names {
+            // The live-collection and Kafka components are not in this replay pipeline;
+            // their series are checked against live ones in tests/recorder.rs and
+            // tests/kafka.rs.
             if LIVE_ONLY_PREFIXES.iter().any(|p| family.starts_with(p)) {
                 continue;
             }
             assert!(
-                live.contains(family),
-                "{file} uses {name}, which the running pipeline does not export"
+                live.contains(family.as_str()),
+                "{file} uses {family}, which the running pipeline does not export"
             );
             used += 1;
         }

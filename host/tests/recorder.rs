@@ -300,31 +300,15 @@ fn records_a_live_stream_by_stream_id_restarts_into_parts_and_finalises_offline(
     ] {
         assert!(live.contains(series), "{series:?} missing from:\n{live}");
     }
-    for file in [
-        "deploy/grafana/streamtap.json",
-        "deploy/prometheus/rules/streamtap.rules.yml",
-    ] {
-        let used = std::fs::read_to_string(common::workspace_root().join(file)).unwrap();
-        for (at, _) in used.match_indices("streamtap_") {
-            let name: String = used[at..]
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
-            if [
-                "streamtap_twitch_",
-                "streamtap_helix_",
-                "streamtap_recorder_",
-            ]
-            .iter()
-            .any(|p| name.starts_with(p))
-            {
-                assert!(
-                    live.contains(&format!("# TYPE {name} ")),
-                    "{file} uses {name}, which a live pipeline does not export"
-                );
-            }
-        }
-    }
+    common::assert_deploy_series_exported(
+        &live,
+        &[
+            "streamtap_twitch_",
+            "streamtap_helix_",
+            "streamtap_recorder_",
+        ],
+        "a live pipeline",
+    );
     let (_, stderr) = run.stop();
     // Shutdown finalises too.
     assert_eq!(files_in(&chan), vec!["5001.1.ts", "5001.ts", "5002.ts"]);

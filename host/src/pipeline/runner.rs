@@ -325,27 +325,10 @@ pub async fn run(
     };
     let all_in_one = opts.mode == Mode::Run && kafka_cfg.is_some();
     let started = Instant::now();
-    let stats = Arc::new(PipelineStats::default());
-    // The run's own Prometheus registry: components register what they own.
-    let prom = prometheus::Registry::new();
-    stats
-        .register(&prom)
-        .context("registering pipeline metrics")?;
-    prom.register(Box::new(metrics::build_info()))
-        .context("registering build info")?;
+    let (stats, prom) = new_registry()?;
     let registry = Arc::new(StepRegistry::with_metrics(prom.clone()));
     // Bind before the (slow) chain build so a taken port fails fast, naming the address.
-    let metrics_listener = match &pipeline.metrics {
-        Some(m) => {
-            let l = tokio::net::TcpListener::bind(m.listen)
-                .await
-                .with_context(|| format!("[metrics] listen = \"{}\": cannot bind", m.listen))?;
-            let addr = l.local_addr().context("metrics listener address")?;
-            tracing::info!(%addr, "metrics endpoint listening (/metrics, /health, /ready)");
-            Some((l, addr))
-        }
-        None => None,
-    };
+    let metrics_listener = bind_metrics(&pipeline).await?;
     let chain = {
         let (rt, p, reg) = (runtime.clone(), pipeline.clone(), registry.clone());
         tokio::task::spawn_blocking(move || build_chain(&rt, &p, &reg))
@@ -544,16 +527,8 @@ pub async fn run(
             r
         })
     };
-    let metrics_stop = CancellationToken::new();
-    let metrics_addr = metrics_listener.as_ref().map(|(_, a)| *a);
-    let metrics_server = metrics_listener.map(|(l, _)| {
-        tokio::spawn(metrics::server::serve(
-            l,
-            prom.clone(),
-            health.clone(),
-            metrics_stop.clone(),
-        ))
-    });
+    let metrics_server = MetricsEndpoint::serve(metrics_listener, &prom, &health);
+    let metrics_addr = metrics_server.addr;
     // Transport and sink are open and every stage is running.
     health.set_ready(true);
 
@@ -619,11 +594,7 @@ pub async fn run(
     dispatch_stop.cancel();
     let dispatch_res = dispatch_task.await.context("alert dispatcher panicked")?;
     watch_stop.cancel();
-    metrics_stop.cancel();
-    let metrics_res = match metrics_server {
-        Some(m) => m.await.context("metrics endpoint panicked")?,
-        None => Ok(()),
-    };
+    let metrics_res = metrics_server.stop().await?;
     progress_stop.cancel();
     if let Some(p) = progress {
         let _ = p.await;
@@ -1047,23 +1018,8 @@ pub async fn collect(
 ) -> anyhow::Result<CollectSummary> {
     let k = kafka_config(&pipeline, "collect")?.clone();
     let started = Instant::now();
-    let stats = Arc::new(PipelineStats::default());
-    let prom = prometheus::Registry::new();
-    stats
-        .register(&prom)
-        .context("registering pipeline metrics")?;
-    prom.register(Box::new(metrics::build_info()))
-        .context("registering build info")?;
-    let metrics_listener = match &pipeline.metrics {
-        Some(m) => {
-            let l = tokio::net::TcpListener::bind(m.listen)
-                .await
-                .with_context(|| format!("[metrics] listen = \"{}\": cannot bind", m.listen))?;
-            let addr = l.local_addr().context("metrics listener address")?;
-            Some((l, addr))
-        }
-        None => None,
-    };
+    let (stats, prom) = new_registry()?;
+    let metrics_listener = bind_metrics(&pipeline).await?;
     check_topics(&k, vec![k.topic.get_ref().clone()]).await?;
     let report = Arc::new(Mutex::new(ReplayReport::default()));
     let stop = cancel.child_token();
@@ -1086,16 +1042,8 @@ pub async fn collect(
     )?;
 
     let health = Arc::new(Health::default());
-    let metrics_stop = CancellationToken::new();
-    let metrics_addr = metrics_listener.as_ref().map(|(_, a)| *a);
-    let metrics_server = metrics_listener.map(|(l, _)| {
-        tokio::spawn(metrics::server::serve(
-            l,
-            prom.clone(),
-            health.clone(),
-            metrics_stop.clone(),
-        ))
-    });
+    let metrics_server = MetricsEndpoint::serve(metrics_listener, &prom, &health);
+    let metrics_addr = metrics_server.addr;
     health.set_ready(true);
     let progress_stop = CancellationToken::new();
     let progress = opts.progress.map(|every| {
@@ -1127,11 +1075,7 @@ pub async fn collect(
     health.set_ready(false);
     let publish_res = publisher.await.context("publisher task panicked")?;
     let confirm_res = confirmer.await.context("delivery task panicked")?;
-    metrics_stop.cancel();
-    let metrics_res = match metrics_server {
-        Some(m) => m.await.context("metrics endpoint panicked")?,
-        None => Ok(()),
-    };
+    let metrics_res = metrics_server.stop().await?;
     progress_stop.cancel();
     if let Some(p) = progress {
         let _ = p.await;
@@ -1151,6 +1095,72 @@ pub async fn collect(
         topic: k.topic.get_ref().clone(),
         metrics_addr,
     })
+}
+
+/// The run's own Prometheus registry (components register what they own; no globals)
+/// with the pipeline counters and the build info on it.
+fn new_registry() -> anyhow::Result<(Arc<PipelineStats>, prometheus::Registry)> {
+    let stats = Arc::new(PipelineStats::default());
+    let prom = prometheus::Registry::new();
+    stats
+        .register(&prom)
+        .context("registering pipeline metrics")?;
+    prom.register(Box::new(metrics::build_info()))
+        .context("registering build info")?;
+    Ok((stats, prom))
+}
+
+/// Binds `[metrics] listen` before anything else starts, so a taken port fails the run
+/// at once with the address in the error.
+async fn bind_metrics(
+    pipeline: &Pipeline,
+) -> anyhow::Result<Option<(tokio::net::TcpListener, std::net::SocketAddr)>> {
+    let Some(m) = &pipeline.metrics else {
+        return Ok(None);
+    };
+    let l = tokio::net::TcpListener::bind(m.listen)
+        .await
+        .with_context(|| format!("[metrics] listen = \"{}\": cannot bind", m.listen))?;
+    let addr = l.local_addr().context("metrics listener address")?;
+    tracing::info!(%addr, "metrics endpoint listening (/metrics, /health, /ready)");
+    Ok(Some((l, addr)))
+}
+
+/// The `/metrics`, `/health`, `/ready` server of a run, when `[metrics]` is set.
+struct MetricsEndpoint {
+    addr: Option<std::net::SocketAddr>,
+    stop: CancellationToken,
+    task: Option<tokio::task::JoinHandle<Result<(), metrics::server::ServeError>>>,
+}
+
+impl MetricsEndpoint {
+    fn serve(
+        bound: Option<(tokio::net::TcpListener, std::net::SocketAddr)>,
+        prom: &prometheus::Registry,
+        health: &Arc<Health>,
+    ) -> MetricsEndpoint {
+        let stop = CancellationToken::new();
+        let addr = bound.as_ref().map(|(_, a)| *a);
+        let task = bound.map(|(l, _)| {
+            tokio::spawn(metrics::server::serve(
+                l,
+                prom.clone(),
+                health.clone(),
+                stop.clone(),
+            ))
+        });
+        MetricsEndpoint { addr, stop, task }
+    }
+
+    /// Stops serving (the last scrape of a run sees its final counts); the outer error is
+    /// a panic of the server task, the inner one how serving ended.
+    async fn stop(self) -> anyhow::Result<Result<(), metrics::server::ServeError>> {
+        self.stop.cancel();
+        match self.task {
+            Some(t) => t.await.context("metrics endpoint panicked"),
+            None => Ok(Ok(())),
+        }
+    }
 }
 
 /// The running collect half: source → producer, with the broker's acknowledgements.

@@ -55,7 +55,7 @@ use tokio_util::sync::CancellationToken;
 use twitch_irc::message::{AsRawIRC, IRCMessage, IRCParseError};
 use twitch_irc::transport::Transport;
 
-use super::spool::{Spool, SpoolError};
+use super::spool::{Spool, SpoolError, SpoolLevel};
 use twitch_irc::{ClientConfig, TwitchIRCClient, login::StaticLoginCredentials};
 
 /// Kind of the event recording a gap in collection (see the module docs).
@@ -376,24 +376,32 @@ fn register_spool_gauges(
     registry: &prometheus::Registry,
     spool: &Arc<Spool>,
 ) -> Result<(), prometheus::Error> {
-    let s = spool.clone();
-    registry.register(Box::new(crate::metrics::SampledGauge::new(
-        "twitch_buffered_lines",
-        "Chat lines read and waiting in memory for the pipeline.",
-        move || i64::try_from(s.level().memory_lines).unwrap_or(i64::MAX),
-    )))?;
-    let s = spool.clone();
-    registry.register(Box::new(crate::metrics::SampledGauge::new(
-        "twitch_spilled_lines",
-        "Chat lines read and waiting in the spill file (the pipeline is behind chat).",
-        move || i64::try_from(s.level().disk_lines).unwrap_or(i64::MAX),
-    )))?;
-    let s = spool.clone();
-    registry.register(Box::new(crate::metrics::SampledGauge::new(
-        "twitch_spilled_bytes",
-        "Bytes of chat waiting in the spill file (at most spill_max_mb).",
-        move || i64::try_from(s.level().disk_bytes).unwrap_or(i64::MAX),
-    )))?;
+    type Read = fn(&SpoolLevel) -> u64;
+    let gauges: [(&str, &str, Read); 3] = [
+        (
+            "twitch_buffered_lines",
+            "Chat lines read and waiting in memory for the pipeline.",
+            |l| l.memory_lines as u64,
+        ),
+        (
+            "twitch_spilled_lines",
+            "Chat lines read and waiting in the spill file (the pipeline is behind chat).",
+            |l| l.disk_lines,
+        ),
+        (
+            "twitch_spilled_bytes",
+            "Bytes of chat waiting in the spill file (at most spill_max_mb).",
+            |l| l.disk_bytes,
+        ),
+    ];
+    for (name, help, read) in gauges {
+        let s = spool.clone();
+        registry.register(Box::new(crate::metrics::SampledGauge::new(
+            name,
+            help,
+            move || i64::try_from(read(&s.level())).unwrap_or(i64::MAX),
+        )))?;
+    }
     Ok(())
 }
 

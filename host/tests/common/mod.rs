@@ -145,3 +145,49 @@ pub fn stdout_ok(out: &std::process::Output) -> String {
     );
     String::from_utf8(out.stdout.clone()).expect("stdout is UTF-8")
 }
+
+/// The `streamtap_*` series names the alerting rules and the Grafana dashboard use,
+/// per file (histogram suffixes folded into their family).
+pub fn deploy_series() -> Vec<(&'static str, Vec<String>)> {
+    [
+        "deploy/grafana/streamtap.json",
+        "deploy/prometheus/rules/streamtap.rules.yml",
+    ]
+    .into_iter()
+    .map(|file| {
+        let text = std::fs::read_to_string(workspace_root().join(file)).unwrap();
+        let names = text
+            .match_indices("streamtap_")
+            .map(|(at, _)| {
+                let name: String = text[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s))
+                    .map_or(name.clone(), str::to_owned)
+            })
+            .collect();
+        (file, names)
+    })
+    .collect()
+}
+
+/// Fails unless every series of `deploy/` starting with one of `prefixes` has a `# TYPE`
+/// line in `live` (a scrape of `who`).
+pub fn assert_deploy_series_exported(live: &str, prefixes: &[&str], who: &str) {
+    let mut checked = 0;
+    for (file, names) in deploy_series() {
+        for name in names {
+            if prefixes.iter().any(|p| name.starts_with(p)) {
+                assert!(
+                    live.contains(&format!("# TYPE {name} ")),
+                    "{file} uses {name}, which {who} does not export"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 0, "no deploy/ series start with {prefixes:?}");
+}
