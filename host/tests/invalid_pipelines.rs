@@ -59,7 +59,7 @@ const CASES: &[(&str, usize, usize, &str)] = &[
         "twitch_unknown_key.toml",
         3,
         1,
-        "unknown field `oauth`, expected one of `channels`, `connection`, `server`, `login`, `token`, `join_limit`, `join_window`, `reconnect_min`, `reconnect_max`, `helix`",
+        "unknown field `oauth`, expected one of `channels`, `connection`, `server`, `login`, `token`, `join_limit`, `join_window`, `reconnect_min`, `reconnect_max`, `buffer_lines`, `spill_dir`, `spill_max_mb`, `helix`",
     ),
     // The twitch source.
     (
@@ -91,6 +91,18 @@ const CASES: &[(&str, usize, usize, &str)] = &[
         3,
         14,
         "source.twitch: join_limit 0 must be at least 1",
+    ),
+    (
+        "twitch_buffer_lines_zero.toml",
+        3,
+        16,
+        "source.twitch: buffer_lines 0 must be at least 1",
+    ),
+    (
+        "twitch_spill_max_mb_negative.toml",
+        3,
+        16,
+        "invalid value: integer `-1`, expected u64",
     ),
     // Helix stream status.
     (
