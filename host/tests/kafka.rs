@@ -348,9 +348,10 @@ async fn kcat_reads_the_schema() {
     let msgs: Vec<ChatMessage> = (0..50).map(|i| msg(&format!("k{}", i % 3), i)).collect();
     produce(&brokers, "chat", &msgs).await;
     let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("kcat")
+        // `timeout`: a kcat that cannot reach the broker retries forever.
+        std::process::Command::new("timeout")
             .args([
-                "-b", &brokers, "-t", "chat", "-C", "-e", "-q", "-f", "%k\t%s\n",
+                "60", "kcat", "-b", &brokers, "-t", "chat", "-C", "-e", "-q", "-f", "%k\t%s\n",
             ])
             .output()
             .expect("run kcat")
@@ -420,6 +421,17 @@ session_timeout = "6s"
     )
     .unwrap();
     p
+}
+
+/// After a `kill -9` of a processor, waits until the group has dropped it (the pipeline's
+/// `session_timeout` plus a margin) before a new one joins. Observed with tansu 0.6: a
+/// member that joins while the dead one's session is still open can wait minutes (up to
+/// what looks like the 300 s rebalance timeout, `max.poll.interval.ms`) for its
+/// partitions; Apache Kafka evicts the dead member at session expiry. Real deployments
+/// restart a crashed processor after a delay of its own (systemd `RestartSec`, k8s
+/// backoff), so this is the shape the tests exercise.
+fn wait_out_the_dead_member() {
+    std::thread::sleep(Duration::from_secs(8));
 }
 
 fn streamtap_cmd(dir: &std::path::Path, args: &[&str]) -> std::process::Command {
@@ -774,6 +786,7 @@ fn process_killed_mid_stream_loses_nothing_and_stores_each_message_once() {
         child.kill().expect("kill -9 the processor");
         let out = child.wait_with_output().unwrap();
         assert!(!out.status.success(), "killed processor exited cleanly");
+        wait_out_the_dead_member();
         eprintln!(
             "killed processor {round} with {} stored",
             stored(dir.path())
@@ -913,6 +926,7 @@ fn process_into_mongodb_killed_mid_stream_stores_each_message_once() {
         child.kill().expect("kill -9 the processor");
         let _ = child.wait_with_output().unwrap();
         eprintln!("killed processor {round} with {} in MongoDB", count());
+        wait_out_the_dead_member();
     }
     let child = spawn_proc(dir.path(), &["process", "p.toml", "--quiet", "--no-reload"]);
     common::server::wait_until("every message in MongoDB", PATIENCE * 2, || {

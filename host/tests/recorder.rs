@@ -428,9 +428,14 @@ fn sharded_collectors_record_each_stream_once_and_process_stores_the_recordings(
         ("STREAMTAP_TEST_API_HEADER", API_HEADER),
     ];
     let log = "info,streamtap=debug,rdkafka=warn";
+    // Each collector records into its own directory (`rec0`, `rec1`), so the test sees
+    // which one recorded a stream.
     let start = |role: &str, args: &[&str]| {
-        let file = format!("{role}{}.toml", args.last().map_or("", |s| &s[..1]));
-        std::fs::copy(d.join("p.toml"), d.join(&file)).unwrap();
+        let shard = args.last().map_or("", |s| &s[..1]);
+        let file = format!("{role}{shard}.toml");
+        let text = std::fs::read_to_string(d.join("p.toml")).unwrap();
+        let text = text.replace("dir = \"rec\"", &format!("dir = \"rec{shard}\""));
+        std::fs::write(d.join(&file), text).unwrap();
         common::run::start_role(d, role, &file, args, &envs, log)
     };
     let mut collectors = [
@@ -444,8 +449,10 @@ fn sharded_collectors_record_each_stream_once_and_process_stores_the_recordings(
     for (chan, id) in streams {
         helix.set_live(chan, id, "split stream");
     }
+    let owner_dir = |chan: &str| d.join(format!("rec{}/{chan}", shard_of(chan, 2)));
+    let other_dir = |chan: &str| d.join(format!("rec{}/{chan}", 1 - shard_of(chan, 2)));
     for (chan, id) in streams {
-        let part = d.join(format!("rec/{chan}/{id}.ts.part"));
+        let part = owner_dir(chan).join(format!("{id}.ts.part"));
         let owner = &mut collectors[shard_of(chan, 2) as usize];
         wait_for(
             owner,
@@ -475,8 +482,12 @@ fn sharded_collectors_record_each_stream_once_and_process_stores_the_recordings(
             Duration::from_secs(60),
             || recording(&db, id).is_some_and(|r| r.0 == "finished"),
         );
-        let dir = d.join(format!("rec/{chan}"));
+        let dir = owner_dir(chan);
         assert_eq!(files_in(&dir), vec![format!("{id}.ts")]);
+        assert!(
+            files_in(&other_dir(chan)).is_empty(),
+            "the other shard recorded {chan} too"
+        );
         let (_, files, restarts, bytes) = recording(&db, id).unwrap();
         assert_eq!((files, restarts), (format!(r#"["{id}.ts"]"#), 0));
         assert_eq!(

@@ -10,9 +10,16 @@
 //! and only when the disk allowance is used up does [`Spool::push`] wait (backpressure, as a
 //! plain bounded queue would from the start).
 //!
-//! The spill file is created in `dir` and unlinked at once: it takes no name, needs no
-//! clean-up after a crash, and disappears when drained. Lines never contain `\n` (IRC
-//! lines are split on it), so the file is newline-delimited.
+//! The spill is a queue of segment files (64 MiB at most each), created in `dir` and
+//! unlinked at once: they take no name and need no clean-up after a crash. A segment is
+//! closed (its disk space freed) as soon as it has been read, so the disk used stays
+//! within `disk_bytes` plus one segment however long the pipeline stays behind. Lines
+//! never contain `\n` (IRC lines are split on it), so segments are newline-delimited.
+//!
+//! An I/O error (the directory unusable, the disk failing) fails the spool for good: every
+//! later call returns the error, rather than hand out lines from a file whose offsets may
+//! no longer match what was written. [`Spool::probe`] finds an unusable directory at
+//! startup, not during the first backlog.
 //!
 //! File I/O happens under the lock on the caller's task: appends go through a 256 KiB
 //! buffer and reads are 256 KiB `pread`s, page-cache speed, so it does not stall the
@@ -28,12 +35,20 @@ use tokio::sync::Notify;
 
 const CHUNK: usize = 256 * 1024;
 
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+/// Largest segment file: what the spill may use on disk beyond `disk_bytes`.
+const SEGMENT_BYTES: u64 = 64 << 20;
+
 /// Why a spill file could not be used.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("spill file in {dir:?}: {source}")]
 pub struct SpoolError {
     dir: PathBuf,
-    source: std::io::Error,
+    source: std::sync::Arc<std::io::Error>,
 }
 
 /// Counters a spool keeps for its owner's metrics.
@@ -47,7 +62,8 @@ pub struct SpoolLevel {
     pub disk_bytes: u64,
 }
 
-struct Spill {
+/// One spill file.
+struct Segment {
     writer: BufWriter<File>,
     reader: File,
     /// Bytes appended (including what is still in `writer`'s buffer).
@@ -62,7 +78,7 @@ struct Spill {
     fetched: u64,
 }
 
-impl Spill {
+impl Segment {
     /// Reads the next chunk into `ahead`; false when nothing complete is left.
     fn fetch(&mut self) -> std::io::Result<bool> {
         if self.fetched >= self.written {
@@ -108,10 +124,24 @@ impl Spill {
     }
 }
 
+/// The lines on disk: segments, oldest first; appends go to the last one.
+struct Spill {
+    segments: VecDeque<Segment>,
+    /// Lines in all segments, not yet handed out.
+    lines: u64,
+    /// Bytes in all segments, not yet handed out.
+    unread: u64,
+}
+
 struct State {
     memory: VecDeque<String>,
     /// Set while lines are on disk: new lines go there too, so the order holds.
     spill: Option<Spill>,
+    /// The first I/O error; the spool refuses everything after it.
+    failed: Option<SpoolError>,
+    /// When the spool last went from empty to not empty (Unix ms): every waiting line
+    /// arrived at or after it.
+    since_ms: Option<i64>,
 }
 
 /// See the module documentation.
@@ -123,6 +153,7 @@ pub struct Spool {
     taken: Notify,
     memory_lines: usize,
     disk_bytes: u64,
+    segment_bytes: u64,
     dir: PathBuf,
 }
 
@@ -134,20 +165,35 @@ impl Spool {
             state: Mutex::new(State {
                 memory: VecDeque::new(),
                 spill: None,
+                failed: None,
+                since_ms: None,
             }),
             pushed: Notify::new(),
             taken: Notify::new(),
             memory_lines: memory_lines.max(1),
             disk_bytes,
+            segment_bytes: SEGMENT_BYTES,
             dir: dir.to_owned(),
         }
     }
 
-    fn open_spill(&self) -> Result<Spill, SpoolError> {
-        let err = |source| SpoolError {
+    /// Checks that a spill file can be made in the directory (when spilling is on).
+    pub fn probe(&self) -> Result<(), SpoolError> {
+        if self.disk_bytes > 0 {
+            self.open_segment()?;
+        }
+        Ok(())
+    }
+
+    fn error(&self, source: std::io::Error) -> SpoolError {
+        SpoolError {
             dir: self.dir.clone(),
-            source,
-        };
+            source: std::sync::Arc::new(source),
+        }
+    }
+
+    fn open_segment(&self) -> Result<Segment, SpoolError> {
+        let err = |source| self.error(source);
         std::fs::create_dir_all(&self.dir).map_err(err)?;
         let path = self.dir.join(format!(
             ".streamtap-spool-{}-{}",
@@ -163,7 +209,7 @@ impl Spool {
         // Unnamed from now on: nothing to clean up, whatever happens to this process.
         std::fs::remove_file(&path).map_err(err)?;
         let reader = file.try_clone().map_err(err)?;
-        Ok(Spill {
+        Ok(Segment {
             writer: BufWriter::with_capacity(CHUNK, file),
             reader,
             written: 0,
@@ -178,33 +224,61 @@ impl Spool {
     /// when memory and the disk allowance are both full.
     pub fn try_push(&self, line: String) -> Result<Option<String>, SpoolError> {
         let mut st = self.state.lock().expect("spool lock");
+        if let Some(e) = &st.failed {
+            return Err(e.clone());
+        }
+        let res = self.push_locked(&mut st, line);
+        if let Err(e) = &res {
+            st.failed = Some(e.clone());
+        }
+        drop(st);
+        if matches!(res, Ok(None)) {
+            self.pushed.notify_one();
+        }
+        res
+    }
+
+    fn push_locked(&self, st: &mut State, line: String) -> Result<Option<String>, SpoolError> {
+        if st.memory.is_empty() && st.spill.is_none() {
+            st.since_ms = Some(now_ms());
+        }
         if st.spill.is_none() {
             if st.memory.len() < self.memory_lines {
                 st.memory.push_back(line);
-                drop(st);
-                self.pushed.notify_one();
                 return Ok(None);
             }
             if self.disk_bytes == 0 {
                 return Ok(Some(line));
             }
-            st.spill = Some(self.open_spill()?);
         }
-        let spill = st.spill.as_mut().expect("spilling");
         let len = line.len() as u64 + 1;
-        if spill.written - spill.read + len > self.disk_bytes {
+        if st.spill.as_ref().map_or(0, |s| s.unread) + len > self.disk_bytes {
             return Ok(Some(line));
         }
-        let err = |source| SpoolError {
-            dir: self.dir.clone(),
-            source,
+        let spill = match &mut st.spill {
+            Some(s) => s,
+            none => none.insert(Spill {
+                segments: VecDeque::new(),
+                lines: 0,
+                unread: 0,
+            }),
         };
-        spill.writer.write_all(line.as_bytes()).map_err(err)?;
-        spill.writer.write_all(b"\n").map_err(err)?;
-        spill.written += len;
+        if spill
+            .segments
+            .back()
+            .is_none_or(|seg| seg.written >= self.segment_bytes)
+        {
+            spill.segments.push_back(self.open_segment()?);
+        }
+        let seg = spill.segments.back_mut().expect("a segment");
+        seg.writer
+            .write_all(line.as_bytes())
+            .and_then(|()| seg.writer.write_all(b"\n"))
+            .map_err(|e| self.error(e))?;
+        seg.written += len;
+        seg.lines += 1;
         spill.lines += 1;
-        drop(st);
-        self.pushed.notify_one();
+        spill.unread += len;
         Ok(None)
     }
 
@@ -226,31 +300,53 @@ impl Spool {
     /// Takes the line at the front without waiting.
     pub fn try_pop(&self) -> Result<Option<String>, SpoolError> {
         let mut st = self.state.lock().expect("spool lock");
-        let line = if let Some(l) = st.memory.pop_front() {
-            Some(l)
-        } else if let Some(spill) = st.spill.as_mut() {
-            if spill.ahead.is_empty() {
-                spill.fetch().map_err(|source| SpoolError {
-                    dir: self.dir.clone(),
-                    source,
-                })?;
-            }
-            let l = spill.ahead.pop_front();
-            if let Some(l) = &l {
-                spill.read += l.len() as u64 + 1;
-                spill.lines -= 1;
-            }
-            if spill.lines == 0 {
-                // Drained: drop the file (and its disk space); memory takes lines again.
-                st.spill = None;
-            }
-            l
-        } else {
-            None
-        };
+        if let Some(e) = &st.failed {
+            return Err(e.clone());
+        }
+        let res = self.pop_locked(&mut st);
+        if let Err(e) = &res {
+            st.failed = Some(e.clone());
+        }
         drop(st);
-        if line.is_some() {
+        if matches!(res, Ok(Some(_))) {
             self.taken.notify_waiters();
+        }
+        res
+    }
+
+    fn pop_locked(&self, st: &mut State) -> Result<Option<String>, SpoolError> {
+        if let Some(l) = st.memory.pop_front() {
+            if st.memory.is_empty() && st.spill.is_none() {
+                st.since_ms = None;
+            }
+            return Ok(Some(l));
+        }
+        let Some(spill) = st.spill.as_mut() else {
+            return Ok(None);
+        };
+        let line = loop {
+            let seg = spill.segments.front_mut().expect("a spill has a segment");
+            if seg.ahead.is_empty() {
+                seg.fetch().map_err(|e| self.error(e))?;
+            }
+            if let Some(l) = seg.ahead.pop_front() {
+                let len = l.len() as u64 + 1;
+                seg.read += len;
+                seg.lines -= 1;
+                spill.lines -= 1;
+                spill.unread -= len;
+                break Some(l);
+            }
+            if spill.segments.len() == 1 {
+                break None;
+            }
+            // Read to its end and no longer written: close it, freeing its disk space.
+            spill.segments.pop_front();
+        };
+        if spill.lines == 0 {
+            // Drained: drop the last file; memory takes lines again.
+            st.spill = None;
+            st.since_ms = None;
         }
         Ok(line)
     }
@@ -268,13 +364,15 @@ impl Spool {
         }
     }
 
+    /// When the oldest waiting line arrived, at the earliest (Unix ms); `None` when empty.
+    pub fn waiting_since_ms(&self) -> Option<i64> {
+        self.state.lock().expect("spool lock").since_ms
+    }
+
     /// How much is waiting, in memory and on disk.
     pub fn level(&self) -> SpoolLevel {
         let st = self.state.lock().expect("spool lock");
-        let (disk_lines, disk_bytes) = st
-            .spill
-            .as_ref()
-            .map_or((0, 0), |s| (s.lines, s.written - s.read));
+        let (disk_lines, disk_bytes) = st.spill.as_ref().map_or((0, 0), |s| (s.lines, s.unread));
         SpoolLevel {
             memory_lines: st.memory.len(),
             disk_lines,
@@ -299,7 +397,9 @@ mod tests {
     #[test]
     fn order_holds_through_memory_and_disk_and_the_file_goes_when_drained() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Spool::new(10, 64 << 20, dir.path());
+        let mut s = Spool::new(10, 64 << 20, dir.path());
+        // Small segments, so lines also cross from one file to the next.
+        s.segment_bytes = 300_000;
         let mut next_out = 0;
         let mut next_in = 0;
         // Interleave pushes and pops so lines cross memory → disk → memory repeatedly.
@@ -352,11 +452,47 @@ mod tests {
     }
 
     #[test]
-    fn an_unusable_directory_is_an_error_naming_it() {
+    fn disk_use_stays_bounded_while_the_reader_stays_behind() {
+        let short = |i: usize| format!("{i}:{}", "x".repeat(i % 50));
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::new(1, 10_000, dir.path());
+        s.segment_bytes = 1_000;
+        let mut next_in = 0;
+        while s.try_push(short(next_in)).unwrap().is_none() {
+            next_in += 1;
+        }
+        // Full, then for a long time one line out for each line in: a single file that
+        // only grew would reach ~1 MB; the segments stay within the allowance plus one.
+        for next_out in 0..20_000 {
+            assert_eq!(s.try_pop().unwrap().unwrap(), short(next_out));
+            // Refused only while full (a longer line than the one taken): tried again.
+            if s.try_push(short(next_in)).unwrap().is_none() {
+                next_in += 1;
+            }
+            let st = s.state.lock().unwrap();
+            let on_disk: u64 = st
+                .spill
+                .as_ref()
+                .map_or(0, |sp| sp.segments.iter().map(|g| g.written).sum());
+            assert!(on_disk <= 10_000 + 1_000 + 60, "{on_disk} bytes on disk");
+        }
+    }
+
+    #[test]
+    fn an_unusable_directory_is_an_error_naming_it_at_the_probe_and_after() {
         let s = Spool::new(1, 1 << 20, Path::new("/proc/no-such-dir"));
+        let e = s.probe().unwrap_err().to_string();
+        assert!(e.contains("/proc/no-such-dir"), "{e}");
         s.try_push("a".into()).unwrap();
         let e = s.try_push("b".into()).unwrap_err().to_string();
         assert!(e.contains("/proc/no-such-dir"), "{e}");
+        // Failed for good: the line in memory is not handed out from a broken spool.
+        assert!(s.try_pop().is_err());
+        assert!(
+            Spool::new(1, 0, Path::new("/proc/no-such-dir"))
+                .probe()
+                .is_ok()
+        );
     }
 
     #[tokio::test]

@@ -64,6 +64,10 @@ pub const GAP_KIND: &str = "gap";
 /// A connection that stayed up this long resets the reconnect backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(30);
 
+/// How long a stopping source keeps handing on chat it read but the pipeline had not
+/// taken yet; what is left then is recorded as gaps.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
+
 /// Time to open a TCP/TLS/WebSocket connection, on top of any backoff wait.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -395,11 +399,15 @@ fn register_spool_gauges(
         ),
     ];
     for (name, help, read) in gauges {
-        let s = spool.clone();
+        // Weak: the registry outlives the source, and must not keep its spill files open.
+        let s = Arc::downgrade(spool);
         registry.register(Box::new(crate::metrics::SampledGauge::new(
             name,
             help,
-            move || i64::try_from(read(&s.level())).unwrap_or(i64::MAX),
+            move || {
+                s.upgrade()
+                    .map_or(0, |s| i64::try_from(read(&s.level())).unwrap_or(i64::MAX))
+            },
         )))?;
     }
     Ok(())
@@ -771,16 +779,20 @@ async fn read_loop(
         // would only convert and discard them: its message stream is not used), and they
         // are routed by their command word alone, so the source's `irc::parse_line` is the
         // only parse a chat line gets.
-        if irc::command_of(line).is_some_and(|c| irc::EVENT_COMMANDS.contains(&c)) {
+        if irc::command_of(line).is_some_and(|c| {
+            irc::EVENT_COMMANDS
+                .iter()
+                .any(|e| e.eq_ignore_ascii_case(c))
+        }) {
             let pushed = tokio::select! {
                 _ = conn.stop.cancelled() => return,
                 r = ctx.lines.push(line.to_owned()) => r,
             };
             if let Err(e) = pushed {
-                // The spill directory is unusable: stop reading (so nothing read is
-                // dropped); the source reports the error and ends.
+                // The spill file failed: stop reading and end the source with the error.
+                // `Lost` goes first, so this connection's channels get their gap.
+                conn.lost("the chat spill file failed");
                 let _ = ctx.events.send(LinkEvent::SpoolFailed(e));
-                conn.lost("spill file failed");
                 return;
             }
             continue;
@@ -1043,6 +1055,7 @@ async fn client_main(
         cfg.spill_max_mb.saturating_mul(1 << 20),
         &src.spill_dir,
     ));
+    lines.probe()?;
     register_spool_gauges(&src.registry, &lines)?;
     let ctx = Arc::new(LinkContext {
         connection: cfg.connection,
@@ -1103,6 +1116,8 @@ async fn client_main(
     let mut edits_open = true;
     let mut gaps = Gaps::default();
     let mut failed: Option<SpoolError> = None;
+    // A message taken from the spool and waiting for room when the source was stopped.
+    let mut held: Option<ChatMessage> = None;
     let mut room_ids: HashMap<String, String> = HashMap::new();
     let emit = |g: Gap| -> ChatMessage {
         stats.gaps.inc();
@@ -1195,11 +1210,59 @@ async fn client_main(
             },
         };
         if let Some(m) = out {
-            tokio::select! {
-                _ = cancel.cancelled() => break,
-                r = src.tx.send(m) => if r.is_err() { break },
-            }
+            let permit = tokio::select! {
+                _ = cancel.cancelled() => {
+                    held = Some(m);
+                    break;
+                }
+                p = src.tx.reserve() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            permit.send(m);
             src.stats.received.inc();
+        }
+    }
+    // Chat read but not yet handed on (the pipeline was behind): hand it on within a
+    // bound; what is left is recorded as a gap on every channel, from when the oldest
+    // waiting line arrived, so a stop never loses chat silently.
+    // A line taken out but not handed on (the bound passed) counts as left too.
+    let mut unsent = 0;
+    let until = tokio::time::Instant::now() + SHUTDOWN_DRAIN;
+    let mut next = held.take().map(Ok);
+    if failed.is_none() && next.is_none() {
+        next = lines.try_pop().ok().flatten().map(|l| irc::parse_line(&l));
+    }
+    while let Some(parsed) = next {
+        if let Ok(m) = parsed {
+            match tokio::time::timeout_at(until, src.tx.send(m)).await {
+                Ok(Ok(())) => src.stats.received.inc(),
+                _ => {
+                    unsent = 1;
+                    break;
+                }
+            }
+        }
+        next = match failed {
+            None => lines.try_pop().ok().flatten().map(|l| irc::parse_line(&l)),
+            Some(_) => None,
+        };
+    }
+    let left = lines.level();
+    let left_lines = left.memory_lines as u64 + left.disk_lines + unsent;
+    if left_lines > 0 {
+        let since = lines.waiting_since_ms().unwrap_or_else(now_ms);
+        tracing::warn!(
+            lines = left_lines,
+            since_ms = since,
+            "twitch: stopping with chat read but not processed; recorded as gaps"
+        );
+        for channel in wanted.iter().chain(gaps.on.keys()).collect::<BTreeSet<_>>() {
+            gaps.open.entry(channel.clone()).or_insert((
+                since,
+                format!("stopped with {left_lines} chat lines read but not processed"),
+            ));
         }
     }
     // Gaps still open were never closed by a rejoin: record them up to now.

@@ -36,6 +36,12 @@ impl MemorySender {
         self.0.send(m).await.map_err(|_| Closed)
     }
 
+    /// Waits for room and holds it: a caller that may give up waiting (shutdown) keeps
+    /// its message instead of losing it inside a dropped `send`.
+    pub async fn reserve(&self) -> Result<mpsc::Permit<'_, ChatMessage>, Closed> {
+        self.0.reserve().await.map_err(|_| Closed)
+    }
+
     /// Messages waiting in the queue.
     pub fn depth(&self) -> usize {
         self.0.max_capacity() - self.0.capacity()
