@@ -1199,11 +1199,14 @@ fn consumer_lag(port: u16) -> Option<(i64, usize)> {
 
 /// The processor's per-partition consumer lag (messages in the topic not yet stored): 0
 /// on an empty topic; exactly what was published while MongoDB is down (nothing is
-/// committed); back to 0 once MongoDB returns and everything is stored. Every
+/// committed, and the processor, blocked on the sink, no longer polls the consumer);
+/// back to 0 once MongoDB returns and everything is stored. Every
 /// `streamtap_kafka_*` series the alerting rules and dashboard use is exported.
 #[test]
 fn process_exports_consumer_lag_per_partition() {
-    const N: usize = 2_000;
+    // More than the processor buffers (reader batch, queues, sink batch), so the reader
+    // is blocked on the stalled sink while the lag is read.
+    const N: usize = 20_000;
     let (dir, broker) = setup(4, "chat");
     let d = dir.path();
     tansu::create_topic(&broker, "chat-dlq", 1);
@@ -1214,7 +1217,7 @@ fn process_exports_consumer_lag_per_partition() {
         d,
         &broker.addr(),
         // The collector runs for ~2 s, long enough to scrape its metrics.
-        "rate = 1000",
+        "rate = 10000",
         "",
         "",
         &format!(

@@ -383,6 +383,9 @@ pub async fn run(
     let mut channel_edits = SourceEdits::default();
     // The processor's input: the source through the in-process queue (`run`), or the
     // topic through a consumer-group member (`process`).
+    // The consumer-lag gauge's refresher (process, and run with Kafka).
+    let lag_stop = CancellationToken::new();
+    let mut lag_monitor = None;
     let (source, input, depth, consumer, dlq) = match &kafka_cfg {
         None => {
             let TransportConfig::Memory(mcfg) = &pipeline.transport else {
@@ -424,6 +427,10 @@ pub async fn run(
             consumer
                 .register(&prom)
                 .context("registering consumer metrics")?;
+            lag_monitor = Some((
+                lag_stop.clone(),
+                tokio::spawn(consumer.clone().monitor_lag(lag_stop.clone())),
+            ));
             let dlq = Arc::new(
                 DeadLetterProducer::new(&k.broker_list(), k.dead_letter_topic.get_ref())
                     .context("creating the dead-letter producer")?,
@@ -583,6 +590,10 @@ pub async fn run(
     health.set_ready(false);
     let proc_res = processor.await.context("processor task panicked")?;
     let sink_res = sink_task.await.context("sink task panicked")?;
+    if let Some((stop, task)) = lag_monitor {
+        stop.cancel();
+        task.await.context("consumer lag monitor panicked")?;
+    }
     let sqlite_path = match &pipeline.sink {
         SinkConfig::Sqlite(c) => Some(pipeline.resolve(&c.path)),
         SinkConfig::Mongodb(_) => None,

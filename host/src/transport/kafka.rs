@@ -12,13 +12,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus::{IntCounter, IntGaugeVec, Opts, Registry};
-use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
-use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{Map, Value as Json};
 use streamtap_plugin_sdk::{Badge, ChatMessage, Emote, Value};
@@ -711,75 +709,28 @@ struct PartitionState {
     acked: BTreeMap<i64, i64>,
 }
 
-/// How often librdkafka reports its statistics (the consumer lag comes from them).
-const STATS_INTERVAL: Duration = Duration::from_secs(5);
+/// How often the consumer lag gauge is refreshed.
+const LAG_INTERVAL: Duration = Duration::from_secs(5);
+/// Time limit of the broker requests one refresh makes.
+const LAG_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The consumer's librdkafka context: turns the periodic statistics into the per-partition
-/// lag gauge, for the partitions this member is assigned.
-struct LagContext {
-    lag: IntGaugeVec,
-    /// Partitions with a series, so revoked ones are removed rather than left stale.
-    shown: Mutex<std::collections::BTreeSet<i32>>,
-}
-
-impl LagContext {
-    fn new() -> Self {
-        LagContext {
-            lag: IntGaugeVec::new(
-                Opts::new(
-                    "streamtap_kafka_consumer_lag",
-                    "Messages of an assigned partition not yet stored: its high watermark minus the committed offset (updated every 5 s).",
-                ),
-                &["partition"],
-            )
-            .expect("valid metric"),
-            shown: Mutex::new(Default::default()),
-        }
-    }
-}
-
-/// The lag of one partition in librdkafka's statistics: high watermark − committed offset
-/// (what is not stored yet: offsets are committed after the sink's ack). Before the
-/// group's first commit on the partition, the group starts at the log start
-/// (`auto.offset.reset = earliest`), so everything from there counts. `None` when unknown.
-fn partition_lag(p: &rdkafka::statistics::Partition) -> Option<i64> {
-    if p.partition < 0 || !p.desired || p.hi_offset < 0 {
-        return None;
-    }
-    let base = if p.committed_offset >= 0 {
-        p.committed_offset
-    } else {
-        p.lo_offset.max(0)
+/// The lag of one partition: high watermark − committed offset (what is not stored yet:
+/// offsets are committed after the sink's ack). Before the group's first commit on the
+/// partition it starts at the log start (`auto.offset.reset = earliest`), so everything
+/// from there counts.
+fn partition_lag(low: i64, high: i64, committed: Offset) -> i64 {
+    let base = match committed {
+        Offset::Offset(o) if o >= 0 => o,
+        _ => low.max(0),
     };
-    Some((p.hi_offset - base).max(0))
+    (high - base).max(0)
 }
-
-impl ClientContext for LagContext {
-    fn stats(&self, statistics: Statistics) {
-        let mut now = std::collections::BTreeSet::new();
-        for topic in statistics.topics.values() {
-            for p in topic.partitions.values() {
-                if let Some(lag) = partition_lag(p) {
-                    self.lag
-                        .with_label_values(&[&p.partition.to_string()])
-                        .set(lag);
-                    now.insert(p.partition);
-                }
-            }
-        }
-        let mut shown = self.shown.lock().expect("lag partitions lock");
-        for gone in shown.difference(&now) {
-            let _ = self.lag.remove_label_values(&[&gone.to_string()]);
-        }
-        *shown = now;
-    }
-}
-
-impl ConsumerContext for LagContext {}
 
 /// A consumer-group member that hands out batches and commits only what was acked.
 pub struct KafkaConsumer {
-    consumer: Arc<StreamConsumer<LagContext>>,
+    consumer: Arc<StreamConsumer>,
+    /// `streamtap_kafka_consumer_lag{partition}`, see [`KafkaConsumer::monitor_lag`].
+    lag: IntGaugeVec,
     topic: String,
     batch_size: usize,
     batch_wait: Duration,
@@ -789,13 +740,9 @@ pub struct KafkaConsumer {
 impl KafkaConsumer {
     /// Joins the group and subscribes to the topic.
     pub fn new(opts: &ConsumerOptions) -> Result<Self, KafkaTransportError> {
-        let consumer: StreamConsumer<LagContext> = ClientConfig::new()
+        let consumer: StreamConsumer = ClientConfig::new()
             .set("bootstrap.servers", &opts.brokers)
             .set("group.id", &opts.group)
-            .set(
-                "statistics.interval.ms",
-                STATS_INTERVAL.as_millis().to_string(),
-            )
             // Offsets move only through `ack`, i.e. after the caller's sink stored the data.
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -804,7 +751,7 @@ impl KafkaConsumer {
                 "session.timeout.ms",
                 opts.session_timeout.as_millis().to_string(),
             )
-            .create_with_context(LagContext::new())
+            .create()
             .map_err(|e| KafkaTransportError::Setup {
                 what: "consumer",
                 source: e,
@@ -817,6 +764,14 @@ impl KafkaConsumer {
             })?;
         Ok(KafkaConsumer {
             consumer: Arc::new(consumer),
+            lag: IntGaugeVec::new(
+                Opts::new(
+                    "streamtap_kafka_consumer_lag",
+                    "Messages of an assigned partition not yet stored: its high watermark minus the group's committed offset (refreshed every 5 s).",
+                ),
+                &["partition"],
+            )
+            .expect("valid metric"),
             topic: opts.topic.clone(),
             batch_size: opts.batch_size.max(1),
             batch_wait: opts.batch_wait,
@@ -826,7 +781,63 @@ impl KafkaConsumer {
 
     /// Registers the consumer's metrics (the per-partition lag) on the run's registry.
     pub fn register(&self, registry: &Registry) -> prometheus::Result<()> {
-        registry.register(Box::new(self.consumer.context().lag.clone()))
+        registry.register(Box::new(self.lag.clone()))
+    }
+
+    /// Refreshes the lag gauge every 5 s until `stop`. It asks the brokers itself (high
+    /// watermarks, the group's committed offsets) rather than rely on librdkafka's
+    /// statistics, which are only delivered while the consumer is polled: a processor
+    /// waiting on a stalled sink does not poll, and that is when the lag matters most.
+    pub async fn monitor_lag(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        let mut shown = std::collections::BTreeSet::new();
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(LAG_INTERVAL) => {}
+            }
+            let me = self.clone();
+            // Blocking broker round trips: off the async runtime.
+            let Ok(lags) = tokio::task::spawn_blocking(move || me.read_lag()).await else {
+                continue;
+            };
+            let now: std::collections::BTreeSet<i32> = lags.iter().map(|(p, _)| *p).collect();
+            for (p, lag) in lags {
+                self.lag.with_label_values(&[&p.to_string()]).set(lag);
+            }
+            for gone in shown.difference(&now) {
+                let _ = self.lag.remove_label_values(&[&gone.to_string()]);
+            }
+            shown = now;
+        }
+    }
+
+    /// (partition, lag) for this member's assigned partitions; those the brokers did not
+    /// answer for are left out (their series keeps its last value).
+    fn read_lag(&self) -> Vec<(i32, i64)> {
+        let Ok(assigned) = self.consumer.assignment() else {
+            return Vec::new();
+        };
+        let committed = self
+            .consumer
+            .committed_offsets(assigned.clone(), LAG_TIMEOUT)
+            .ok();
+        assigned
+            .elements()
+            .iter()
+            .filter(|e| e.topic() == self.topic)
+            .filter_map(|e| {
+                let p = e.partition();
+                let (low, high) = self
+                    .consumer
+                    .fetch_watermarks(&self.topic, p, LAG_TIMEOUT)
+                    .ok()?;
+                let c = committed
+                    .as_ref()
+                    .and_then(|c| c.find_partition(&self.topic, p))
+                    .map_or(Offset::Invalid, |e| e.offset());
+                Some((p, partition_lag(low, high, c)))
+            })
+            .collect()
     }
 
     /// Waits for at least one record, then gathers more for up to `batch_wait`.
