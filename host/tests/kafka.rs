@@ -1187,6 +1187,30 @@ fn run_with_kafka_is_collect_and_process_in_one() {
 
 /// Sum of `streamtap_kafka_consumer_lag` over partitions in a scrape, and how many
 /// partitions have a series.
+/// A split pipeline into MongoDB at `uri` with quick sink retries, written twice with
+/// its own `[metrics]` port each: `q.toml` for the processor and `c.toml` for the
+/// collector (one host, so different ports). Returns (processor port, collector port).
+fn observed_split(d: &std::path::Path, brokers: &str, uri: &str, source_extra: &str) -> (u16, u16) {
+    let p = split_pipeline_with(
+        d,
+        brokers,
+        source_extra,
+        "",
+        "",
+        &format!(
+            "[sink.mongodb]\nuri = \"{uri}\"\ndatabase = \"observed\"\nmax_delay = \"100ms\"\ntimeout = \"1s\"\nretry_initial = \"100ms\"\nretry_max = \"1s\""
+        ),
+    );
+    let with_metrics = |file: &str| {
+        let port = common::server::free_port();
+        let text = std::fs::read_to_string(&p).unwrap()
+            + &format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
+        std::fs::write(d.join(file), text).unwrap();
+        port
+    };
+    (with_metrics("q.toml"), with_metrics("c.toml"))
+}
+
 fn consumer_lag(port: u16) -> Option<(i64, usize)> {
     let text = common::run::scrape(port)?;
     let values: Vec<i64> = text
@@ -1200,7 +1224,8 @@ fn consumer_lag(port: u16) -> Option<(i64, usize)> {
 /// The processor's per-partition consumer lag (messages in the topic not yet stored): 0
 /// on an empty topic; exactly what was published while MongoDB is down (nothing is
 /// committed, and the processor, blocked on the sink, no longer polls the consumer);
-/// back to 0 once MongoDB returns and everything is stored. Every
+/// back to 0 once MongoDB returns and everything is stored; the end-to-end latency
+/// histogram counts each message once and shows the outage. Every
 /// `streamtap_kafka_*` series the alerting rules and dashboard use is exported.
 #[test]
 fn process_exports_consumer_lag_per_partition() {
@@ -1213,27 +1238,8 @@ fn process_exports_consumer_lag_per_partition() {
     let mut mongo = common::server::secantus(d);
     let uri = format!("mongodb://{}", mongo.addr());
     common::write_log(&d.join("chat.log"), N, &["alpha", "beta", "gamma", "delta"]);
-    let p = split_pipeline_with(
-        d,
-        &broker.addr(),
-        // The collector runs for ~2 s, long enough to scrape its metrics.
-        "rate = 10000",
-        "",
-        "",
-        &format!(
-            "[sink.mongodb]\nuri = \"{uri}\"\ndatabase = \"lag\"\nmax_delay = \"100ms\"\ntimeout = \"1s\"\nretry_initial = \"100ms\"\nretry_max = \"1s\""
-        ),
-    );
-    // The processor and the collector each serve metrics, on their own ports.
-    let with_metrics = |file: &str| {
-        let port = common::server::free_port();
-        let text = std::fs::read_to_string(&p).unwrap()
-            + &format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
-        std::fs::write(d.join(file), text).unwrap();
-        port
-    };
-    let port = with_metrics("q.toml");
-    let collect_port = with_metrics("c.toml");
+    // The collector runs for ~2 s, long enough to scrape its metrics.
+    let (port, collect_port) = observed_split(d, &broker.addr(), &uri, "rate = 10000");
     let processor = spawn_proc(d, &["process", "q.toml", "--quiet", "--no-reload"]);
     common::server::wait_until("lag 0 on 4 partitions", PATIENCE, || {
         (consumer_lag(port) == Some((0, 4))).then_some(())
@@ -1257,6 +1263,21 @@ fn process_exports_consumer_lag_per_partition() {
         (consumer_lag(port) == Some((0, 4))).then_some(())
     });
     let processor_metrics = common::run::scrape(port).unwrap();
+    // Each message's publish → stored latency observed once; most of them waited out
+    // the outage (≥ 6 s above), so the median is past 5 s.
+    let e2e = common::run::buckets(&processor_metrics, "streamtap_kafka_end_to_end_seconds");
+    assert_eq!(e2e.last().map(|b| b.1), Some(N as f64), "{e2e:?}");
+    let median = common::run::quantile(&e2e, 0.5).unwrap();
+    assert!(
+        median > 5.0,
+        "median end-to-end {median} s with MongoDB down 6 s+"
+    );
+    let read = common::run::series(&processor_metrics, "streamtap_kafka_consumed_total");
+    assert!(read >= Some(N as f64), "consumed {read:?} of {N}");
+    assert_eq!(
+        common::run::series(&processor_metrics, "streamtap_kafka_dead_lettered_total"),
+        Some(0.0)
+    );
     common::run::promtool_check_metrics(&processor_metrics);
     common::run::promtool_check_metrics(&collect_metrics);
     common::assert_deploy_series_exported(
@@ -1266,6 +1287,46 @@ fn process_exports_consumer_lag_per_partition() {
     );
     let out = terminate(processor);
     common::stdout_ok(&out);
+}
+
+/// `/ready` of `collect` and `process` follows what each depends on: both answer 503
+/// while the broker is down and 200 once it is back; an idle processor (nothing to
+/// write) finds a MongoDB outage by pinging it and answers 503 until it returns.
+#[test]
+fn readiness_follows_the_broker_and_mongodb() {
+    let (dir, mut broker) = setup(4, "chat");
+    let d = dir.path();
+    tansu::create_topic(&broker, "chat-dlq", 1);
+    let mut mongo = common::server::secantus(d);
+    let uri = format!("mongodb://{}", mongo.addr());
+    common::write_log(&d.join("chat.log"), 20_000, &["alpha", "beta"]);
+    // Slow, so the collector is still running through the broker outage.
+    let (q, c) = observed_split(d, &broker.addr(), &uri, "rate = 50");
+    let processor = spawn_proc(d, &["process", "q.toml", "--quiet", "--no-reload"]);
+    let collector = spawn_proc(d, &["collect", "c.toml", "--quiet"]);
+    let both = |want: bool| {
+        move || {
+            (common::run::ready(q) == Some(want) && common::run::ready(c) == Some(want))
+                .then_some(())
+        }
+    };
+    common::server::wait_until("both ready", PATIENCE, both(true));
+
+    broker.kill();
+    common::server::wait_until("both not ready without the broker", PATIENCE, both(false));
+    broker.restart();
+    common::server::wait_until("both ready with the broker back", PATIENCE, both(true));
+
+    common::stdout_ok(&terminate(collector));
+    mongo.kill();
+    common::server::wait_until("idle processor not ready without MongoDB", PATIENCE, || {
+        (common::run::ready(q) == Some(false)).then_some(())
+    });
+    mongo.restart();
+    common::server::wait_until("processor ready with MongoDB back", PATIENCE, || {
+        (common::run::ready(q) == Some(true)).then_some(())
+    });
+    common::stdout_ok(&terminate(processor));
 }
 
 /// librdkafka's mock cluster for what a real broker will not do on request: the Produce

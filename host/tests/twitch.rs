@@ -145,7 +145,13 @@ fn live_channel_edits_oauth_login_and_bad_channels() {
     let db = d.join("out.db");
     let auth = "login = \"MyBot\"\ntoken = { env = \"TEST_TWITCH_TOKEN\" }";
     let file = d.join("p.toml");
-    std::fs::write(&file, pipeline(&mock, &["alpha", "beta", "ghost"], auth)).unwrap();
+    let port = common::server::free_port();
+    let metrics = format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
+    std::fs::write(
+        &file,
+        pipeline(&mock, &["alpha", "beta", "ghost"], auth) + &metrics,
+    )
+    .unwrap();
     let secret = "s3cr3ttokenvalue";
     let mut run = start(
         d,
@@ -174,7 +180,7 @@ fn live_channel_edits_oauth_login_and_bad_channels() {
         || run_stderr_contains(&run_log(d), "msg_channel_suspended"),
     );
 
-    std::fs::write(&file, pipeline(&mock, &["beta", "gamma"], auth)).unwrap();
+    std::fs::write(&file, pipeline(&mock, &["beta", "gamma"], auth) + &metrics).unwrap();
     wait_for(
         &mut run,
         "gamma joined, alpha parted",
@@ -182,6 +188,18 @@ fn live_channel_edits_oauth_login_and_bad_channels() {
         || mock.joined() == set(&["beta", "gamma"]),
     );
     assert!(mock.parts().iter().any(|(_, c)| c == "alpha"));
+    // alpha's PART, and ghost's (its JOIN was sent; Twitch refused it with a NOTICE).
+    wait_for(
+        &mut run,
+        "each PART counted",
+        Duration::from_secs(5),
+        || {
+            let parts = mock.parts().len() as f64;
+            let counted =
+                scrape(port).and_then(|m| series(&m, "streamtap_twitch_parts_sent_total"));
+            parts >= 1.0 && counted == Some(parts)
+        },
+    );
     assert_eq!(
         mock.send_to_channel("gamma", &privmsg("gamma", "g-1", "hi", 1)),
         1

@@ -1,6 +1,7 @@
 //! The metrics HTTP endpoint: `/metrics` (Prometheus text format), `/health` (liveness:
 //! the process answers) and `/ready` (readiness: the run set it once its transport and sink
-//! were open, and clears it when it starts shutting down).
+//! were open, and clears it when it starts shutting down, while the Kafka brokers do not
+//! answer, and while the sink cannot write or does not answer a ping).
 //!
 //! Plain HTTP/1.1 on a listener the caller binds (127.0.0.1 by default, from `[metrics]`),
 //! so the caller reports a bad address before anything else starts.
@@ -28,8 +29,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 #[derive(Debug, Default)]
 pub struct Health {
     ready: AtomicBool,
-    /// Set while the sink's last write failed: not ready until a write succeeds again.
+    /// Set while the sink's last write (or idle ping) failed: not ready until one succeeds.
     sink_down: AtomicBool,
+    /// Set while the Kafka brokers did not answer the last probe.
+    transport_down: AtomicBool,
 }
 
 impl Health {
@@ -43,8 +46,15 @@ impl Health {
         self.sink_down.store(down, Ordering::Release);
     }
 
+    /// The transport's brokers stopped answering (`true`) or answer again (`false`).
+    pub fn set_transport_down(&self, down: bool) {
+        self.transport_down.store(down, Ordering::Release);
+    }
+
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire) && !self.sink_down.load(Ordering::Acquire)
+        self.ready.load(Ordering::Acquire)
+            && !self.sink_down.load(Ordering::Acquire)
+            && !self.transport_down.load(Ordering::Acquire)
     }
 }
 

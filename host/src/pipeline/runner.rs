@@ -150,8 +150,9 @@ fn kafka_config<'a>(
 const TOPIC_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Fails on a topic the broker says does not exist; an unreachable broker is only logged
-/// (the producer buffers, the consumer waits, until it is back).
-async fn check_topics(k: &super::config::KafkaConfig, topics: Vec<String>) -> anyhow::Result<()> {
+/// (the producer buffers, the consumer waits, until it is back). Returns whether the
+/// brokers answered.
+async fn check_topics(k: &super::config::KafkaConfig, topics: Vec<String>) -> anyhow::Result<bool> {
     let brokers = k.broker_list();
     let b = brokers.clone();
     let res = tokio::task::spawn_blocking(move || {
@@ -163,8 +164,9 @@ async fn check_topics(k: &super::config::KafkaConfig, topics: Vec<String>) -> an
     .context("[transport.kafka]")?;
     if let kafka::TopicCheck::Unreachable(e) = res {
         tracing::warn!(brokers = %brokers, error = %e, "kafka brokers not reachable at startup; going on (librdkafka keeps retrying)");
+        return Ok(false);
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Hot-reload handles of a running `twitch` source.
@@ -383,9 +385,11 @@ pub async fn run(
     let mut channel_edits = SourceEdits::default();
     // The processor's input: the source through the in-process queue (`run`), or the
     // topic through a consumer-group member (`process`).
-    // The consumer-lag gauge's refresher (process, and run with Kafka).
+    // The consumer-lag gauge's refresher (process, and run with Kafka), which also tells
+    // readiness whether the brokers answer.
     let lag_stop = CancellationToken::new();
     let mut lag_monitor = None;
+    let health = Arc::new(Health::default());
     let (source, input, depth, consumer, dlq) = match &kafka_cfg {
         None => {
             let TransportConfig::Memory(mcfg) = &pipeline.transport else {
@@ -409,7 +413,7 @@ pub async fn run(
             (source, Input::Memory(rx), depth, None, None)
         }
         Some(k) => {
-            check_topics(
+            let reachable = check_topics(
                 k,
                 vec![
                     k.topic.get_ref().clone(),
@@ -417,6 +421,7 @@ pub async fn run(
                 ],
             )
             .await?;
+            health.set_transport_down(!reachable);
             let mut copts =
                 kafka::ConsumerOptions::new(&k.broker_list(), &k.group_id, k.topic.get_ref());
             copts.batch_size = k.batch_size;
@@ -427,14 +432,21 @@ pub async fn run(
             consumer
                 .register(&prom)
                 .context("registering consumer metrics")?;
+            let h = health.clone();
             lag_monitor = Some((
                 lag_stop.clone(),
-                tokio::spawn(consumer.clone().monitor_lag(lag_stop.clone())),
+                tokio::spawn(
+                    consumer
+                        .clone()
+                        .monitor(lag_stop.clone(), move |up| h.set_transport_down(!up)),
+                ),
             ));
             let dlq = Arc::new(
                 DeadLetterProducer::new(&k.broker_list(), k.dead_letter_topic.get_ref())
                     .context("creating the dead-letter producer")?,
             );
+            dlq.register(&prom)
+                .context("registering dead-letter metrics")?;
             let (btx, brx) = mpsc::channel(SINK_QUEUE);
             let depth: Arc<dyn Fn() -> usize + Send + Sync> = {
                 let weak = btx.downgrade();
@@ -508,7 +520,6 @@ pub async fn run(
     channel_metrics
         .register(&prom)
         .context("registering channel_stats metrics")?;
-    let health = Arc::new(Health::default());
     let sink_task = {
         let run = sink_loop(
             sink_rx,
@@ -776,6 +787,10 @@ async fn process_loop(
     Ok(())
 }
 
+/// How long the sink waits idle before it pings the store (readiness), and how long the
+/// ping may take.
+const IDLE_PING: Duration = Duration::from_secs(5);
+
 /// After shutdown was requested, how long the sink keeps retrying a failing write before
 /// the run gives up and reports what it could not store.
 const SINK_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -801,7 +816,20 @@ async fn sink_loop(
             Err(e) => retry.failed(e, 0).await?,
         }
     }
-    while let Some(first) = rx.recv().await {
+    loop {
+        let first = match tokio::time::timeout(IDLE_PING, rx.recv()).await {
+            Ok(Some(first)) => first,
+            Ok(None) => break,
+            Err(_) => {
+                // Idle: only asking tells whether the store is still there (readiness).
+                let up = matches!(
+                    tokio::time::timeout(IDLE_PING, sink.ping()).await,
+                    Ok(Ok(()))
+                );
+                health.set_sink_down(!up);
+                continue;
+            }
+        };
         // Gather up to `max_batch` messages or `max_delay`, whichever comes first: a store
         // round trip per processed batch would cap throughput at its latency.
         let ToSink {
@@ -888,10 +916,11 @@ async fn sink_loop(
 /// it is logged, not fatal.
 async fn commit(consumer: Option<&KafkaConsumer>, acks: Vec<AckToken>) {
     let Some(c) = consumer else { return };
-    for t in acks {
-        if let Err(e) = c.ack(t).await {
-            tracing::warn!(error = %e, "kafka offset commit failed; the next commit covers it");
-        }
+    if acks.is_empty() {
+        return;
+    }
+    if let Err(e) = c.ack_all(acks).await {
+        tracing::warn!(error = %e, "kafka offset commit failed; the next commit covers it");
     }
 }
 
@@ -1031,7 +1060,7 @@ pub async fn collect(
     let started = Instant::now();
     let (stats, prom) = new_registry()?;
     let metrics_listener = bind_metrics(&pipeline).await?;
-    check_topics(&k, vec![k.topic.get_ref().clone()]).await?;
+    let reachable = check_topics(&k, vec![k.topic.get_ref().clone()]).await?;
     let report = Arc::new(Mutex::new(ReplayReport::default()));
     let stop = cancel.child_token();
     let CollectSide {
@@ -1053,6 +1082,17 @@ pub async fn collect(
     )?;
 
     let health = Arc::new(Health::default());
+    health.set_transport_down(!reachable);
+    // Readiness follows the brokers: an outage shows otherwise only as a growing queue.
+    let probe_stop = CancellationToken::new();
+    let probe = {
+        let h = health.clone();
+        tokio::spawn(
+            producer
+                .clone()
+                .monitor(probe_stop.clone(), move |up| h.set_transport_down(!up)),
+        )
+    };
     let metrics_server = MetricsEndpoint::serve(metrics_listener, &prom, &health);
     let metrics_addr = metrics_server.addr;
     health.set_ready(true);
@@ -1086,6 +1126,8 @@ pub async fn collect(
     health.set_ready(false);
     let publish_res = publisher.await.context("publisher task panicked")?;
     let confirm_res = confirmer.await.context("delivery task panicked")?;
+    probe_stop.cancel();
+    probe.await.context("kafka probe panicked")?;
     let metrics_res = metrics_server.stop().await?;
     progress_stop.cancel();
     if let Some(p) = progress {

@@ -328,6 +328,7 @@ impl ChannelLabels {
 /// Counters of the source, registered on the run's registry.
 pub struct TwitchStats {
     joins_sent: prometheus::IntCounter,
+    parts_sent: prometheus::IntCounter,
     connections: prometheus::IntCounter,
     connections_lost: prometheus::IntCounter,
     gaps: prometheus::IntCounter,
@@ -348,6 +349,10 @@ impl TwitchStats {
         };
         Ok(TwitchStats {
             joins_sent: c("twitch_joins_sent_total", "JOIN commands sent to Twitch.")?,
+            parts_sent: c(
+                "twitch_parts_sent_total",
+                "PART commands sent to Twitch (channels removed from the list).",
+            )?,
             connections: c("twitch_connections_total", "Chat connections opened.")?,
             connections_lost: c(
                 "twitch_connections_lost_total",
@@ -867,7 +872,11 @@ async fn write_loop(
                             if let Some(i) = queued.iter().position(|q| *q == c) {
                                 queued.remove(i);
                             } else if sent.remove(&c) {
-                                res = res.and(writer.write_line(&format!("PART #{c}")).await);
+                                let wrote = writer.write_line(&format!("PART #{c}")).await;
+                                if wrote.is_ok() {
+                                    ctx.stats.parts_sent.inc();
+                                }
+                                res = res.and(wrote);
                             }
                         }
                         res

@@ -127,21 +127,78 @@ pub fn count(db: &Path, sql: &str) -> i64 {
         .unwrap_or(0)
 }
 
-/// `GET /metrics` of a running pipeline's `[metrics]` endpoint.
-pub fn scrape(port: u16) -> Option<String> {
+/// `GET path` (HTTP/1.0) of a running pipeline's `[metrics]` endpoint: the whole response.
+fn get(port: u16, path: &str) -> Option<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
         .ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
-    Some(text.split_once("\r\n\r\n")?.1.to_owned())
+    Some(text)
+}
+
+/// `GET /metrics` of a running pipeline's `[metrics]` endpoint.
+pub fn scrape(port: u16) -> Option<String> {
+    Some(get(port, "/metrics")?.split_once("\r\n\r\n")?.1.to_owned())
+}
+
+/// `GET /ready` of a running pipeline's `[metrics]` endpoint: `Some(true)` on 200,
+/// `Some(false)` on 503, `None` when it does not answer.
+pub fn ready(port: u16) -> Option<bool> {
+    match get(port, "/ready")?.split_whitespace().nth(1)? {
+        "200" => Some(true),
+        "503" => Some(false),
+        _ => None,
+    }
 }
 
 /// The value of the series `name` (exactly, labels included) in a scrape.
 pub fn series(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// The cumulative buckets `(le, count)` of the unlabelled histogram `name` in a scrape,
+/// in increasing `le` (`+Inf` last).
+pub fn buckets(text: &str, name: &str) -> Vec<(f64, f64)> {
+    let prefix = format!("{name}_bucket{{le=\"");
+    let mut out: Vec<(f64, f64)> = text
+        .lines()
+        .filter_map(|l| {
+            let (le, count) = l.strip_prefix(&prefix)?.split_once("\"} ")?;
+            Some((le.parse().ok()?, count.trim().parse().ok()?))
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.total_cmp(&b.0));
+    out
+}
+
+/// The `q` quantile of a histogram's buckets, interpolated linearly inside the bucket that
+/// holds it (as Prometheus's `histogram_quantile`); `None` when it is empty.
+pub fn quantile(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
+    let total = buckets.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let rank = q * total;
+    let mut lower = (0.0, 0.0);
+    for &(le, count) in buckets {
+        if count >= rank {
+            if le.is_infinite() {
+                return Some(lower.0);
+            }
+            let inside = count - lower.1;
+            let frac = if inside > 0.0 {
+                (rank - lower.1) / inside
+            } else {
+                1.0
+            };
+            return Some(lower.0 + (le - lower.0) * frac);
+        }
+        lower = (le, count);
+    }
+    None
 }
 
 /// `promtool check metrics` on a scrape (names, types, HELP, suffixes); fails the test on
