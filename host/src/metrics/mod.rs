@@ -100,7 +100,11 @@ pub struct StepStats {
     pub messages: Counter,
     /// Time per call, including encoding and applying actions, by plugin content hash
     /// (first 12 hex digits), so a reload that made a step slower shows as a new series.
+    /// Only the hash in use has a series: the previous one is removed when the new one
+    /// is first recorded, so reloads do not pile up series.
     pub duration: HistogramVec,
+    /// The `plugin_hash` of the series in `duration`.
+    current_hash: std::sync::Mutex<Option<String>>,
     /// Total time in the step, for the run summary's time per message.
     nanos: AtomicU64,
     /// Messages the step dropped (plugin action or `on_error = "drop"`).
@@ -141,6 +145,7 @@ impl StepStats {
                 &["plugin_hash"],
             )
             .expect("valid histogram"),
+            current_hash: std::sync::Mutex::new(None),
             nanos: AtomicU64::new(0),
             dropped: counter("dropped_total", "Messages the step dropped."),
             restarts: counter(
@@ -161,6 +166,14 @@ impl StepStats {
     /// Records one call of the plugin whose short content hash is `plugin_hash`.
     pub fn record_batch(&self, messages: u64, took: Duration, plugin_hash: &str) {
         self.messages.add(messages);
+        {
+            let mut current = self.current_hash.lock().expect("hash lock");
+            if current.as_deref() != Some(plugin_hash)
+                && let Some(old) = current.replace(plugin_hash.to_owned())
+            {
+                let _ = self.duration.remove_label_values(&[&old]);
+            }
+        }
         self.duration
             .with_label_values(&[plugin_hash])
             .observe(took.as_secs_f64());
@@ -572,6 +585,30 @@ impl ChannelStatsMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reloaded_step_keeps_one_duration_series() {
+        let s = StepStats::new("sentiment");
+        let reg = Registry::new();
+        s.register(&reg).unwrap();
+        for hash in [
+            "aaaaaaaaaaaa",
+            "bbbbbbbbbbbb",
+            "bbbbbbbbbbbb",
+            "cccccccccccc",
+        ] {
+            s.record_batch(10, Duration::from_micros(50), hash);
+        }
+        let mut text = Vec::new();
+        prometheus::Encoder::encode(&prometheus::TextEncoder::new(), &reg.gather(), &mut text)
+            .unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert!(text.contains("plugin_hash=\"cccccccccccc\""), "{text}");
+        for gone in ["aaaaaaaaaaaa", "bbbbbbbbbbbb"] {
+            assert!(!text.contains(gone), "{gone} still exported:\n{text}");
+        }
+        assert_eq!(s.messages.get(), 40);
+    }
 
     #[test]
     fn channel_gauges_are_capped_and_never_go_back_in_time() {

@@ -960,8 +960,10 @@ impl<'a> Retry<'a> {
     fn succeeded(&self) {
         if self.attempt > 0 {
             tracing::info!(attempts = self.attempt + 1, "{}: recovered", self.what);
-            self.health.set_sink_down(false);
         }
+        // Also after a first-attempt success: an idle ping may have set it down while
+        // the store blipped, and a busy sink never pings again.
+        self.health.set_sink_down(false);
     }
 
     /// Waits before the next attempt, or returns the error that ends the run.

@@ -361,6 +361,28 @@ impl Compression {
 /// How often [`KafkaProducer::monitor`] asks the brokers whether they answer.
 const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 
+/// Turns probe results into reachability reports: up at once, down only after two misses
+/// in a row (one slow metadata reply, e.g. behind a produce request waiting for
+/// `acks=all`, is not an outage).
+#[derive(Default)]
+struct Reachability {
+    misses: u32,
+}
+
+impl Reachability {
+    fn observe(&mut self, answered: bool, reachable: &impl Fn(bool)) {
+        if answered {
+            self.misses = 0;
+            reachable(true);
+        } else {
+            self.misses += 1;
+            if self.misses >= 2 {
+                reachable(false);
+            }
+        }
+    }
+}
+
 /// Whether a broker answers a metadata request for `topic` within `limit` (blocking).
 fn brokers_answer<C: rdkafka::ClientContext>(
     client: &rdkafka::client::Client<C>,
@@ -525,13 +547,14 @@ impl KafkaProducer {
     }
 
     /// Until `stop`, asks the brokers every 5 s whether they answer and tells
-    /// `reachable` (readiness of a `collect`, which has no other sign of an outage than a
+    /// `reachable` (down after two misses in a row; readiness of a `collect`, which has no other sign of an outage than a
     /// growing queue).
     pub async fn monitor(
         self: Arc<Self>,
         stop: tokio_util::sync::CancellationToken,
         reachable: impl Fn(bool) + Send + 'static,
     ) {
+        let mut state = Reachability::default();
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
@@ -544,7 +567,7 @@ impl KafkaProducer {
             })
             .await
             .unwrap_or(false);
-            reachable(up);
+            state.observe(up, &reachable);
         }
     }
 
@@ -737,9 +760,9 @@ pub struct Poison {
 #[must_use = "a batch that is never acked is redelivered"]
 pub struct AckToken {
     ranges: BTreeMap<i32, (i64, i64)>,
-    /// Kafka timestamps (ms) of the batch's records, for the end-to-end latency observed
-    /// when the batch is acked.
-    published_ms: Vec<i64>,
+    /// `(partition, offset, Kafka timestamp ms)` of the batch's decoded records, for the
+    /// end-to-end latency observed when the batch is acked.
+    published_ms: Vec<(i32, i64, i64)>,
 }
 
 /// One batch from [`KafkaConsumer::next_batch`].
@@ -784,15 +807,41 @@ fn end_to_end_buckets() -> Vec<f64> {
     prometheus::exponential_buckets(0.001, 1.5, 34).expect("valid buckets")
 }
 
+/// The consumer's librdkafka context: reports the broker's answer to each asynchronous
+/// offset commit, which would otherwise go unseen (a failed commit means redelivery of
+/// stored records after a restart, never loss; the next commit covers the offsets).
+struct CommitReport {
+    topic: String,
+    /// `streamtap_kafka_commit_failures_total`.
+    failed: IntCounter,
+}
+
+impl rdkafka::ClientContext for CommitReport {}
+
+impl rdkafka::consumer::ConsumerContext for CommitReport {
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        offsets: &TopicPartitionList,
+    ) {
+        if let Err(error) = result {
+            self.failed.inc();
+            tracing::warn!(topic = %self.topic, %error, partitions = offsets.count(), "kafka offset commit failed; the next commit covers it");
+        }
+    }
+}
+
 /// A consumer-group member that hands out batches and commits only what was acked.
 pub struct KafkaConsumer {
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<StreamConsumer<CommitReport>>,
     /// `streamtap_kafka_consumer_lag{partition}`, see [`KafkaConsumer::monitor_lag`].
     lag: IntGaugeVec,
     /// `streamtap_kafka_end_to_end_seconds`: record timestamp → acked (stored).
     end_to_end: Histogram,
     /// `streamtap_kafka_consumed_total`: records read (poison included).
     consumed: IntCounter,
+    /// `streamtap_kafka_commit_failures_total`, counted by [`CommitReport`].
+    commit_failures: IntCounter,
     topic: String,
     batch_size: usize,
     batch_wait: Duration,
@@ -802,7 +851,12 @@ pub struct KafkaConsumer {
 impl KafkaConsumer {
     /// Joins the group and subscribes to the topic.
     pub fn new(opts: &ConsumerOptions) -> Result<Self, KafkaTransportError> {
-        let consumer: StreamConsumer = ClientConfig::new()
+        let commit_failures = IntCounter::with_opts(Opts::new(
+            "streamtap_kafka_commit_failures_total",
+            "Offset commits the broker refused or that failed (the next commit covers them; a restart meanwhile redelivers stored records).",
+        ))
+        .expect("valid metric");
+        let consumer: StreamConsumer<CommitReport> = ClientConfig::new()
             .set("bootstrap.servers", &opts.brokers)
             .set("group.id", &opts.group)
             // Offsets move only through `ack`, i.e. after the caller's sink stored the data.
@@ -813,7 +867,10 @@ impl KafkaConsumer {
                 "session.timeout.ms",
                 opts.session_timeout.as_millis().to_string(),
             )
-            .create()
+            .create_with_context(CommitReport {
+                topic: opts.topic.clone(),
+                failed: commit_failures.clone(),
+            })
             .map_err(|e| KafkaTransportError::Setup {
                 what: "consumer",
                 source: e,
@@ -837,11 +894,12 @@ impl KafkaConsumer {
             end_to_end: Histogram::with_opts(
                 HistogramOpts::new(
                     "streamtap_kafka_end_to_end_seconds",
-                    "Per message, from the collector's publish (the record's Kafka timestamp) to the sink's acknowledgement, observed when its offset is committed. Collector and processor clocks must agree.",
+                    "Per message, from the collector's publish (the record's Kafka timestamp: when the producer accepted it, so time waiting for room is not included) to the sink's acknowledgement; once per offset, poison left out. Collector and processor clocks must agree.",
                 )
                 .buckets(end_to_end_buckets()),
             )
             .expect("valid metric"),
+            commit_failures,
             consumed: IntCounter::with_opts(Opts::new(
                 "streamtap_kafka_consumed_total",
                 "Records read from the topic, undecodable ones included (redeliveries after a rebalance or restart count again).",
@@ -859,6 +917,7 @@ impl KafkaConsumer {
     pub fn register(&self, registry: &Registry) -> prometheus::Result<()> {
         registry.register(Box::new(self.lag.clone()))?;
         registry.register(Box::new(self.end_to_end.clone()))?;
+        registry.register(Box::new(self.commit_failures.clone()))?;
         registry.register(Box::new(self.consumed.clone()))
     }
 
@@ -867,13 +926,14 @@ impl KafkaConsumer {
     /// statistics, which are only delivered while the consumer is polled: a processor
     /// waiting on a stalled sink does not poll, and that is when the lag matters most.
     /// Each refresh first asks for the topic's metadata and tells `reachable` whether the
-    /// brokers answered (readiness of the processor).
+    /// brokers answered (down after two misses in a row; readiness of the processor).
     pub async fn monitor(
         self: Arc<Self>,
         stop: tokio_util::sync::CancellationToken,
         reachable: impl Fn(bool) + Send + 'static,
     ) {
         let mut shown = std::collections::BTreeSet::new();
+        let mut state = Reachability::default();
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
@@ -884,7 +944,7 @@ impl KafkaConsumer {
             let Ok(lags) = tokio::task::spawn_blocking(move || me.read_lag()).await else {
                 continue;
             };
-            reachable(lags.is_some());
+            state.observe(lags.is_some(), &reachable);
             let Some(lags) = lags else { continue };
             let now: std::collections::BTreeSet<i32> = lags.iter().map(|(p, _)| *p).collect();
             for (p, lag) in lags {
@@ -939,19 +999,21 @@ impl KafkaConsumer {
         let mut published_ms = Vec::new();
         let mut take = |m: &rdkafka::message::BorrowedMessage<'_>| {
             let (p, o) = (m.partition(), m.offset());
-            if let Some(ts) = m.timestamp().to_millis() {
-                published_ms.push(ts);
-            }
             let r = seen.entry(p).or_insert((o, o + 1));
             r.0 = r.0.min(o);
             r.1 = r.1.max(o + 1);
             let payload = m.payload().unwrap_or_default();
             match decode(payload) {
-                Ok(message) => messages.push(Received {
-                    partition: p,
-                    offset: o,
-                    message,
-                }),
+                Ok(message) => {
+                    if let Some(ts) = m.timestamp().to_millis() {
+                        published_ms.push((p, o, ts));
+                    }
+                    messages.push(Received {
+                        partition: p,
+                        offset: o,
+                        message,
+                    })
+                }
                 Err(error) => {
                     tracing::warn!(partition = p, offset = o, %error, "undecodable kafka payload");
                     poison.push(Poison {
@@ -971,10 +1033,17 @@ impl KafkaConsumer {
         let mut n = 1;
         while n < self.batch_size {
             match tokio::time::timeout_at(deadline, self.recv()).await {
-                Ok(m) => {
-                    let m = m?;
+                Ok(Ok(m)) => {
                     take(&m);
                     n += 1;
+                }
+                Ok(Err(e)) => {
+                    // Hand on what was taken: librdkafka has moved past those records,
+                    // and dropping them here would let the next batch's ack commit
+                    // over them unstored. The caller sees the error on its next call
+                    // if it persists.
+                    tracing::warn!(error = %e, taken = n, topic = %self.topic, "kafka consume error mid-batch; handing on the records taken so far");
+                    break;
                 }
                 Err(_) => break,
             }
@@ -1046,15 +1115,19 @@ impl KafkaConsumer {
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
-        for ts in tokens.iter().flat_map(|t| &t.published_ms) {
-            // A skewed clock can put the publish in the future: counted as 0, not dropped.
-            self.end_to_end
-                .observe((now_ms - ts).max(0) as f64 / 1000.0);
-        }
         // The furthest committable offset per partition over all the tokens.
         let mut commits: BTreeMap<i32, i64> = BTreeMap::new();
         {
             let mut state = self.state.lock().expect("consumer state lock");
+            // Records at or past their partition's committed offset were stored now;
+            // those below it were already acked once (a redelivered batch) and counted.
+            for &(p, o, ts) in tokens.iter().flat_map(|t| &t.published_ms) {
+                if state.get(&p).is_some_and(|s| o >= s.committed) {
+                    // A skewed clock can put the publish in the future: counted as 0.
+                    self.end_to_end
+                        .observe((now_ms - ts).max(0) as f64 / 1000.0);
+                }
+            }
             for (p, (start, end)) in tokens.into_iter().flat_map(|t| t.ranges) {
                 let Some(s) = state.get_mut(&p) else { continue };
                 if end <= s.committed {
