@@ -29,7 +29,7 @@ mod common;
 use common::server::{Server, free_port, wait_until};
 use common::tansu;
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use streamtap::transport::kafka::{
@@ -62,45 +62,6 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn row(name: &str, figure: String, reference: String, ratio: f64) {
     println!("| {name} | {figure} | {reference} | {ratio:.2} |");
-}
-
-/// The directory holding the `librdkafka.so.1` rdkafka-sys built for this profile.
-fn bundled_librdkafka() -> PathBuf {
-    let build = common::streamtap_bin()
-        .parent()
-        .expect("profile dir")
-        .join("build");
-    let mut found: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(&build)
-        .expect("target build dir")
-        .filter_map(|e| {
-            let dir = e.ok()?.path();
-            let name = dir.file_name()?.to_str()?.to_owned();
-            let lib = dir.join("out/src/librdkafka.so.1");
-            (name.starts_with("rdkafka-sys-") && lib.is_file()).then(|| {
-                Some((
-                    lib.metadata().ok()?.modified().ok()?,
-                    lib.parent()?.to_owned(),
-                ))
-            })?
-        })
-        .collect();
-    found.sort();
-    found.pop().map(|(_, d)| d).unwrap_or_else(|| {
-        panic!(
-            "no rdkafka-sys-*/out/src/librdkafka.so.1 under {}",
-            build.display()
-        )
-    })
-}
-
-/// `kcat -b BROKERS` with our librdkafka, ended after 5 minutes whatever it is doing.
-fn kcat(lib: &Path, brokers: &str) -> Command {
-    let mut c = Command::new("timeout");
-    c.args(["300", "kcat"])
-        .env("LD_LIBRARY_PATH", lib)
-        .arg("-b")
-        .arg(brokers);
-    c
 }
 
 /// The chat log's messages, parsed as the collector parses them.
@@ -150,7 +111,7 @@ fn timed_until(n: usize) -> usize {
 
 fn kcat_produce(lib: &Path, brokers: &str, topic: &str, input: &Path, n: usize) -> f64 {
     let started = Instant::now();
-    let mut c = kcat(lib, brokers);
+    let mut c = tansu::kcat(lib, brokers);
     c.args(["-P", "-t", topic, "-K", "\t", "-l"]).arg(input);
     for (k, v) in PRODUCER_SETTINGS {
         c.arg("-X").arg(format!("{k}={v}"));
@@ -196,7 +157,7 @@ async fn ours_consume(brokers: &str, group: &str, topic: &str, n: usize) -> f64 
 }
 
 fn kcat_consume(lib: &Path, log: &Path, brokers: &str, group: &str, topic: &str, n: usize) -> f64 {
-    let mut child = kcat(lib, brokers)
+    let mut child = tansu::kcat(lib, brokers)
         // -e: exit at the end of every partition, which also flushes kcat's buffered
         // stdout (a pipe is block-buffered, so the last lines come only then).
         .args(["-G", group, "-o", "beginning", "-e", topic])
@@ -318,7 +279,7 @@ fn main() {
     let n = env_or("KAFKA_BENCH_N", 100_000);
     let dir = tempfile::tempdir().expect("temp dir");
     let d = dir.path();
-    let lib = bundled_librdkafka();
+    let lib = tansu::bundled_librdkafka();
     let broker = tansu::broker(&d.join("tansu"));
     let brokers = broker.addr();
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -61,3 +61,44 @@ pub fn create_topic(broker: &Server, topic: &str, partitions: u32) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The directory holding the `librdkafka.so.1` rdkafka-sys built for this profile (beside
+/// the static library streamtap links). Debian's `kcat` 1.7.1 runs with it: Debian's own
+/// librdkafka 2.0.2 cannot parse tansu 0.6's ApiVersions reply.
+pub fn bundled_librdkafka() -> PathBuf {
+    let build = super::streamtap_bin()
+        .parent()
+        .expect("profile dir")
+        .join("build");
+    let mut found: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(&build)
+        .expect("target build dir")
+        .filter_map(|e| {
+            let dir = e.ok()?.path();
+            let name = dir.file_name()?.to_str()?.to_owned();
+            let lib = dir.join("out/src/librdkafka.so.1");
+            (name.starts_with("rdkafka-sys-") && lib.is_file()).then(|| {
+                Some((
+                    lib.metadata().ok()?.modified().ok()?,
+                    lib.parent()?.to_owned(),
+                ))
+            })?
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, d)| d).unwrap_or_else(|| {
+        panic!(
+            "no rdkafka-sys-*/out/src/librdkafka.so.1 under {}",
+            build.display()
+        )
+    })
+}
+
+/// `kcat -b BROKERS` with our librdkafka, ended after 5 minutes whatever it is doing.
+pub fn kcat(lib: &Path, brokers: &str) -> Command {
+    let mut c = Command::new("timeout");
+    c.args(["300", "kcat"])
+        .env("LD_LIBRARY_PATH", lib)
+        .arg("-b")
+        .arg(brokers);
+    c
+}
