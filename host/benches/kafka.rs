@@ -60,6 +60,19 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// Runs `measure(run)` → (ours, kcat's) [`RUNS`] times (each run measures both, so drift
+/// hits both alike) and returns the medians.
+fn alternate(what: &str, mut measure: impl FnMut(usize) -> (f64, f64)) -> (f64, f64) {
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for run in 0..RUNS {
+        let (o, t) = measure(run);
+        eprintln!("{what} run {run}: ours {o:.0}/s, kcat {t:.0}/s");
+        ours.push(o);
+        theirs.push(t);
+    }
+    (median(ours), median(theirs))
+}
+
 fn row(name: &str, figure: String, reference: String, ratio: f64) {
     println!("| {name} | {figure} | {reference} | {ratio:.2} |");
 }
@@ -313,20 +326,14 @@ fn main() {
     println!("|---|---|---|---|");
 
     // 1. Producer, alternating so drift hits both alike.
-    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-    for run in 0..RUNS {
+    let (p_ours, p_kcat) = alternate("producer", |run| {
         let t = format!("p-kcat-{run}");
         tansu::create_topic(&broker, &t, PARTITIONS);
-        theirs.push(kcat_produce(&lib, &brokers, &t, &d.join("kcat.in"), n));
+        let theirs = kcat_produce(&lib, &brokers, &t, &d.join("kcat.in"), n);
         let t = format!("p-ours-{run}");
         tansu::create_topic(&broker, &t, PARTITIONS);
-        ours.push(rt.block_on(ours_produce(&brokers, &t, &msgs)));
-        eprintln!(
-            "producer run {run}: ours {:.0}/s, kcat {:.0}/s",
-            ours[run], theirs[run]
-        );
-    }
-    let (p_ours, p_kcat) = (median(ours), median(theirs));
+        (rt.block_on(ours_produce(&brokers, &t, &msgs)), theirs)
+    });
     row(
         "producer: messages/s (`KafkaProducer`, deliveries awaited)",
         format!("{p_ours:.0}"),
@@ -335,28 +342,22 @@ fn main() {
     );
 
     // 2. Consumer: both read the topic our producer wrote in run 0, each run a new group.
-    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-    for run in 0..RUNS {
-        theirs.push(kcat_consume(
+    let (c_ours, c_kcat) = alternate("consumer", |run| {
+        let log = d.join(format!("kcat-{run}.log"));
+        let theirs = kcat_consume(
             &lib,
-            &d.join(format!("kcat-{run}.log")),
+            &log,
             &brokers,
             &format!("g-kcat-{run}"),
             "p-ours-0",
             n,
-        ));
-        ours.push(rt.block_on(ours_consume(
-            &brokers,
-            &format!("g-ours-{run}"),
-            "p-ours-0",
-            n,
-        )));
-        eprintln!(
-            "consumer run {run}: ours {:.0}/s, kcat {:.0}/s",
-            ours[run], theirs[run]
         );
-    }
-    let (c_ours, c_kcat) = (median(ours), median(theirs));
+        let group = format!("g-ours-{run}");
+        (
+            rt.block_on(ours_consume(&brokers, &group, "p-ours-0", n)),
+            theirs,
+        )
+    });
     row(
         "consumer: messages/s (`KafkaConsumer`, decode + commit per batch)",
         format!("{c_ours:.0}"),
