@@ -182,6 +182,44 @@ impl From<Vec<Value>> for Value {
     }
 }
 
+/// A borrowed value, for setting a field without building an owned [`Value`]: no
+/// allocation per key or string, which matters for a step that sets the same small map on
+/// every message (`Actions::set_ref`). Encodes exactly like the equivalent [`Value`]; a map
+/// may list its keys in any order, and a repeated key keeps its last value (as
+/// `BTreeMap::insert` would).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ValueRef<'a> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(&'a str),
+    List(&'a [ValueRef<'a>]),
+    Map(&'a [(&'a str, ValueRef<'a>)]),
+    /// An owned value, borrowed.
+    Value(&'a Value),
+}
+
+impl ValueRef<'_> {
+    /// The owned equivalent.
+    pub fn to_value(&self) -> Value {
+        match *self {
+            ValueRef::Null => Value::Null,
+            ValueRef::Bool(b) => Value::Bool(b),
+            ValueRef::Int(i) => Value::Int(i),
+            ValueRef::Float(f) => Value::Float(f),
+            ValueRef::Str(s) => Value::Str(s.to_owned()),
+            ValueRef::List(l) => Value::List(l.iter().map(ValueRef::to_value).collect()),
+            ValueRef::Map(m) => Value::Map(
+                m.iter()
+                    .map(|(k, v)| ((*k).to_owned(), v.to_value()))
+                    .collect(),
+            ),
+            ValueRef::Value(v) => v.clone(),
+        }
+    }
+}
+
 /// An emote occurrence: Twitch emote id and inclusive character positions in the text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Emote {
@@ -223,7 +261,7 @@ pub struct ChatMessage {
 // ---------------------------------------------------------------------------------------------
 // Writing
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -235,7 +273,7 @@ fn put_zigzag(out: &mut Vec<u8>, v: i64) {
     put_varint(out, ((v << 1) ^ (v >> 63)) as u64);
 }
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn put_str(out: &mut Vec<u8>, s: &str) {
     put_varint(out, s.len() as u64);
     out.extend_from_slice(s.as_bytes());
 }
@@ -276,11 +314,55 @@ pub fn put_value(out: &mut Vec<u8>, v: &Value) {
     }
 }
 
+/// Appends one encoded borrowed value (the same bytes as [`put_value`] of its owned form).
+pub fn put_value_ref(out: &mut Vec<u8>, v: &ValueRef<'_>) {
+    match *v {
+        ValueRef::Null => out.push(0),
+        ValueRef::Bool(false) => out.push(1),
+        ValueRef::Bool(true) => out.push(2),
+        ValueRef::Int(i) => {
+            out.push(3);
+            put_zigzag(out, i);
+        }
+        ValueRef::Float(f) => {
+            out.push(4);
+            out.extend_from_slice(&f.to_le_bytes());
+        }
+        ValueRef::Str(s) => {
+            out.push(5);
+            put_str(out, s);
+        }
+        ValueRef::List(l) => {
+            out.push(6);
+            put_varint(out, l.len() as u64);
+            for item in l {
+                put_value_ref(out, item);
+            }
+        }
+        ValueRef::Map(m) => {
+            out.push(7);
+            put_varint(out, m.len() as u64);
+            for (k, item) in m {
+                put_str(out, k);
+                put_value_ref(out, item);
+            }
+        }
+        ValueRef::Value(v) => put_value(out, v),
+    }
+}
+
 /// The part of a message body that no plugin changes (everything before `fields`).
 ///
 /// The host encodes it once per message and reuses it for every step, so a chain of N steps
 /// pays for re-encoding only the fields.
 pub fn encode_header(m: &ChatMessage) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_header_into(&mut out, m);
+    out
+}
+
+/// Appends the encoded header of `m` (see [`encode_header`]) to `out`.
+pub fn encode_header_into(out: &mut Vec<u8>, m: &ChatMessage) {
     let core = [
         &m.id,
         &m.kind,
@@ -297,8 +379,8 @@ pub fn encode_header(m: &ChatMessage) -> Vec<u8> {
             .map(|b| b.name.len() + b.version.len())
             .sum::<usize>()
         + m.emotes.iter().map(|e| e.id.len()).sum::<usize>();
-    let mut out = Vec::with_capacity(strs_len + 32 + 4 * (m.badges.len() + m.emotes.len()));
-    put_varint(&mut out, strs_len as u64);
+    out.reserve(strs_len + 32 + 4 * (m.badges.len() + m.emotes.len()));
+    put_varint(out, strs_len as u64);
     for s in core {
         out.extend_from_slice(s.as_bytes());
     }
@@ -310,21 +392,20 @@ pub fn encode_header(m: &ChatMessage) -> Vec<u8> {
         out.extend_from_slice(e.id.as_bytes());
     }
     for s in core {
-        put_varint(&mut out, s.len() as u64);
+        put_varint(out, s.len() as u64);
     }
-    put_zigzag(&mut out, m.ts_ms);
-    put_varint(&mut out, m.badges.len() as u64);
+    put_zigzag(out, m.ts_ms);
+    put_varint(out, m.badges.len() as u64);
     for b in &m.badges {
-        put_varint(&mut out, b.name.len() as u64);
-        put_varint(&mut out, b.version.len() as u64);
+        put_varint(out, b.name.len() as u64);
+        put_varint(out, b.version.len() as u64);
     }
-    put_varint(&mut out, m.emotes.len() as u64);
+    put_varint(out, m.emotes.len() as u64);
     for e in &m.emotes {
-        put_varint(&mut out, e.id.len() as u64);
-        put_varint(&mut out, e.start.into());
-        put_varint(&mut out, e.end.into());
+        put_varint(out, e.id.len() as u64);
+        put_varint(out, e.start.into());
+        put_varint(out, e.end.into());
     }
-    out
 }
 
 /// Builds a batch buffer message by message.
@@ -349,13 +430,19 @@ impl BatchWriter {
     /// Appends a message from its pre-encoded header and its current fields.
     pub fn push(&mut self, header: &[u8], fields: &BTreeMap<String, Value>) {
         self.scratch.clear();
-        put_varint(&mut self.scratch, fields.len() as u64);
-        for (k, v) in fields {
-            put_str(&mut self.scratch, k);
-            put_value(&mut self.scratch, v);
-        }
+        put_fields(&mut self.scratch, fields);
         put_varint(&mut self.buf, (header.len() + self.scratch.len()) as u64);
         self.buf.extend_from_slice(header);
+        self.buf.extend_from_slice(&self.scratch);
+    }
+
+    /// Appends a whole message, encoding its header on the way (no header buffer per
+    /// message: the body is built in a scratch buffer reused across messages).
+    pub fn push_message(&mut self, m: &ChatMessage) {
+        self.scratch.clear();
+        encode_header_into(&mut self.scratch, m);
+        put_fields(&mut self.scratch, &m.fields);
+        put_varint(&mut self.buf, self.scratch.len() as u64);
         self.buf.extend_from_slice(&self.scratch);
     }
 
@@ -365,11 +452,24 @@ impl BatchWriter {
     }
 }
 
-/// Encodes a whole batch of owned messages (convenience for tests and tools).
+fn put_fields(out: &mut Vec<u8>, fields: &BTreeMap<String, Value>) {
+    put_varint(out, fields.len() as u64);
+    for (k, v) in fields {
+        put_str(out, k);
+        put_value(out, v);
+    }
+}
+
+/// Encodes a whole batch of owned messages.
 pub fn encode_batch(msgs: &[ChatMessage]) -> Vec<u8> {
-    let mut w = BatchWriter::new(msgs.len(), Vec::new());
+    // A rough size (strings plus framing) so the buffer rarely grows while it is filled.
+    let size: usize = msgs
+        .iter()
+        .map(|m| 48 + m.id.len() + m.channel.len() + m.user.len() * 2 + m.text.len())
+        .sum();
+    let mut w = BatchWriter::new(msgs.len(), Vec::with_capacity(size + 16));
     for m in msgs {
-        w.push(&encode_header(m), &m.fields);
+        w.push_message(m);
     }
     w.finish()
 }
@@ -907,7 +1007,7 @@ pub enum Action {
     },
 }
 
-fn put_pairs(out: &mut Vec<u8>, pairs: &[(String, String)]) {
+pub(crate) fn put_pairs(out: &mut Vec<u8>, pairs: &[(String, String)]) {
     put_varint(out, pairs.len() as u64);
     for (k, v) in pairs {
         put_str(out, k);
@@ -992,6 +1092,17 @@ impl OutputWriter {
         self.count += 1;
     }
 
+    /// Appends `count` actions already encoded (each as [`put_action`] writes it).
+    pub fn encoded(&mut self, count: u32, actions: &[u8]) {
+        self.buf.extend_from_slice(actions);
+        self.count += count;
+    }
+
+    /// Makes room for `bytes` more bytes of output.
+    pub fn reserve(&mut self, bytes: usize) {
+        self.buf.reserve(bytes);
+    }
+
     pub fn finish(mut self) -> Vec<u8> {
         self.close_message();
         self.buf
@@ -1032,35 +1143,7 @@ pub fn decode_output(buf: &[u8], expected: usize) -> Result<Vec<Vec<Action>>, De
         }
         let mut actions = Vec::with_capacity(count);
         for _ in 0..count {
-            let a = match r.u8()? {
-                0 => Action::Set {
-                    name: r.str()?.to_owned(),
-                    value: r.value()?,
-                },
-                1 => Action::Drop {
-                    reason: r.str()?.to_owned(),
-                },
-                2 => Action::Alert(Alert {
-                    topic: r.str()?.to_owned(),
-                    severity: r.str()?.to_owned(),
-                    title: r.str()?.to_owned(),
-                    body: r.str()?.to_owned(),
-                    dedupe_key: r.str()?.to_owned(),
-                    attributes: pairs(&mut r)?,
-                }),
-                3 => Action::Record {
-                    table: r.str()?.to_owned(),
-                    key: r.str()?.to_owned(),
-                    value: r.value()?,
-                },
-                4 => Action::Metric {
-                    name: r.str()?.to_owned(),
-                    value: r.f64_le()?,
-                    labels: pairs(&mut r)?,
-                },
-                _ => return Err(r.err("unknown action tag")),
-            };
-            actions.push(a);
+            actions.push(action(&mut r)?);
         }
         out.push(actions);
     }
@@ -1068,6 +1151,50 @@ pub fn decode_output(buf: &[u8], expected: usize) -> Result<Vec<Vec<Action>>, De
         return Err(r.err("trailing bytes after output"));
     }
     Ok(out)
+}
+
+/// Decodes `count` actions encoded back to back (one message's list without its count).
+pub fn decode_actions(buf: &[u8], count: usize) -> Result<Vec<Action>, DecodeError> {
+    let mut r = Reader::new(buf);
+    let mut actions = Vec::with_capacity(count.min(buf.len()));
+    for _ in 0..count {
+        actions.push(action(&mut r)?);
+    }
+    if !r.is_empty() {
+        return Err(r.err("trailing bytes after actions"));
+    }
+    Ok(actions)
+}
+
+fn action(r: &mut Reader<'_>) -> Result<Action, DecodeError> {
+    Ok(match r.u8()? {
+        0 => Action::Set {
+            name: r.str()?.to_owned(),
+            value: r.value()?,
+        },
+        1 => Action::Drop {
+            reason: r.str()?.to_owned(),
+        },
+        2 => Action::Alert(Alert {
+            topic: r.str()?.to_owned(),
+            severity: r.str()?.to_owned(),
+            title: r.str()?.to_owned(),
+            body: r.str()?.to_owned(),
+            dedupe_key: r.str()?.to_owned(),
+            attributes: pairs(r)?,
+        }),
+        3 => Action::Record {
+            table: r.str()?.to_owned(),
+            key: r.str()?.to_owned(),
+            value: r.value()?,
+        },
+        4 => Action::Metric {
+            name: r.str()?.to_owned(),
+            value: r.f64_le()?,
+            labels: pairs(r)?,
+        },
+        _ => return Err(r.err("unknown action tag")),
+    })
 }
 
 #[cfg(test)]
@@ -1136,6 +1263,46 @@ mod tests {
             views[0].decode_error().map(|e| e.reason),
             Some("strings are not valid UTF-8")
         );
+    }
+
+    #[test]
+    fn borrowed_values_encode_like_owned_ones() {
+        let owned = Value::Bool(false);
+        let inner = [ValueRef::Int(-3), ValueRef::Str("é"), ValueRef::Null];
+        let v = ValueRef::Map(&[
+            ("b", ValueRef::Float(0.25)),
+            ("a", ValueRef::List(&inner)),
+            ("c", ValueRef::Value(&owned)),
+            ("d", ValueRef::Bool(true)),
+        ]);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        put_value_ref(&mut a, &v);
+        put_value(&mut b, &v.to_value());
+        // Keys in the order given, so compare decoded values (maps are sorted on decode).
+        assert_eq!(Reader::new(&a).value().unwrap(), v.to_value());
+        assert_eq!(Reader::new(&b).value().unwrap(), v.to_value());
+        // A repeated key keeps its last value, as the map it decodes into would.
+        let mut c = Vec::new();
+        put_value_ref(
+            &mut c,
+            &ValueRef::Map(&[("k", ValueRef::Int(1)), ("k", ValueRef::Int(2))]),
+        );
+        assert_eq!(
+            Reader::new(&c).value().unwrap(),
+            Value::map([("k", Value::Int(2))])
+        );
+    }
+
+    #[test]
+    fn push_message_writes_what_push_with_a_header_writes() {
+        let mut m = sample();
+        m.fields
+            .insert("raw".into(), Value::Str("@a=b :x PRIVMSG #c :hi".into()));
+        let mut w1 = BatchWriter::new(1, Vec::new());
+        w1.push(&encode_header(&m), &m.fields);
+        let mut w2 = BatchWriter::new(1, Vec::new());
+        w2.push_message(&m);
+        assert_eq!(w1.finish(), w2.finish());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The guest side: the [`Plugin`] trait, the [`export!`](crate::export) macro, host
 //! capabilities, and native test helpers.
 
-use crate::codec::{self, Action, Alert, Message, OutputWriter, Value};
+use crate::codec::{self, Action, Alert, Message, OutputWriter, Value, ValueRef};
 use std::cell::RefCell;
 
 /// Bindings generated from `wit/` (the one WIT package). Not for plugin authors: use
@@ -18,24 +18,40 @@ pub mod bindings {
 }
 
 /// The actions a plugin returns for one message.
+///
+/// Each action is encoded into the wire format as it is pushed (one buffer per message,
+/// reused from batch to batch), so a plugin's output costs no allocation per action once
+/// the buffers have grown: no `Action` values, key strings or maps are built and thrown
+/// away on the way out.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Actions {
-    list: Vec<Action>,
+    buf: Vec<u8>,
+    count: u32,
 }
 
 impl Actions {
     /// Sets (or replaces) a field on the message. Later steps and the sink see it.
-    pub fn set(&mut self, name: impl Into<String>, value: impl Into<Value>) {
-        self.list.push(Action::Set {
-            name: name.into(),
-            value: value.into(),
-        });
+    pub fn set(&mut self, name: impl AsRef<str>, value: impl Into<Value>) {
+        self.buf.push(0);
+        codec::put_str(&mut self.buf, name.as_ref());
+        codec::put_value(&mut self.buf, &value.into());
+        self.count += 1;
+    }
+
+    /// Sets a field from a borrowed value: no allocation, for a step that sets the same
+    /// shape on every message. `out.set_ref("score", ValueRef::Map(&[("pos", ValueRef::Float(p))]))`
+    /// stores exactly what `out.set("score", Value::map([("pos", Value::from(p))]))` would.
+    pub fn set_ref(&mut self, name: &str, value: ValueRef<'_>) {
+        self.buf.push(0);
+        codec::put_str(&mut self.buf, name);
+        codec::put_value_ref(&mut self.buf, &value);
+        self.count += 1;
     }
 
     /// Sets a field from any serde-serializable value.
     pub fn set_serialized<T: serde::Serialize>(
         &mut self,
-        name: impl Into<String>,
+        name: impl AsRef<str>,
         value: &T,
     ) -> Result<(), String> {
         let json = serde_json::to_value(value).map_err(|e| e.to_string())?;
@@ -44,39 +60,70 @@ impl Actions {
     }
 
     /// Drops the message: later steps and the sink never see it.
-    pub fn drop_message(&mut self, reason: impl Into<String>) {
-        self.list.push(Action::Drop {
-            reason: reason.into(),
-        });
+    pub fn drop_message(&mut self, reason: impl AsRef<str>) {
+        self.buf.push(1);
+        codec::put_str(&mut self.buf, reason.as_ref());
+        self.count += 1;
     }
 
     /// Raises an alert (delivered at most once per `dedupe_key`).
     pub fn alert(&mut self, alert: Alert) {
-        self.list.push(Action::Alert(alert));
+        self.push(&Action::Alert(alert));
     }
 
     /// Emits a record (for example a window aggregate) into `table`, keyed by `key`.
-    pub fn record(&mut self, table: impl Into<String>, key: impl Into<String>, value: Value) {
-        self.list.push(Action::Record {
-            table: table.into(),
-            key: key.into(),
-            value,
-        });
+    pub fn record(&mut self, table: impl AsRef<str>, key: impl AsRef<str>, value: Value) {
+        self.buf.push(3);
+        codec::put_str(&mut self.buf, table.as_ref());
+        codec::put_str(&mut self.buf, key.as_ref());
+        codec::put_value(&mut self.buf, &value);
+        self.count += 1;
     }
 
     /// Reports a metric sample.
-    pub fn metric(&mut self, name: impl Into<String>, value: f64, labels: Vec<(String, String)>) {
-        self.list.push(Action::Metric {
-            name: name.into(),
-            value,
-            labels,
-        });
+    pub fn metric(&mut self, name: impl AsRef<str>, value: f64, labels: Vec<(String, String)>) {
+        self.buf.push(4);
+        codec::put_str(&mut self.buf, name.as_ref());
+        self.buf.extend_from_slice(&value.to_le_bytes());
+        codec::put_pairs(&mut self.buf, &labels);
+        self.count += 1;
     }
 
-    /// The actions pushed so far.
-    pub fn as_slice(&self) -> &[Action] {
-        &self.list
+    /// Pushes an action given as a value.
+    pub fn push(&mut self, action: &Action) {
+        codec::put_action(&mut self.buf, action);
+        self.count += 1;
     }
+
+    /// How many actions were pushed.
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    /// Whether no action was pushed.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The actions pushed so far, decoded (for tests and debugging).
+    pub fn to_vec(&self) -> Vec<Action> {
+        // Only this module writes `buf`, with the encoder `decode_actions` reads.
+        codec::decode_actions(&self.buf, self.len()).unwrap_or_default()
+    }
+
+    fn clear(&mut self) {
+        self.buf.clear();
+        self.count = 0;
+    }
+}
+
+/// Buffers bigger than this are not kept for the next batch: one giant message must not
+/// pin its memory for the life of the instance.
+const KEEP_BUFFER: usize = 16 * 1024;
+
+thread_local! {
+    /// The per-message buffers of the last batch, reused by the next.
+    static SPARE: RefCell<Vec<Actions>> = const { RefCell::new(Vec::new()) };
 }
 
 /// The action lists of a whole batch, one [`Actions`] per input message.
@@ -87,9 +134,13 @@ pub struct BatchOutput {
 
 impl BatchOutput {
     fn new(n: usize) -> Self {
-        BatchOutput {
-            lists: vec![Actions::default(); n],
+        let mut lists = SPARE.with(|s| std::mem::take(&mut *s.borrow_mut()));
+        lists.truncate(n);
+        for l in &mut lists {
+            l.clear();
         }
+        lists.resize_with(n, Actions::default);
+        BatchOutput { lists }
     }
 
     /// The actions for message `index` of the batch. Out-of-range indexes get a throwaway
@@ -103,14 +154,16 @@ impl BatchOutput {
         &mut self.lists[index]
     }
 
-    fn encode(&self, n: usize) -> Vec<u8> {
+    fn encode(mut self, n: usize) -> Vec<u8> {
         let mut w = OutputWriter::new(n);
+        w.reserve(self.lists.iter().take(n).map(|l| 4 + l.buf.len()).sum());
         for l in self.lists.iter().take(n) {
             w.begin_message();
-            for a in &l.list {
-                w.action(a);
-            }
+            w.encoded(l.count, &l.buf);
         }
+        self.lists.truncate(n);
+        self.lists.retain(|l| l.buf.capacity() <= KEEP_BUFFER);
+        SPARE.with(|s| *s.borrow_mut() = self.lists);
         w.finish()
     }
 }
@@ -487,5 +540,101 @@ pub mod testing {
         f: impl Fn(&host::http::Request) -> Result<host::http::Response, host::http::Error> + 'static,
     ) {
         host::http::HANDLER.with(|h| *h.borrow_mut() = Some(Box::new(f)));
+    }
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use super::*;
+    use crate::codec::ChatMessage;
+
+    /// Sets `n` on every message; drops messages whose text is "drop".
+    struct Numbered {
+        n: i64,
+    }
+
+    impl Plugin for Numbered {
+        type Config = serde_json::Value;
+        fn init(_: serde_json::Value) -> Result<Self, String> {
+            Ok(Numbered { n: 0 })
+        }
+        fn process(&mut self, msg: &Message<'_>, out: &mut Actions) {
+            self.n += 1;
+            if msg.text() == "drop" {
+                out.drop_message("asked to");
+                return;
+            }
+            out.set_ref(
+                "n",
+                ValueRef::Map(&[
+                    ("n", ValueRef::Int(self.n)),
+                    ("t", ValueRef::Str(msg.text())),
+                ]),
+            );
+            out.set("plain", self.n);
+        }
+    }
+
+    #[test]
+    fn reused_output_buffers_never_carry_actions_over() {
+        let mut p = Numbered { n: 0 };
+        let msgs: Vec<ChatMessage> = ["a", "drop", "c"]
+            .iter()
+            .map(|t| testing::message("ch", "u", t))
+            .collect();
+        let first = testing::run(&mut p, &msgs);
+        assert_eq!(first.iter().map(Vec::len).collect::<Vec<_>>(), [2, 1, 2]);
+        // A smaller batch next: the buffers of the first are reused and must start empty.
+        let second = testing::run(&mut p, &msgs[1..2]);
+        assert_eq!(
+            second,
+            vec![vec![Action::Drop {
+                reason: "asked to".into()
+            }]]
+        );
+        let third = testing::run(&mut p, &msgs[..1]);
+        assert_eq!(
+            third,
+            vec![vec![
+                Action::Set {
+                    name: "n".into(),
+                    value: Value::map([("n", Value::Int(5)), ("t", Value::from("a"))]),
+                },
+                Action::Set {
+                    name: "plain".into(),
+                    value: Value::Int(5),
+                },
+            ]]
+        );
+    }
+
+    #[test]
+    fn actions_decode_to_what_was_pushed() {
+        let mut a = Actions::default();
+        a.set("x", 1i64);
+        a.record("t", "k", Value::Null);
+        a.metric("m", 2.0, vec![("l".into(), "v".into())]);
+        a.push(&Action::Drop { reason: "r".into() });
+        assert_eq!(a.len(), 4);
+        assert_eq!(
+            a.to_vec(),
+            vec![
+                Action::Set {
+                    name: "x".into(),
+                    value: Value::Int(1)
+                },
+                Action::Record {
+                    table: "t".into(),
+                    key: "k".into(),
+                    value: Value::Null
+                },
+                Action::Metric {
+                    name: "m".into(),
+                    value: 2.0,
+                    labels: vec![("l".into(), "v".into())]
+                },
+                Action::Drop { reason: "r".into() },
+            ]
+        );
     }
 }

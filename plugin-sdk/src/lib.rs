@@ -32,7 +32,7 @@
 pub mod codec;
 pub mod duration;
 
-pub use codec::{Action, Alert, Badge, ChatMessage, Emote, Message, Value};
+pub use codec::{Action, Alert, Badge, ChatMessage, Emote, Message, Value, ValueRef};
 
 #[cfg(feature = "guest")]
 mod guest;

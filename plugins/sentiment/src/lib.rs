@@ -70,7 +70,7 @@ pub use tables::BuiltinEmote;
 pub use vader::{EmoteLexicon, Scorer, Scores, polarity_scores};
 
 use std::collections::BTreeMap;
-use streamtap_plugin_sdk::{Actions, Message, Plugin, Value, export};
+use streamtap_plugin_sdk::{Actions, Message, Plugin, ValueRef, export};
 
 /// Default `positive_threshold`: VADER's own recommended cut-off.
 pub const DEFAULT_POSITIVE_THRESHOLD: f64 = 0.05;
@@ -344,14 +344,15 @@ impl Plugin for Sentiment {
 
     fn process(&mut self, msg: &Message<'_>, out: &mut Actions) {
         let scores = self.analyze(msg.text(), msg.emotes().map(|(_, s, e)| (s, e)));
-        out.set(
+        // Borrowed: no key strings or map built per message (this runs on every message).
+        out.set_ref(
             "sentiment",
-            Value::map([
-                ("compound", Value::from(scores.compound)),
-                ("pos", Value::from(scores.pos)),
-                ("neu", Value::from(scores.neu)),
-                ("neg", Value::from(scores.neg)),
-                ("label", Value::from(self.label(scores.compound))),
+            ValueRef::Map(&[
+                ("compound", ValueRef::Float(scores.compound)),
+                ("pos", ValueRef::Float(scores.pos)),
+                ("neu", ValueRef::Float(scores.neu)),
+                ("neg", ValueRef::Float(scores.neg)),
+                ("label", ValueRef::Str(self.label(scores.compound))),
             ]),
         );
     }
@@ -362,6 +363,7 @@ export!(Sentiment);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use streamtap_plugin_sdk::Value;
     use streamtap_plugin_sdk::codec::{Action, ChatMessage, Emote};
     use streamtap_plugin_sdk::testing;
 

@@ -287,7 +287,7 @@ impl Scorer {
                 }),
                 upper,
                 // The reference's `negated([word])`: a NEGATE word, or any "n't" form.
-                negation: info.is_some_and(|i| i.negation) || lowered.contains("n't"),
+                negation: info.is_some_and(|i| i.negation) || contains_nt(lowered),
                 lower: range,
             });
         }
@@ -342,6 +342,13 @@ impl Scorer {
             self.sentiments = Vec::new();
         }
     }
+}
+
+/// Whether `word` contains "n't" (the reference's `"n't" in word`). A byte scan: the
+/// generic substring search sets up a two-way searcher per call, which cost more than
+/// the scan for words a few bytes long.
+fn contains_nt(word: &str) -> bool {
+    word.as_bytes().windows(3).any(|w| w == b"n't")
 }
 
 /// Step 1: writes `text` with emoji replaced into `out` and returns true, or returns false

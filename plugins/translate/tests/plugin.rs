@@ -299,7 +299,7 @@ fn single_message_path_translates_too() {
     p.process(&views[0], &mut out);
     assert_eq!(log.borrow().len(), 1);
     assert_eq!(
-        field(out.as_slice(), "translation")
+        field(&out.to_vec(), "translation")
             .unwrap()
             .get("text")
             .and_then(Value::as_str),
