@@ -18,12 +18,15 @@
 //! mentions and links do not translate, and stripping them makes spam variants share a
 //! cache entry. A whole batch costs at most one HTTP request (per `max_batch` texts):
 //! cached translations (per-step key-value state, key `tr:{target}:{text}`; `cache =
-//! false` turns it off) and repeated texts are not sent again.
+//! false` turns it off) and repeated texts are not sent again. The requests of one call stop once `budget_ms` would run out,
+//! so a slow backend cannot make the host abandon the call (and every message's `lang`
+//! with it); the texts not sent get a `translation.error`.
 //!
 //! Every failed request also emits the metric `translate_backend_failures` with label
-//! `kind` (`timeout`, `status`, `malformed`, `too_large`, `not_allowed`, `transport`) and
-//! the step's running total of failures of that kind as its value. Batches skipped during
-//! `failure_cooldown_ms` make no request and are not counted.
+//! `kind` (`timeout`, `status`, `malformed`, `too_large`, `not_allowed`, `transport`, and
+//! `budget` for a request not sent for lack of time) and the step's running total of
+//! failures of that kind as its value. Batches skipped during `failure_cooldown_ms` make
+//! no request and are not counted.
 //!
 //! The whole story (cleaning, thresholds, measured accuracy, backends, failure behaviour,
 //! secrets, cache figures) is in `docs/TRANSLATE.md`.
@@ -65,6 +68,11 @@ pub const DEFAULT_MIN_CHARS: usize = 8;
 pub const DEFAULT_MIN_CONFIDENCE: f64 = 0.25;
 /// Default for [`Config::timeout_ms`].
 pub const DEFAULT_TIMEOUT_MS: u32 = 5_000;
+/// Default for [`Config::budget_ms`]: the step's default `http_timeout` (5 s), which is
+/// how much HTTP wait the host credits back per call. A call whose requests wait no longer
+/// than the credit is charged only its own computation against the step's `deadline`,
+/// whatever that deadline is; waiting longer would have to fit in the deadline itself.
+pub const DEFAULT_BUDGET_MS: u32 = 5_000;
 /// Default for [`Config::max_batch`]: DeepL's limit of texts per request.
 pub const DEFAULT_MAX_BATCH: usize = 50;
 /// Default for [`Config::failure_cooldown_ms`].
@@ -136,6 +144,9 @@ fn default_min_confidence() -> f64 {
 fn default_timeout_ms() -> u32 {
     DEFAULT_TIMEOUT_MS
 }
+fn default_budget_ms() -> u32 {
+    DEFAULT_BUDGET_MS
+}
 fn default_max_batch() -> usize {
     DEFAULT_MAX_BATCH
 }
@@ -183,12 +194,21 @@ pub struct Config {
     /// pipeline's secret reference. Never logged. Required for `deepl`.
     #[serde(default)]
     pub api_key: Option<String>,
-    /// Per-request timeout in milliseconds (the step's `http_timeout` caps it further).
-    /// Requests run inside the plugin call, so the step's `deadline` must cover
-    /// `ceil(batch_size / max_batch)` of them, or their answers are thrown away with the
-    /// call (`docs/TRANSLATE.md`).
+    /// Per-request timeout in milliseconds (the rest of `budget_ms` and the step's
+    /// `http_timeout` cap it further).
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u32,
+    /// Most milliseconds one plugin call spends on its requests, counted from the start of
+    /// the call. A batch with more uncached texts than `max_batch` sends several requests
+    /// one after another; a request is not sent when the time used plus the slowest
+    /// request of the call so far would exceed this, and each is given at most what is
+    /// left as its timeout. Texts not sent get `translation.error` ("skipped: the call's
+    /// time budget would run out ...") and are counted as failures of kind `budget`. Keep
+    /// it at or below the step's `http_timeout`: the host credits back that much HTTP wait
+    /// per call, and a call waiting longer must fit the excess in its `deadline` or be
+    /// abandoned with every message's `lang` (`docs/TRANSLATE.md`).
+    #[serde(default = "default_budget_ms")]
+    pub budget_ms: u32,
     /// Most texts sent in one request; a batch with more uncached texts sends several.
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
@@ -217,6 +237,7 @@ impl Default for Config {
             url: None,
             api_key: None,
             timeout_ms: DEFAULT_TIMEOUT_MS,
+            budget_ms: DEFAULT_BUDGET_MS,
             max_batch: DEFAULT_MAX_BATCH,
             failure_cooldown_ms: DEFAULT_FAILURE_COOLDOWN_MS,
             cache: true,
@@ -237,6 +258,7 @@ impl fmt::Debug for Config {
             .field("url", &self.url)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("timeout_ms", &self.timeout_ms)
+            .field("budget_ms", &self.budget_ms)
             .field("max_batch", &self.max_batch)
             .field("failure_cooldown_ms", &self.failure_cooldown_ms)
             .field("cache", &self.cache)
@@ -257,6 +279,7 @@ struct Translator {
     api_key: Option<String>,
     target: String,
     timeout_ms: u32,
+    budget_ms: u32,
     max_batch: usize,
     cooldown_ms: u64,
     cache: bool,
@@ -318,15 +341,20 @@ impl Translator {
         if c.timeout_ms == 0 {
             return Err("timeout_ms = 0: must be at least 1".to_string());
         }
+        if c.budget_ms == 0 {
+            return Err("budget_ms = 0: must be at least 1".to_string());
+        }
         Ok(Some(Translator {
             backend,
             url: url.trim_end_matches('/').to_string(),
             api_key: c.api_key.clone().filter(|k| !k.is_empty()),
             target,
             timeout_ms: c.timeout_ms,
+            budget_ms: c.budget_ms,
             max_batch: c.max_batch,
             cooldown_ms: c.failure_cooldown_ms,
             cache: c.cache,
+
             last_failure: None,
             failures: Vec::new(),
             cache_full_logged: false,
@@ -338,8 +366,13 @@ impl Translator {
     }
 
     /// Translates `texts`, answering each from the cache or from at most
-    /// `ceil(misses / max_batch)` requests. Results are in input order.
-    fn translate(&mut self, texts: &[&str]) -> Vec<Result<CacheEntry, String>> {
+    /// `ceil(misses / max_batch)` requests, sent while the call's `budget_ms` (counted
+    /// from `call_started_ms`) lasts. Results are in input order.
+    fn translate(
+        &mut self,
+        texts: &[&str],
+        call_started_ms: i64,
+    ) -> Vec<Result<CacheEntry, String>> {
         let mut found: HashMap<&str, Result<CacheEntry, String>> = HashMap::new();
         let mut misses: Vec<&str> = Vec::new();
         let mut queued: HashSet<&str> = HashSet::new();
@@ -365,8 +398,32 @@ impl Translator {
                 None => misses.push(t),
             }
         }
+        // The slowest request of this call so far: the guess for how long the next one
+        // takes. The first request has no guess and gets the whole budget as its timeout.
+        let mut slowest_ms: i64 = 0;
         for chunk in misses.chunks(self.max_batch) {
-            match self.request(chunk) {
+            let result = match self.cooldown_error() {
+                Some(reason) => Err(reason),
+                None => {
+                    let used_ms = host::now_ms().saturating_sub(call_started_ms).max(0);
+                    let left_ms = i64::from(self.budget_ms) - used_ms;
+                    if left_ms <= 0 || used_ms + slowest_ms > i64::from(self.budget_ms) {
+                        // The backend is not at fault, so no cooldown; the next call has a
+                        // fresh budget.
+                        let f = backend::Failure::budget(self.budget_ms, used_ms, slowest_ms);
+                        self.failures.push(f.kind);
+                        Err(f.reason)
+                    } else {
+                        // `left_ms` is in 1..=budget_ms here, so it fits.
+                        let timeout = self.timeout_ms.min(left_ms as u32);
+                        let sent = host::now_ms();
+                        let r = self.request(chunk, timeout);
+                        slowest_ms = slowest_ms.max(host::now_ms().saturating_sub(sent));
+                        r
+                    }
+                }
+            };
+            match result {
                 Ok(list) => {
                     for (t, tr) in chunk.iter().zip(list) {
                         let entry = CacheEntry {
@@ -414,25 +471,29 @@ impl Translator {
         }
     }
 
-    /// One request, or the cooldown error while the backend recently failed.
-    fn request(&mut self, texts: &[&str]) -> Result<Vec<backend::Translated>, String> {
+    /// Why requests are skipped right now, while the backend recently failed.
+    fn cooldown_error(&self) -> Option<String> {
+        let (at, reason) = self.last_failure.as_ref()?;
+        let ago = host::now_ms().saturating_sub(*at);
+        u64::try_from(ago)
+            .is_ok_and(|ago| ago < self.cooldown_ms)
+            .then(|| format!("skipped: backend failed {} s ago ({reason})", ago / 1000))
+    }
+
+    /// One request with the given timeout.
+    fn request(
+        &mut self,
+        texts: &[&str],
+        timeout_ms: u32,
+    ) -> Result<Vec<backend::Translated>, String> {
         let now = host::now_ms();
-        if let Some((at, reason)) = &self.last_failure {
-            let ago = now.saturating_sub(*at);
-            if u64::try_from(ago).is_ok_and(|ago| ago < self.cooldown_ms) {
-                return Err(format!(
-                    "skipped: backend failed {} s ago ({reason})",
-                    ago / 1000
-                ));
-            }
-        }
         let req = backend::build_request(
             self.backend,
             &self.url,
             self.api_key.as_deref(),
             &self.target,
             texts,
-            self.timeout_ms,
+            timeout_ms,
         );
         let result = match host::http::send(&req) {
             Ok(mut resp) => {
@@ -445,7 +506,7 @@ impl Translator {
                 }
                 backend::parse_response(self.backend, &resp, texts.len())
             }
-            Err(e) => Err(backend::Failure::from_http(&e, self.timeout_ms)),
+            Err(e) => Err(backend::Failure::from_http(&e, timeout_ms)),
         };
         match result {
             Ok(list) => {
@@ -608,12 +669,14 @@ impl Plugin for Translate {
     }
 
     fn process(&mut self, msg: &Message<'_>, out: &mut Actions) {
+        // The budget counts from here: detection is part of the call the host times.
+        let started = host::now_ms();
         let (cleaned, d) = self.detect(msg);
         set_detection(out, &d);
         if self.wants_translation(&d)
             && let Some(t) = self.translator.as_mut()
         {
-            let r = t.translate(&[cleaned.as_str()]).pop();
+            let r = t.translate(&[cleaned.as_str()], started).pop();
             let r = r.unwrap_or_else(|| Err("internal: no result".to_string()));
             let totals = t.take_failure_totals();
             self.set_translation(out, &d, r);
@@ -623,6 +686,8 @@ impl Plugin for Translate {
 
     /// Detects every message, then translates all that need it with one request.
     fn process_batch(&mut self, msgs: &[Message<'_>], out: &mut BatchOutput) {
+        // The budget counts from here: detection is part of the call the host times.
+        let started = host::now_ms();
         let mut pending: Vec<(usize, String, Detection)> = Vec::new();
         for (i, m) in msgs.iter().enumerate() {
             let (cleaned, d) = self.detect(m);
@@ -638,7 +703,7 @@ impl Plugin for Translate {
             return;
         };
         let texts: Vec<&str> = pending.iter().map(|(_, c, _)| c.as_str()).collect();
-        let results = t.translate(&texts);
+        let results = t.translate(&texts, started);
         let totals = t.take_failure_totals();
         for ((i, _, d), r) in pending.iter().zip(results) {
             self.set_translation(out.message(*i), d, r);
