@@ -17,8 +17,9 @@
 //! `{error, backend}` when the backend failed). The text sent is the cleaned one: emotes,
 //! mentions and links do not translate, and stripping them makes spam variants share a
 //! cache entry. A whole batch costs at most one HTTP request (per `max_batch` texts):
-//! cached translations (per-step key-value state, key `tr:{target}:{text}`; `cache =
-//! false` turns it off) and repeated texts are not sent again. The requests of one call stop once `budget_ms` would run out,
+//! cached translations (per-step key-value state, key `tr:{target}:{text}`, the
+//! `cache_entries` most recently used kept; `cache = false` turns it off) and repeated
+//! texts are not sent again. The requests of one call stop once `budget_ms` would run out,
 //! so a slow backend cannot make the host abandon the call (and every message's `lang`
 //! with it); the texts not sent get a `translation.error`.
 //!
@@ -42,6 +43,7 @@
 //! ```
 
 mod backend;
+mod cache;
 mod clean;
 mod detect;
 
@@ -73,6 +75,12 @@ pub const DEFAULT_TIMEOUT_MS: u32 = 5_000;
 /// than the credit is charged only its own computation against the step's `deadline`,
 /// whatever that deadline is; waiting longer would have to fit in the deadline itself.
 pub const DEFAULT_BUDGET_MS: u32 = 5_000;
+/// Default for [`Config::cache_entries`]. The 10,000-message chat model in
+/// `docs/TRANSLATE.md` has 2,057 distinct texts, so this keeps a busy channel's working
+/// set; at a typical 100-300 bytes per entry (key and JSON value) that is 1-3 MB of the
+/// step's 64 MiB default `state_limit`, and the order written back per batch is about
+/// half a megabyte at the bound.
+pub const DEFAULT_CACHE_ENTRIES: usize = 10_000;
 /// Default for [`Config::max_batch`]: DeepL's limit of texts per request.
 pub const DEFAULT_MAX_BATCH: usize = 50;
 /// Default for [`Config::failure_cooldown_ms`].
@@ -147,6 +155,9 @@ fn default_timeout_ms() -> u32 {
 fn default_budget_ms() -> u32 {
     DEFAULT_BUDGET_MS
 }
+fn default_cache_entries() -> usize {
+    DEFAULT_CACHE_ENTRIES
+}
 fn default_max_batch() -> usize {
     DEFAULT_MAX_BATCH
 }
@@ -217,12 +228,17 @@ pub struct Config {
     /// on every batch.
     #[serde(default = "default_failure_cooldown_ms")]
     pub failure_cooldown_ms: u64,
-    /// Keep translations in the step's key-value state (bounded by the step's
-    /// `state_limit`) and never send a text twice. `false` asks the backend for every
-    /// batch again; within one batch a repeated text is still sent once. Off is for
-    /// measuring and for backends whose answers must not be reused.
+    /// Keep translations in the step's key-value state and do not send a cached text
+    /// again. `false` asks the backend for every batch again; within one batch a repeated
+    /// text is still sent once. Off is for measuring and for backends whose answers must
+    /// not be reused.
     #[serde(default = "default_true")]
     pub cache: bool,
+    /// Most translations cached; past it the least recently used is evicted. When the
+    /// step's `state_limit` fills first, the least recently used is evicted to make room
+    /// too.
+    #[serde(default = "default_cache_entries")]
+    pub cache_entries: usize,
 }
 
 impl Default for Config {
@@ -241,6 +257,7 @@ impl Default for Config {
             max_batch: DEFAULT_MAX_BATCH,
             failure_cooldown_ms: DEFAULT_FAILURE_COOLDOWN_MS,
             cache: true,
+            cache_entries: DEFAULT_CACHE_ENTRIES,
         }
     }
 }
@@ -262,6 +279,7 @@ impl fmt::Debug for Config {
             .field("max_batch", &self.max_batch)
             .field("failure_cooldown_ms", &self.failure_cooldown_ms)
             .field("cache", &self.cache)
+            .field("cache_entries", &self.cache_entries)
             .finish()
     }
 }
@@ -282,7 +300,7 @@ struct Translator {
     budget_ms: u32,
     max_batch: usize,
     cooldown_ms: u64,
-    cache: bool,
+    cache: CacheState,
     /// When the last request failed and why; requests are skipped until `cooldown_ms`
     /// after it.
     last_failure: Option<(i64, String)>,
@@ -290,6 +308,15 @@ struct Translator {
     failures: Vec<FailureKind>,
     /// Whether a refused cache write was already logged.
     cache_full_logged: bool,
+}
+
+/// The translation cache, opened on first use rather than in `init`: on a hot reload the
+/// new instance is initialised while the old one still runs and saves its order after
+/// each batch, so an order read in `init` could be stale by the time it is used.
+enum CacheState {
+    Off,
+    Unopened { entries: usize },
+    Open(cache::Lru<cache::HostKv>),
 }
 
 /// A cached translation, stored as JSON in the step's key-value state.
@@ -344,6 +371,12 @@ impl Translator {
         if c.budget_ms == 0 {
             return Err("budget_ms = 0: must be at least 1".to_string());
         }
+        if c.cache && c.cache_entries == 0 {
+            return Err(
+                "cache_entries = 0: must be at least 1 (cache = false turns the cache off)"
+                    .to_string(),
+            );
+        }
         Ok(Some(Translator {
             backend,
             url: url.trim_end_matches('/').to_string(),
@@ -353,8 +386,13 @@ impl Translator {
             budget_ms: c.budget_ms,
             max_batch: c.max_batch,
             cooldown_ms: c.failure_cooldown_ms,
-            cache: c.cache,
-
+            cache: if c.cache {
+                CacheState::Unopened {
+                    entries: c.cache_entries,
+                }
+            } else {
+                CacheState::Off
+            },
             last_failure: None,
             failures: Vec::new(),
             cache_full_logged: false,
@@ -363,6 +401,17 @@ impl Translator {
 
     fn cache_key(&self, text: &str) -> String {
         format!("tr:{}:{text}", self.target)
+    }
+
+    /// The cache, opened from the step's state on first use; `None` with `cache = false`.
+    fn cache(&mut self) -> Option<&mut cache::Lru<cache::HostKv>> {
+        if let CacheState::Unopened { entries } = self.cache {
+            self.cache = CacheState::Open(cache::Lru::load(cache::HostKv, entries));
+        }
+        match &mut self.cache {
+            CacheState::Open(lru) => Some(lru),
+            _ => None,
+        }
     }
 
     /// Translates `texts`, answering each from the cache or from at most
@@ -381,18 +430,21 @@ impl Translator {
             if found.contains_key(t) || !queued.insert(t) {
                 continue;
             }
-            if !self.cache {
+            let key = self.cache_key(t);
+            let Some(cache) = self.cache() else {
                 misses.push(t);
                 continue;
-            }
-            let key = self.cache_key(t);
-            match host::kv::get(&key).map(|b| serde_json::from_slice::<CacheEntry>(&b)) {
+            };
+            match cache
+                .get(&key)
+                .map(|b| serde_json::from_slice::<CacheEntry>(&b))
+            {
                 Some(Ok(e)) => {
                     found.insert(t, Ok(e));
                 }
                 Some(Err(_)) => {
                     // A corrupt entry (older format, partial write): drop it and refetch.
-                    host::kv::delete(&key);
+                    cache.remove(&key);
                     misses.push(t);
                 }
                 None => misses.push(t),
@@ -450,23 +502,38 @@ impl Translator {
             .collect()
     }
 
-    /// Caches a translation. Best effort: when the host refuses (the step's state is at
-    /// its size cap) the translation is still used, and the refusal is logged once rather
-    /// than once per message.
+    /// Caches a translation. Best effort: when the host refuses even after the cache
+    /// evicted an entry to make room, the translation is still used, and the refusal is
+    /// logged once rather than once per message.
     fn store(&mut self, text: &str, entry: &CacheEntry) {
-        if !self.cache {
+        let key = self.cache_key(text);
+        let Some(cache) = self.cache() else {
             return;
-        }
+        };
         let Ok(bytes) = serde_json::to_vec(entry) else {
             return;
         };
-        if let Err(e) = host::kv::set(&self.cache_key(text), &bytes)
-            && !self.cache_full_logged
-        {
+        if let Err(e) = cache.insert(&key, &bytes) {
+            self.log_cache_refusal(&e);
+        }
+    }
+
+    /// Writes the cache's eviction order back to the step's state, once per batch.
+    fn save_cache(&mut self) {
+        let CacheState::Open(lru) = &mut self.cache else {
+            return;
+        };
+        if let Err(e) = lru.save() {
+            self.log_cache_refusal(&e);
+        }
+    }
+
+    fn log_cache_refusal(&mut self, e: &str) {
+        if !self.cache_full_logged {
             self.cache_full_logged = true;
             host::log(
                 Level::Warn,
-                &format!("translation cache write refused, translating uncached: {e}"),
+                &format!("translation cache write refused after evicting to make room: {e}"),
             );
         }
     }
@@ -709,6 +776,14 @@ impl Plugin for Translate {
             self.set_translation(out.message(*i), d, r);
         }
         emit_failures(out.message(pending[0].0), totals);
+    }
+
+    /// Saves the cache's eviction order once per batch rather than once per message: it
+    /// is one value naming every cached key.
+    fn end_batch(&mut self) {
+        if let Some(t) = self.translator.as_mut() {
+            t.save_cache();
+        }
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use streamtap_plugin_sdk::codec::{self, ChatMessage, Emote};
 use streamtap_plugin_sdk::host::http::{Error, Request, Response};
+use streamtap_plugin_sdk::host::kv;
 use streamtap_plugin_sdk::{Action, Actions, Plugin, Value, testing};
 use translate::Translate;
 
@@ -386,6 +387,69 @@ fn the_first_request_gets_the_budget_as_timeout_when_that_is_lower() {
     );
 }
 
+fn cache_key(text: &str) -> String {
+    format!("tr:en:{text}")
+}
+
+#[test]
+fn the_cache_keeps_the_most_recent_translations() {
+    let log = fake_backend(libretranslate_echo);
+    let mut cfg = lt_config();
+    cfg["cache_entries"] = json!(3);
+    let five = &SIX[..5];
+    let mut p: Translate = testing::init(cfg.clone()).unwrap();
+    // One batch per text, so the order of use is known.
+    for t in five {
+        testing::run(&mut p, &[msg(t)]);
+    }
+    assert_eq!(log.borrow().len(), 5);
+    // The two oldest are gone from the step's state, not just forgotten.
+    for (i, t) in five.iter().enumerate() {
+        assert_eq!(kv::get(&cache_key(t)).is_some(), i >= 2, "text {i}");
+    }
+
+    // A new instance (hot reload) finds the three newest in the state, and the order.
+    let mut reloaded: Translate = testing::init(cfg).unwrap();
+    let batch: Vec<ChatMessage> = five.iter().map(|t| msg(t)).collect();
+    let out = testing::run(&mut reloaded, &batch);
+    assert_eq!(
+        log.borrow().len(),
+        6,
+        "one request for the two evicted texts"
+    );
+    let body: serde_json::Value = serde_json::from_slice(&log.borrow()[5].body).unwrap();
+    assert_eq!(body["q"], json!([five[0], five[1]]));
+    for (o, t) in out.iter().zip(five) {
+        assert_eq!(translated(o), Some(format!("EN({t})")));
+    }
+    // Still three entries: the refetched two are the newest, and of the three found in
+    // the cache the one used last (text 4) stays.
+    for (i, t) in five.iter().enumerate() {
+        assert_eq!(
+            kv::get(&cache_key(t)).is_some(),
+            [0, 1, 4].contains(&i),
+            "text {i}"
+        );
+    }
+}
+
+#[test]
+fn a_cache_hit_counts_as_recent_use() {
+    let log = fake_backend(libretranslate_echo);
+    let mut cfg = lt_config();
+    cfg["cache_entries"] = json!(2);
+    let mut p: Translate = testing::init(cfg).unwrap();
+    testing::run(&mut p, &[msg(JA)]);
+    testing::run(&mut p, &[msg(KO)]);
+    testing::run(&mut p, &[msg(JA)]); // a hit: KO is now the least recently used
+    testing::run(&mut p, &[msg(RU)]);
+    assert_eq!(log.borrow().len(), 3);
+    assert!(kv::get(&cache_key(JA)).is_some());
+    assert!(kv::get(&cache_key(KO)).is_none());
+    testing::run(&mut p, &[msg(JA), msg(RU)]);
+    assert_eq!(log.borrow().len(), 3, "both still cached");
+}
+
 #[test]
 fn single_message_path_translates_too() {
     // `process` (one message) is what a host calling without batching would use.
@@ -751,6 +815,16 @@ fn config_is_validated_with_the_bad_value_named() {
         json!({"backend": "libretranslate", "url": "http://x", "target": "en", "budget_ms": 0}),
     );
     assert!(e.contains("budget_ms = 0"), "{e}");
+    let e = init_err(
+        json!({"backend": "libretranslate", "url": "http://x", "target": "en", "cache_entries": 0}),
+    );
+    assert!(e.contains("cache_entries = 0"), "{e}");
+    // With the cache off the bound means nothing, so 0 is not an error there.
+    testing::init::<Translate>(json!({
+        "backend": "libretranslate", "url": "http://x", "target": "en",
+        "cache": false, "cache_entries": 0,
+    }))
+    .unwrap();
 }
 
 #[test]
