@@ -55,7 +55,7 @@ use streamtap_plugin_sdk::host::{self, Level};
 use streamtap_plugin_sdk::{Actions, BatchOutput, Message, Plugin, Value, export};
 
 pub use backend::{Backend, FailureKind};
-pub use clean::clean_text;
+pub use clean::{clean_text, letter_count};
 pub use detect::{Detection, LangDetector, UNDETERMINED, iso639_1};
 
 /// Default for [`Config::min_chars`].
