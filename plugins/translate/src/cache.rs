@@ -7,7 +7,10 @@
 //! key-value entry ([`ORDER_KEY`]), evicts the least recently used entry before inserting
 //! past its bound, and evicts once more and retries when the host refuses a write because
 //! the state is full. The order is written back once per batch ([`Lru::save`]), not per
-//! message, because it is one value holding every cached key.
+//! message, because it is one value holding every cached key; and only after a batch that
+//! added or evicted entries: most chat lines are cache hits, and rewriting the whole order
+//! for each of them would cost more than it saves. A hit still reorders in memory and is
+//! saved with the next change, so a hot reload forgets at most the hits since then.
 //!
 //! Storage goes through [`Store`] so the eviction paths, the refused write included
 //! (which the SDK's native key-value stand-in never produces), are unit-tested here.
@@ -52,7 +55,8 @@ pub struct Lru<S: Store> {
     /// Recency stamp → key; the first entry is the next to evict.
     order: BTreeMap<u64, String>,
     next_stamp: u64,
-    /// Whether the order changed since it was last written to [`ORDER_KEY`].
+    /// Whether entries were added or evicted since the order was last written to
+    /// [`ORDER_KEY`] (hits alone do not count: see the module docs).
     dirty: bool,
 }
 
@@ -77,6 +81,7 @@ impl<S: Store> Lru<S> {
         for key in saved {
             lru.touch(key);
         }
+        lru.dirty = false;
         while lru.stamps.len() > lru.capacity {
             lru.evict_oldest();
         }
@@ -94,10 +99,13 @@ impl<S: Store> Lru<S> {
     /// becomes evictable instead of occupying the state forever.
     pub fn get(&mut self, key: &str) -> Option<Vec<u8>> {
         let value = self.store.get(key)?;
-        if !self.stamps.contains_key(key) {
+        let adopted = !self.stamps.contains_key(key);
+        if adopted {
             self.make_room();
         }
+        let dirty = self.dirty;
         self.touch(key.to_string());
+        self.dirty = dirty || adopted;
         Some(value)
     }
 
@@ -130,7 +138,7 @@ impl<S: Store> Lru<S> {
         Ok(())
     }
 
-    /// Writes the order back if it changed. A refused write evicts the oldest entry and
+    /// Writes the order back if entries were added or evicted since the last save. A refused write evicts the oldest entry and
     /// retries once, like [`Lru::insert`]; if that fails too the saved order is left as it
     /// was (stale, not lost: a later save replaces it).
     pub fn save(&mut self) -> Result<(), String> {
@@ -161,7 +169,7 @@ impl<S: Store> Lru<S> {
         while self.stamps.len() >= self.capacity && self.evict_oldest() {}
     }
 
-    /// Marks `key` as the most recently used.
+    /// Marks `key` as the most recently used (and the order as to be saved).
     fn touch(&mut self, key: String) {
         if let Some(old) = self.stamps.get(&key) {
             self.order.remove(old);
@@ -281,6 +289,15 @@ mod tests {
         lru.store.delete(ORDER_KEY);
         lru.save().unwrap();
         assert_eq!(lru.store.get(ORDER_KEY), None);
+        // A hit reorders in memory only; the next change saves it along.
+        lru.insert("b", b"1").unwrap();
+        lru.save().unwrap();
+        assert!(lru.get("a").is_some());
+        lru.save().unwrap();
+        assert_eq!(lru.store.get(ORDER_KEY), Some(br#"["a","b"]"#.to_vec()));
+        lru.insert("c", b"1").unwrap();
+        lru.save().unwrap();
+        assert_eq!(lru.store.get(ORDER_KEY), Some(br#"["a","c"]"#.to_vec()));
     }
 
     #[test]

@@ -78,8 +78,8 @@ pub const DEFAULT_BUDGET_MS: u32 = 5_000;
 /// Default for [`Config::cache_entries`]. The 10,000-message chat model in
 /// `docs/TRANSLATE.md` has 2,057 distinct texts, so this keeps a busy channel's working
 /// set; at a typical 100-300 bytes per entry (key and JSON value) that is 1-3 MB of the
-/// step's 64 MiB default `state_limit`, and the order written back per batch is about
-/// half a megabyte at the bound.
+/// step's 64 MiB default `state_limit`, and the order, written back after each batch
+/// that adds an entry, is about half a megabyte at the bound.
 pub const DEFAULT_CACHE_ENTRIES: usize = 10_000;
 /// Default for [`Config::max_batch`]: DeepL's limit of texts per request.
 pub const DEFAULT_MAX_BATCH: usize = 50;
