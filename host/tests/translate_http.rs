@@ -484,11 +484,12 @@ fn libretranslate_translates_cleaned_text_and_keeps_the_key_secret() {
     assert_key_secret(&r);
 }
 
-/// At `RUST_LOG=trace`, ureq (`ureq_proto::util`) hex-dumps every request head and
-/// response body into the host's log: DeepL's `Authorization` header, key included, and
-/// any response that quotes the key (the plugin redacts it only after the host has read
-/// and logged the body). LibreTranslate's key, in the request body, is not dumped. Only the host can fix that, by capping the `ureq_proto` target below trace in
-/// its log filter; this test is ready for when it does.
+/// At trace level ureq (`ureq_proto::util`) hex-dumps every request head and response
+/// body: DeepL's `Authorization` header, key included, and any response that quotes the
+/// key (the plugin redacts it only after the host has read the body). The host caps the
+/// `ureq` and `ureq_proto` targets at debug whatever `RUST_LOG` says (`NO_WIRE_DUMPS` in
+/// `host/src/cli/mod.rs`); this test runs at `RUST_LOG=trace` and fails if a dump, or any
+/// other 8 characters of the key in a row, reaches stderr again.
 #[test]
 fn key_stays_out_of_trace_logs() {
     for (api, backend, mode) in [
@@ -969,15 +970,14 @@ fn cache_cuts_backend_requests_per_10k_messages() {
     }
 }
 
-/// The step deadline is wall-clock time of the whole plugin call, and the HTTP request
-/// happens inside the call: a backend that answers well within `timeout_ms` but later
-/// than the deadline (150 ms against the default 100 ms here; real DeepL or a remote
-/// LibreTranslate often takes that long) has its answer thrown away, and the message loses
-/// every field of the step, `lang` included (`on_error = "skip"` passes it on unchanged).
-/// Measured: 12 requests answered, 21 of 23 messages stored with no field at all. Today
-/// the fix is configuration (`deadline` above the timeout, as every other test here and
-/// docs/TRANSLATE.md do); this test is for when the host stops counting time blocked in
-/// its HTTP capability against the deadline.
+/// The HTTP request happens inside the plugin call, and a backend that answers well
+/// within `timeout_ms` but later than the step's deadline (150 ms against the default
+/// 100 ms here; real DeepL or a remote LibreTranslate often takes that long) used to have
+/// its answer thrown away with the call, and the message lost every field of the step,
+/// `lang` included (measured then: 21 of 23 messages stored with no field at all). The
+/// host now credits time blocked in its HTTP capability back to the call, up to one
+/// `http_timeout` per call (`CallTiming` in `host/src/plugins/mod.rs`), so under the
+/// default deadline every message must come back translated.
 #[test]
 fn a_backend_slower_than_the_deadline_but_within_the_timeout_still_translates() {
     let server = FakeTranslate::start(Api::LibreTranslate, Some(KEY), pool_langs(POOL));

@@ -53,6 +53,10 @@ pub enum FailureKind {
     NotAllowed,
     /// Connection refused, DNS, TLS and other network errors.
     Transport,
+    /// Not sent: the call's `budget_ms` would have run out before the answer came, after
+    /// earlier requests of the same call took their time. The backend may be healthy but
+    /// slow, so this starts no cooldown.
+    Budget,
 }
 
 impl FailureKind {
@@ -65,6 +69,7 @@ impl FailureKind {
             FailureKind::TooLarge => "too_large",
             FailureKind::NotAllowed => "not_allowed",
             FailureKind::Transport => "transport",
+            FailureKind::Budget => "budget",
         }
     }
 }
@@ -84,14 +89,27 @@ impl Failure {
         }
     }
 
+    /// A request that was not sent because the call's time budget would run out first:
+    /// `used_ms` of `budget_ms` are gone and the slowest request of the call so far took
+    /// `slowest_ms`.
+    pub fn budget(budget_ms: u32, used_ms: i64, slowest_ms: i64) -> Self {
+        Failure::new(
+            FailureKind::Budget,
+            format!(
+                "skipped: the call's time budget would run out (budget_ms = {budget_ms}, {used_ms} ms used, slowest request {slowest_ms} ms)"
+            ),
+        )
+    }
+
     /// A failure the host's HTTP capability reported. `timeout_ms` is what the plugin
-    /// asked for; the host may have cut it to the step's `http_timeout`.
+    /// asked for (`timeout_ms` or what was left of `budget_ms`); the host may have cut it
+    /// further to the step's `http_timeout`.
     pub fn from_http(e: &Error, timeout_ms: u32) -> Self {
         match e {
             Error::Timeout => Failure::new(
                 FailureKind::Timeout,
                 format!(
-                    "request timed out after {timeout_ms} ms (timeout_ms, or the step's http_timeout if lower)"
+                    "request timed out after {timeout_ms} ms (timeout_ms or the rest of budget_ms; the step's http_timeout if lower)"
                 ),
             ),
             Error::TooLarge(n) => Failure::new(

@@ -17,13 +17,17 @@
 //! `{error, backend}` when the backend failed). The text sent is the cleaned one: emotes,
 //! mentions and links do not translate, and stripping them makes spam variants share a
 //! cache entry. A whole batch costs at most one HTTP request (per `max_batch` texts):
-//! cached translations (per-step key-value state, key `tr:{target}:{text}`; `cache =
-//! false` turns it off) and repeated texts are not sent again.
+//! cached translations (per-step key-value state, key `tr:{target}:{text}`, the
+//! `cache_entries` most recently used kept; `cache = false` turns it off) and repeated
+//! texts are not sent again. The requests of one call stop once `budget_ms` would run out,
+//! so a slow backend cannot make the host abandon the call (and every message's `lang`
+//! with it); the texts not sent get a `translation.error`.
 //!
 //! Every failed request also emits the metric `translate_backend_failures` with label
-//! `kind` (`timeout`, `status`, `malformed`, `too_large`, `not_allowed`, `transport`) and
-//! the step's running total of failures of that kind as its value. Batches skipped during
-//! `failure_cooldown_ms` make no request and are not counted.
+//! `kind` (`timeout`, `status`, `malformed`, `too_large`, `not_allowed`, `transport`, and
+//! `budget` for a request not sent for lack of time) and the step's running total of
+//! failures of that kind as its value. Batches skipped during `failure_cooldown_ms` make
+//! no request and are not counted.
 //!
 //! The whole story (cleaning, thresholds, measured accuracy, backends, failure behaviour,
 //! secrets, cache figures) is in `docs/TRANSLATE.md`.
@@ -39,6 +43,7 @@
 //! ```
 
 mod backend;
+mod cache;
 mod clean;
 mod detect;
 
@@ -50,7 +55,7 @@ use streamtap_plugin_sdk::host::{self, Level};
 use streamtap_plugin_sdk::{Actions, BatchOutput, Message, Plugin, Value, export};
 
 pub use backend::{Backend, FailureKind};
-pub use clean::clean_text;
+pub use clean::{clean_text, letter_count};
 pub use detect::{Detection, LangDetector, UNDETERMINED, iso639_1};
 
 /// Default for [`Config::min_chars`].
@@ -65,6 +70,17 @@ pub const DEFAULT_MIN_CHARS: usize = 8;
 pub const DEFAULT_MIN_CONFIDENCE: f64 = 0.25;
 /// Default for [`Config::timeout_ms`].
 pub const DEFAULT_TIMEOUT_MS: u32 = 5_000;
+/// Default for [`Config::budget_ms`]: the step's default `http_timeout` (5 s), which is
+/// how much HTTP wait the host credits back per call. A call whose requests wait no longer
+/// than the credit is charged only its own computation against the step's `deadline`,
+/// whatever that deadline is; waiting longer would have to fit in the deadline itself.
+pub const DEFAULT_BUDGET_MS: u32 = 5_000;
+/// Default for [`Config::cache_entries`]. The 10,000-message chat model in
+/// `docs/TRANSLATE.md` has 2,057 distinct texts, so this keeps a busy channel's working
+/// set; at a typical 100-300 bytes per entry (key and JSON value) that is 1-3 MB of the
+/// step's 64 MiB default `state_limit`, and the order, written back after each batch
+/// that adds an entry, is about half a megabyte at the bound.
+pub const DEFAULT_CACHE_ENTRIES: usize = 10_000;
 /// Default for [`Config::max_batch`]: DeepL's limit of texts per request.
 pub const DEFAULT_MAX_BATCH: usize = 50;
 /// Default for [`Config::failure_cooldown_ms`].
@@ -136,6 +152,12 @@ fn default_min_confidence() -> f64 {
 fn default_timeout_ms() -> u32 {
     DEFAULT_TIMEOUT_MS
 }
+fn default_budget_ms() -> u32 {
+    DEFAULT_BUDGET_MS
+}
+fn default_cache_entries() -> usize {
+    DEFAULT_CACHE_ENTRIES
+}
 fn default_max_batch() -> usize {
     DEFAULT_MAX_BATCH
 }
@@ -183,12 +205,21 @@ pub struct Config {
     /// pipeline's secret reference. Never logged. Required for `deepl`.
     #[serde(default)]
     pub api_key: Option<String>,
-    /// Per-request timeout in milliseconds (the step's `http_timeout` caps it further).
-    /// Requests run inside the plugin call, so the step's `deadline` must cover
-    /// `ceil(batch_size / max_batch)` of them, or their answers are thrown away with the
-    /// call (`docs/TRANSLATE.md`).
+    /// Per-request timeout in milliseconds (the rest of `budget_ms` and the step's
+    /// `http_timeout` cap it further).
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u32,
+    /// Most milliseconds one plugin call spends on its requests, counted from the start of
+    /// the call. A batch with more uncached texts than `max_batch` sends several requests
+    /// one after another; a request is not sent when the time used plus the slowest
+    /// request of the call so far would exceed this, and each is given at most what is
+    /// left as its timeout. Texts not sent get `translation.error` ("skipped: the call's
+    /// time budget would run out ...") and are counted as failures of kind `budget`. Keep
+    /// it at or below the step's `http_timeout`: the host credits back that much HTTP wait
+    /// per call, and a call waiting longer must fit the excess in its `deadline` or be
+    /// abandoned with every message's `lang` (`docs/TRANSLATE.md`).
+    #[serde(default = "default_budget_ms")]
+    pub budget_ms: u32,
     /// Most texts sent in one request; a batch with more uncached texts sends several.
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
@@ -197,12 +228,17 @@ pub struct Config {
     /// on every batch.
     #[serde(default = "default_failure_cooldown_ms")]
     pub failure_cooldown_ms: u64,
-    /// Keep translations in the step's key-value state (bounded by the step's
-    /// `state_limit`) and never send a text twice. `false` asks the backend for every
-    /// batch again; within one batch a repeated text is still sent once. Off is for
-    /// measuring and for backends whose answers must not be reused.
+    /// Keep translations in the step's key-value state and do not send a cached text
+    /// again. `false` asks the backend for every batch again; within one batch a repeated
+    /// text is still sent once. Off is for measuring and for backends whose answers must
+    /// not be reused.
     #[serde(default = "default_true")]
     pub cache: bool,
+    /// Most translations cached; past it the least recently used is evicted. When the
+    /// step's `state_limit` fills first, the least recently used is evicted to make room
+    /// too.
+    #[serde(default = "default_cache_entries")]
+    pub cache_entries: usize,
 }
 
 impl Default for Config {
@@ -217,9 +253,11 @@ impl Default for Config {
             url: None,
             api_key: None,
             timeout_ms: DEFAULT_TIMEOUT_MS,
+            budget_ms: DEFAULT_BUDGET_MS,
             max_batch: DEFAULT_MAX_BATCH,
             failure_cooldown_ms: DEFAULT_FAILURE_COOLDOWN_MS,
             cache: true,
+            cache_entries: DEFAULT_CACHE_ENTRIES,
         }
     }
 }
@@ -237,9 +275,11 @@ impl fmt::Debug for Config {
             .field("url", &self.url)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("timeout_ms", &self.timeout_ms)
+            .field("budget_ms", &self.budget_ms)
             .field("max_batch", &self.max_batch)
             .field("failure_cooldown_ms", &self.failure_cooldown_ms)
             .field("cache", &self.cache)
+            .field("cache_entries", &self.cache_entries)
             .finish()
     }
 }
@@ -257,9 +297,10 @@ struct Translator {
     api_key: Option<String>,
     target: String,
     timeout_ms: u32,
+    budget_ms: u32,
     max_batch: usize,
     cooldown_ms: u64,
-    cache: bool,
+    cache: CacheState,
     /// When the last request failed and why; requests are skipped until `cooldown_ms`
     /// after it.
     last_failure: Option<(i64, String)>,
@@ -267,6 +308,15 @@ struct Translator {
     failures: Vec<FailureKind>,
     /// Whether a refused cache write was already logged.
     cache_full_logged: bool,
+}
+
+/// The translation cache, opened on first use rather than in `init`: on a hot reload the
+/// new instance is initialised while the old one still runs and saves its order after
+/// each batch, so an order read in `init` could be stale by the time it is used.
+enum CacheState {
+    Off,
+    Unopened { entries: usize },
+    Open(cache::Lru<cache::HostKv>),
 }
 
 /// A cached translation, stored as JSON in the step's key-value state.
@@ -318,15 +368,31 @@ impl Translator {
         if c.timeout_ms == 0 {
             return Err("timeout_ms = 0: must be at least 1".to_string());
         }
+        if c.budget_ms == 0 {
+            return Err("budget_ms = 0: must be at least 1".to_string());
+        }
+        if c.cache && c.cache_entries == 0 {
+            return Err(
+                "cache_entries = 0: must be at least 1 (cache = false turns the cache off)"
+                    .to_string(),
+            );
+        }
         Ok(Some(Translator {
             backend,
             url: url.trim_end_matches('/').to_string(),
             api_key: c.api_key.clone().filter(|k| !k.is_empty()),
             target,
             timeout_ms: c.timeout_ms,
+            budget_ms: c.budget_ms,
             max_batch: c.max_batch,
             cooldown_ms: c.failure_cooldown_ms,
-            cache: c.cache,
+            cache: if c.cache {
+                CacheState::Unopened {
+                    entries: c.cache_entries,
+                }
+            } else {
+                CacheState::Off
+            },
             last_failure: None,
             failures: Vec::new(),
             cache_full_logged: false,
@@ -337,9 +403,25 @@ impl Translator {
         format!("tr:{}:{text}", self.target)
     }
 
+    /// The cache, opened from the step's state on first use; `None` with `cache = false`.
+    fn cache(&mut self) -> Option<&mut cache::Lru<cache::HostKv>> {
+        if let CacheState::Unopened { entries } = self.cache {
+            self.cache = CacheState::Open(cache::Lru::load(cache::HostKv, entries));
+        }
+        match &mut self.cache {
+            CacheState::Open(lru) => Some(lru),
+            _ => None,
+        }
+    }
+
     /// Translates `texts`, answering each from the cache or from at most
-    /// `ceil(misses / max_batch)` requests. Results are in input order.
-    fn translate(&mut self, texts: &[&str]) -> Vec<Result<CacheEntry, String>> {
+    /// `ceil(misses / max_batch)` requests, sent while the call's `budget_ms` (counted
+    /// from `call_started_ms`) lasts. Results are in input order.
+    fn translate(
+        &mut self,
+        texts: &[&str],
+        call_started_ms: i64,
+    ) -> Vec<Result<CacheEntry, String>> {
         let mut found: HashMap<&str, Result<CacheEntry, String>> = HashMap::new();
         let mut misses: Vec<&str> = Vec::new();
         let mut queued: HashSet<&str> = HashSet::new();
@@ -348,25 +430,52 @@ impl Translator {
             if found.contains_key(t) || !queued.insert(t) {
                 continue;
             }
-            if !self.cache {
+            let key = self.cache_key(t);
+            let Some(cache) = self.cache() else {
                 misses.push(t);
                 continue;
-            }
-            let key = self.cache_key(t);
-            match host::kv::get(&key).map(|b| serde_json::from_slice::<CacheEntry>(&b)) {
+            };
+            match cache
+                .get(&key)
+                .map(|b| serde_json::from_slice::<CacheEntry>(&b))
+            {
                 Some(Ok(e)) => {
                     found.insert(t, Ok(e));
                 }
                 Some(Err(_)) => {
                     // A corrupt entry (older format, partial write): drop it and refetch.
-                    host::kv::delete(&key);
+                    cache.remove(&key);
                     misses.push(t);
                 }
                 None => misses.push(t),
             }
         }
+        // The slowest request of this call so far: the guess for how long the next one
+        // takes. The first request has no guess and gets the whole budget as its timeout.
+        let mut slowest_ms: i64 = 0;
         for chunk in misses.chunks(self.max_batch) {
-            match self.request(chunk) {
+            let result = match self.cooldown_error() {
+                Some(reason) => Err(reason),
+                None => {
+                    let used_ms = host::now_ms().saturating_sub(call_started_ms).max(0);
+                    let left_ms = i64::from(self.budget_ms) - used_ms;
+                    if left_ms <= 0 || used_ms + slowest_ms > i64::from(self.budget_ms) {
+                        // The backend is not at fault, so no cooldown; the next call has a
+                        // fresh budget.
+                        let f = backend::Failure::budget(self.budget_ms, used_ms, slowest_ms);
+                        self.failures.push(f.kind);
+                        Err(f.reason)
+                    } else {
+                        // `left_ms` is in 1..=budget_ms here, so it fits.
+                        let timeout = self.timeout_ms.min(left_ms as u32);
+                        let sent = host::now_ms();
+                        let r = self.request(chunk, timeout);
+                        slowest_ms = slowest_ms.max(host::now_ms().saturating_sub(sent));
+                        r
+                    }
+                }
+            };
+            match result {
                 Ok(list) => {
                     for (t, tr) in chunk.iter().zip(list) {
                         let entry = CacheEntry {
@@ -393,46 +502,65 @@ impl Translator {
             .collect()
     }
 
-    /// Caches a translation. Best effort: when the host refuses (the step's state is at
-    /// its size cap) the translation is still used, and the refusal is logged once rather
-    /// than once per message.
+    /// Caches a translation. Best effort: when the host refuses even after the cache
+    /// evicted an entry to make room, the translation is still used, and the refusal is
+    /// logged once rather than once per message.
     fn store(&mut self, text: &str, entry: &CacheEntry) {
-        if !self.cache {
+        let key = self.cache_key(text);
+        let Some(cache) = self.cache() else {
             return;
-        }
+        };
         let Ok(bytes) = serde_json::to_vec(entry) else {
             return;
         };
-        if let Err(e) = host::kv::set(&self.cache_key(text), &bytes)
-            && !self.cache_full_logged
-        {
+        if let Err(e) = cache.insert(&key, &bytes) {
+            self.log_cache_refusal(&e);
+        }
+    }
+
+    /// Writes the cache's eviction order back to the step's state, once per batch.
+    fn save_cache(&mut self) {
+        let CacheState::Open(lru) = &mut self.cache else {
+            return;
+        };
+        if let Err(e) = lru.save() {
+            self.log_cache_refusal(&e);
+        }
+    }
+
+    fn log_cache_refusal(&mut self, e: &str) {
+        if !self.cache_full_logged {
             self.cache_full_logged = true;
             host::log(
                 Level::Warn,
-                &format!("translation cache write refused, translating uncached: {e}"),
+                &format!("translation cache write refused after evicting to make room: {e}"),
             );
         }
     }
 
-    /// One request, or the cooldown error while the backend recently failed.
-    fn request(&mut self, texts: &[&str]) -> Result<Vec<backend::Translated>, String> {
+    /// Why requests are skipped right now, while the backend recently failed.
+    fn cooldown_error(&self) -> Option<String> {
+        let (at, reason) = self.last_failure.as_ref()?;
+        let ago = host::now_ms().saturating_sub(*at);
+        u64::try_from(ago)
+            .is_ok_and(|ago| ago < self.cooldown_ms)
+            .then(|| format!("skipped: backend failed {} s ago ({reason})", ago / 1000))
+    }
+
+    /// One request with the given timeout.
+    fn request(
+        &mut self,
+        texts: &[&str],
+        timeout_ms: u32,
+    ) -> Result<Vec<backend::Translated>, String> {
         let now = host::now_ms();
-        if let Some((at, reason)) = &self.last_failure {
-            let ago = now.saturating_sub(*at);
-            if u64::try_from(ago).is_ok_and(|ago| ago < self.cooldown_ms) {
-                return Err(format!(
-                    "skipped: backend failed {} s ago ({reason})",
-                    ago / 1000
-                ));
-            }
-        }
         let req = backend::build_request(
             self.backend,
             &self.url,
             self.api_key.as_deref(),
             &self.target,
             texts,
-            self.timeout_ms,
+            timeout_ms,
         );
         let result = match host::http::send(&req) {
             Ok(mut resp) => {
@@ -445,7 +573,7 @@ impl Translator {
                 }
                 backend::parse_response(self.backend, &resp, texts.len())
             }
-            Err(e) => Err(backend::Failure::from_http(&e, self.timeout_ms)),
+            Err(e) => Err(backend::Failure::from_http(&e, timeout_ms)),
         };
         match result {
             Ok(list) => {
@@ -608,12 +736,14 @@ impl Plugin for Translate {
     }
 
     fn process(&mut self, msg: &Message<'_>, out: &mut Actions) {
+        // The budget counts from here: detection is part of the call the host times.
+        let started = host::now_ms();
         let (cleaned, d) = self.detect(msg);
         set_detection(out, &d);
         if self.wants_translation(&d)
             && let Some(t) = self.translator.as_mut()
         {
-            let r = t.translate(&[cleaned.as_str()]).pop();
+            let r = t.translate(&[cleaned.as_str()], started).pop();
             let r = r.unwrap_or_else(|| Err("internal: no result".to_string()));
             let totals = t.take_failure_totals();
             self.set_translation(out, &d, r);
@@ -623,6 +753,8 @@ impl Plugin for Translate {
 
     /// Detects every message, then translates all that need it with one request.
     fn process_batch(&mut self, msgs: &[Message<'_>], out: &mut BatchOutput) {
+        // The budget counts from here: detection is part of the call the host times.
+        let started = host::now_ms();
         let mut pending: Vec<(usize, String, Detection)> = Vec::new();
         for (i, m) in msgs.iter().enumerate() {
             let (cleaned, d) = self.detect(m);
@@ -638,12 +770,20 @@ impl Plugin for Translate {
             return;
         };
         let texts: Vec<&str> = pending.iter().map(|(_, c, _)| c.as_str()).collect();
-        let results = t.translate(&texts);
+        let results = t.translate(&texts, started);
         let totals = t.take_failure_totals();
         for ((i, _, d), r) in pending.iter().zip(results) {
             self.set_translation(out.message(*i), d, r);
         }
         emit_failures(out.message(pending[0].0), totals);
+    }
+
+    /// Saves the cache's eviction order once per batch rather than once per message: it
+    /// is one value naming every cached key.
+    fn end_batch(&mut self) {
+        if let Some(t) = self.translator.as_mut() {
+            t.save_cache();
+        }
     }
 }
 

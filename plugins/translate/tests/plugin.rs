@@ -4,10 +4,12 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use streamtap_plugin_sdk::codec::{self, ChatMessage, Emote};
 use streamtap_plugin_sdk::host::http::{Error, Request, Response};
+use streamtap_plugin_sdk::host::kv;
 use streamtap_plugin_sdk::{Action, Actions, Plugin, Value, testing};
 use translate::Translate;
 
@@ -17,6 +19,15 @@ const JA: &str = "今日の配信ありがとうございました";
 const KO: &str = "오늘 방송 감사합니다 재밌었어요";
 const RU: &str = "спасибо за стрим сегодня было круто";
 const EN: &str = "that was the cleanest clutch I have ever seen";
+/// Six distinct lines to translate, for tests that need more texts than one batch sends.
+const SIX: [&str; 6] = [
+    JA,
+    KO,
+    RU,
+    "明日の配信も楽しみにしています",
+    "오늘도 좋은 하루 보내세요 감사합니다",
+    "спасибо большое за игру было очень весело",
+];
 
 fn msg(text: &str) -> ChatMessage {
     testing::message("chan", "user", text)
@@ -286,6 +297,157 @@ fn large_batches_are_split_at_max_batch() {
         out.iter()
             .all(|o| field(o, "translation").unwrap().get("text").is_some())
     );
+}
+
+/// The translated text of a message, or `None` when it got an error or no translation.
+fn translated(actions: &[Action]) -> Option<String> {
+    field(actions, "translation")?
+        .get("text")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+}
+
+#[test]
+fn requests_stop_when_the_call_budget_would_run_out() {
+    const SLEEP_MS: u64 = 100;
+    const BUDGET_MS: u64 = 250;
+    let log = fake_backend(|req| {
+        std::thread::sleep(Duration::from_millis(SLEEP_MS));
+        libretranslate_echo(req)
+    });
+    let mut cfg = lt_config();
+    cfg["max_batch"] = json!(1);
+    cfg["budget_ms"] = json!(BUDGET_MS);
+    let mut p: Translate = testing::init(cfg).unwrap();
+    let batch: Vec<ChatMessage> = SIX.iter().map(|t| msg(t)).collect();
+
+    let started = Instant::now();
+    let out = testing::run(&mut p, &batch);
+    let took = started.elapsed();
+
+    // Requests end at about 100 and 200 ms; a third would end at 300, past the budget.
+    // A loaded machine may fit only one, never none and never all six.
+    let sent = log.borrow().len();
+    assert!((1..=2).contains(&sent), "{sent} requests sent");
+    assert!(
+        took < Duration::from_millis(BUDGET_MS + SLEEP_MS),
+        "the call took {took:?}, over budget_ms plus one request"
+    );
+    for (i, (o, text)) in out.iter().zip(SIX).enumerate() {
+        assert_ne!(lang(o), "und", "message {i} keeps its detected lang");
+        if i < sent {
+            assert_eq!(translated(o), Some(format!("EN({text})")), "message {i}");
+        } else {
+            let tr = field(o, "translation").unwrap();
+            let err = tr.get("error").and_then(Value::as_str).unwrap();
+            assert!(
+                err.starts_with("skipped: the call's time budget would run out")
+                    && err.contains("budget_ms = 250"),
+                "message {i}: {err}"
+            );
+        }
+    }
+    // Each request may wait only for what is left of the budget.
+    let timeouts: Vec<u32> = log.borrow().iter().map(|r| r.timeout_ms.unwrap()).collect();
+    assert!(
+        (200..=250).contains(&timeouts[0]),
+        "first request: {timeouts:?}"
+    );
+    if sent == 2 {
+        assert!(timeouts[1] <= 150, "second request: {timeouts:?}");
+    }
+    // Every request not sent is counted, as kind `budget`.
+    let expect: Vec<(String, f64)> = (1..=6 - sent)
+        .map(|n| ("budget".to_string(), n as f64))
+        .collect();
+    assert_eq!(failure_metrics(&out[0]), expect);
+
+    // Running out of time says nothing about the backend: no cooldown, and the next call
+    // has a whole budget for the rest (the first ones are cached).
+    let again = testing::run(&mut p, &batch);
+    assert!(log.borrow().len() > sent, "the next call sends again");
+    assert!(translated(&again[sent]).is_some());
+}
+
+#[test]
+fn the_first_request_gets_the_budget_as_timeout_when_that_is_lower() {
+    let log = fake_backend(libretranslate_echo);
+    let mut cfg = lt_config();
+    cfg["timeout_ms"] = json!(2_000);
+    let mut p: Translate = testing::init(cfg.clone()).unwrap();
+    testing::run(&mut p, &[msg(JA)]);
+    cfg["budget_ms"] = json!(700);
+    let mut p: Translate = testing::init(cfg).unwrap();
+    testing::run(&mut p, &[msg(KO)]);
+    let timeouts: Vec<u32> = log.borrow().iter().map(|r| r.timeout_ms.unwrap()).collect();
+    assert_eq!(timeouts[0], 2_000, "timeout_ms when the budget is larger");
+    assert!(
+        (650..=700).contains(&timeouts[1]),
+        "at most budget_ms: {timeouts:?}"
+    );
+}
+
+fn cache_key(text: &str) -> String {
+    format!("tr:en:{text}")
+}
+
+#[test]
+fn the_cache_keeps_the_most_recent_translations() {
+    let log = fake_backend(libretranslate_echo);
+    let mut cfg = lt_config();
+    cfg["cache_entries"] = json!(3);
+    let five = &SIX[..5];
+    let mut p: Translate = testing::init(cfg.clone()).unwrap();
+    // One batch per text, so the order of use is known.
+    for t in five {
+        testing::run(&mut p, &[msg(t)]);
+    }
+    assert_eq!(log.borrow().len(), 5);
+    // The two oldest are gone from the step's state, not just forgotten.
+    for (i, t) in five.iter().enumerate() {
+        assert_eq!(kv::get(&cache_key(t)).is_some(), i >= 2, "text {i}");
+    }
+
+    // A new instance (hot reload) finds the three newest in the state, and the order.
+    let mut reloaded: Translate = testing::init(cfg).unwrap();
+    let batch: Vec<ChatMessage> = five.iter().map(|t| msg(t)).collect();
+    let out = testing::run(&mut reloaded, &batch);
+    assert_eq!(
+        log.borrow().len(),
+        6,
+        "one request for the two evicted texts"
+    );
+    let body: serde_json::Value = serde_json::from_slice(&log.borrow()[5].body).unwrap();
+    assert_eq!(body["q"], json!([five[0], five[1]]));
+    for (o, t) in out.iter().zip(five) {
+        assert_eq!(translated(o), Some(format!("EN({t})")));
+    }
+    // Still three entries: the refetched two are the newest, and of the three found in
+    // the cache the one used last (text 4) stays.
+    for (i, t) in five.iter().enumerate() {
+        assert_eq!(
+            kv::get(&cache_key(t)).is_some(),
+            [0, 1, 4].contains(&i),
+            "text {i}"
+        );
+    }
+}
+
+#[test]
+fn a_cache_hit_counts_as_recent_use() {
+    let log = fake_backend(libretranslate_echo);
+    let mut cfg = lt_config();
+    cfg["cache_entries"] = json!(2);
+    let mut p: Translate = testing::init(cfg).unwrap();
+    testing::run(&mut p, &[msg(JA)]);
+    testing::run(&mut p, &[msg(KO)]);
+    testing::run(&mut p, &[msg(JA)]); // a hit: KO is now the least recently used
+    testing::run(&mut p, &[msg(RU)]);
+    assert_eq!(log.borrow().len(), 3);
+    assert!(kv::get(&cache_key(JA)).is_some());
+    assert!(kv::get(&cache_key(KO)).is_none());
+    testing::run(&mut p, &[msg(JA), msg(RU)]);
+    assert_eq!(log.borrow().len(), 3, "both still cached");
 }
 
 #[test]
@@ -649,6 +811,20 @@ fn config_is_validated_with_the_bad_value_named() {
         json!({"backend": "libretranslate", "url": "http://x", "target": "en", "max_batch": 0}),
     );
     assert!(e.contains("max_batch"), "{e}");
+    let e = init_err(
+        json!({"backend": "libretranslate", "url": "http://x", "target": "en", "budget_ms": 0}),
+    );
+    assert!(e.contains("budget_ms = 0"), "{e}");
+    let e = init_err(
+        json!({"backend": "libretranslate", "url": "http://x", "target": "en", "cache_entries": 0}),
+    );
+    assert!(e.contains("cache_entries = 0"), "{e}");
+    // With the cache off the bound means nothing, so 0 is not an error there.
+    testing::init::<Translate>(json!({
+        "backend": "libretranslate", "url": "http://x", "target": "en",
+        "cache": false, "cache_entries": 0,
+    }))
+    .unwrap();
 }
 
 #[test]
