@@ -340,6 +340,14 @@ const CASES: &[(&str, usize, usize, &str)] = &[
         13,
         "step \"translate\": key \"api_key\" is set both in `with` and in `secrets`",
     ),
+    (
+        "secret_literal_in_with.toml",
+        7,
+        25,
+        "step \"translate\": `with.api_key` looks like a secret, which must not be written in \
+         the pipeline file (value not shown): use secrets = { api_key = { env = \"VAR\" } } or \
+         { file = \"path\" }",
+    ),
     // Alerts.
     (
         "mongodb_credentials_in_uri.toml",
@@ -662,6 +670,10 @@ fn a_secret_written_inline_is_refused_without_echoing_it() {
         .unwrap_err()
         .to_string();
     assert!(!err.contains("abcdef123456"), "token echoed: {err}");
+    let err = Pipeline::load(&dir.path().join("secret_literal_in_with.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(!err.contains("hunter2"), "api key echoed: {err}");
 }
 
 #[test]

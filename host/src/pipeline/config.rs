@@ -1433,6 +1433,29 @@ fn validate(file: &Path, text: &str, raw: PipelineFile) -> Result<Pipeline, Conf
                 ));
             }
         }
+        // A key named like a credential with a literal string value is a secret written
+        // into the pipeline file (which gets committed, shared and logged); the plugin
+        // cannot tell where its `with` values came from, so the host refuses it here.
+        for (key, value) in &sc.with {
+            if value.is_str() && looks_like_secret(key) {
+                let path = [
+                    At::Key("steps"),
+                    At::Index(i),
+                    At::Key("with"),
+                    At::Key(key),
+                ];
+                return Err(ConfigError::at(
+                    file,
+                    text,
+                    locate(text, &path).map(|(key_span, _)| key_span),
+                    format!(
+                        "step {name:?}: `with.{key}` looks like a secret, which must not be written \
+                         in the pipeline file (value not shown): use \
+                         secrets = {{ {key} = {{ env = \"VAR\" }} }} or {{ file = \"path\" }}"
+                    ),
+                ));
+            }
+        }
         steps.push(Step {
             name,
             plugin_path,
@@ -1968,6 +1991,17 @@ pub fn read_secret(pipeline: &Pipeline, r: &SecretRef) -> Result<String, String>
 }
 
 /// One step of a path into the document, for [`locate`].
+/// Whether a `with` key names a credential (`api_key`, `token`, `db_password`, ...).
+fn looks_like_secret(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    matches!(
+        k.as_str(),
+        "api_key" | "apikey" | "auth_key" | "token" | "password" | "secret"
+    ) || ["_api_key", "_apikey", "_token", "_password", "_secret"]
+        .iter()
+        .any(|suffix| k.ends_with(suffix))
+}
+
 enum At<'a> {
     Key(&'a str),
     Index(usize),
