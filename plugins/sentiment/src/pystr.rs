@@ -191,7 +191,9 @@ pub(crate) fn round(x: f64, digits: usize) -> f64 {
     };
     let y = x * scale;
     if y.is_finite() && y.abs() < 1e15 && (y.abs().fract() - 0.5).abs() > 1e-6 {
-        return y.round() / scale;
+        // Not on a tie, so any round-to-nearest is right; ties-to-even is one instruction
+        // in WASM (`f64.nearest`) where `round` (ties away from zero) is a library call.
+        return y.round_ties_even() / scale;
     }
     format!("{x:.digits$}").parse().unwrap_or(x)
 }
