@@ -53,10 +53,12 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-# The benchmarks; the sentiment one times the reference Python VADER from .venv/, the
-# recorder one runs ffmpeg and streamlink (.venv/), the kafka one tansu, secantusdb and kcat.
+# Every benchmark in host/benches/, one after another, and their results written into
+# docs/PERFORMANCE.md (scripts/bench_report.py); the sentiment one times the reference
+# Python VADER from .venv/, the recorder one runs ffmpeg and streamlink (.venv/), the kafka
+# one tansu, secantusdb and kcat.
 bench: plugins venv
-	$(CARGO) bench -p streamtap --bench pipeline --bench sentiment --bench recorder --bench twitch_scale --bench kafka
+	python3 scripts/bench_report.py
 
 # Python for development tools (the reference vaderSentiment the sentiment bench compares
 # with) in .venv/. The stamp makes a second run a no-op, and a change to the pins reinstalls.

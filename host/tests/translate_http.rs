@@ -949,12 +949,17 @@ fn cache_cuts_backend_requests_per_10k_messages() {
                 "{batch:>10}  {name:>5}  {:>8}  {:>10}  {:>15}  {:>19}",
                 t.requests, t.texts, t.chars, t.translated
             );
-            table.push_str(&format!(
-                "| {batch} | {name} | {} | {} | {} |\n",
-                thousands(t.requests),
-                thousands(t.texts),
-                thousands(t.chars)
-            ));
+            // One message per call is exact for a given log; at 256 the batch boundaries
+            // depend on how fast the source fills the queue, so those rows vary a little
+            // run to run and stay out of the checked table.
+            if batch == 1 {
+                table.push_str(&format!(
+                    "| {batch} | {name} | {} | {} | {} |\n",
+                    thousands(t.requests),
+                    thousands(t.texts),
+                    thousands(t.chars)
+                ));
+            }
         }
         assert_eq!(on.translated, off.translated);
         assert!(
@@ -978,8 +983,8 @@ fn cache_cuts_backend_requests_per_10k_messages() {
             assert_eq!(on.requests, on.distinct);
         }
     }
-    // The log is generated from a fixed seed, so the figures are exact and the table in
-    // the docs must match them.
+    // The log is generated from a fixed seed, so the batch-1 figures are exact and the
+    // table in the docs must match them.
     check_or_write_doc(&table, CACHE_TABLE_BEGIN, CACHE_TABLE_END);
 }
 
@@ -1029,7 +1034,7 @@ fn check_or_write_doc(table: &str, begin: &str, end: &str) {
 /// ingests chat, serves `/metrics` and `/health`, and runs the sink. With a backend that
 /// never answers in time, the pipeline's processing waits (steps are ordered), but the
 /// endpoint keeps answering at once and the source keeps reading into the transport
-/// while the step is stuck in its requests.
+/// while the step is stuck in its requests, even with a single runtime worker thread.
 #[test]
 fn a_hanging_backend_holds_only_its_own_step() {
     let server = FakeTranslate::start(Api::LibreTranslate, Some(KEY), pool_langs(POOL));
@@ -1056,8 +1061,8 @@ capacity = 2000
 name = "lang"
 uses = "translate.wasm"
 allow_http = ["127.0.0.1:{port_b}"]
-http_timeout = "1s"
-with = {{ target = "en", backend = "libretranslate", url = "{url}", timeout_ms = 1000, failure_cooldown_ms = 0, budget_ms = 1000 }}
+http_timeout = "2s"
+with = {{ target = "en", backend = "libretranslate", url = "{url}", timeout_ms = 2000, failure_cooldown_ms = 0, budget_ms = 2000 }}
 secrets = {{ api_key = {{ env = "{KEY_ENV}" }} }}
 
 [sink.sqlite]
@@ -1071,17 +1076,28 @@ listen = "127.0.0.1:{port}"
         ),
     )
     .unwrap();
-    let mut run = common::run::start(d, "p.toml", &[], &[(KEY_ENV, KEY)], "info");
-    common::run::wait_for(&mut run, "a request stuck in the backend", SLOW, || {
-        server.requests() > 0
-    });
+    // One runtime worker: were the plugin call (and its HTTP wait) on the async runtime
+    // instead of a blocking thread, nothing else could run and the checks below would fail.
+    let mut run = common::run::start(
+        d,
+        "p.toml",
+        &[],
+        &[(KEY_ENV, KEY), ("TOKIO_WORKER_THREADS", "1")],
+        "info",
+    );
+    common::run::wait_for(
+        &mut run,
+        "a request stuck in the backend",
+        Duration::from_secs(60),
+        || server.requests() > 0,
+    );
     let counter = |text: &str, name: &str| common::run::series(text, name).unwrap_or(0.0);
     let mut samples = Vec::new();
     for _ in 0..10 {
         let asked = Instant::now();
         let text = common::run::scrape(port).expect("/metrics answers");
         let took = asked.elapsed();
-        // Far below the 1 s each stuck request takes: the endpoint does not wait for it.
+        // Far below the 2 s each stuck request takes: the endpoint does not wait for it.
         assert!(took < Duration::from_millis(500), "/metrics took {took:?}");
         samples.push((
             counter(&text, "streamtap_source_messages_total"),
@@ -1092,7 +1108,7 @@ listen = "127.0.0.1:{port}"
     let (first, last) = (samples[0], samples[samples.len() - 1]);
     println!("(source, stored) over 3 s with the backend hanging: {first:?} -> {last:?}");
     // The source went on reading (about 200 msg/s into a 2,000-message buffer) while each
-    // batch of 4 spent a whole second in the stuck step.
+    // batch of 4 spent two seconds in the stuck step.
     assert!(
         last.0 - first.0 >= 200.0,
         "ingest stalled with the step: {samples:?}"

@@ -184,8 +184,9 @@ impl From<Vec<Value>> for Value {
 
 /// A borrowed value, for setting a field without building an owned [`Value`]: no
 /// allocation per key or string, which matters for a step that sets the same small map on
-/// every message (`Actions::set_ref`). Encodes exactly like the equivalent [`Value`]; a map
-/// may list its keys in any order, and a repeated key keeps its last value (as
+/// every message (`Actions::set_ref`). Decodes to the same value as the equivalent
+/// [`Value`] (the bytes are equal when map keys are given sorted and unique); a map may
+/// list its keys in any order, and a repeated key keeps its last value (as
 /// `BTreeMap::insert` would).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum ValueRef<'a> {
@@ -314,7 +315,8 @@ pub fn put_value(out: &mut Vec<u8>, v: &Value) {
     }
 }
 
-/// Appends one encoded borrowed value (the same bytes as [`put_value`] of its owned form).
+/// Appends one encoded borrowed value (decoding to what [`put_value`] of its owned form
+/// decodes to).
 pub fn put_value_ref(out: &mut Vec<u8>, v: &ValueRef<'_>) {
     match *v {
         ValueRef::Null => out.push(0),
@@ -462,7 +464,8 @@ fn put_fields(out: &mut Vec<u8>, fields: &BTreeMap<String, Value>) {
 
 /// Encodes a whole batch of owned messages.
 pub fn encode_batch(msgs: &[ChatMessage]) -> Vec<u8> {
-    // A rough size (strings plus framing) so the buffer rarely grows while it is filled.
+    // A rough size (the core strings plus framing; fields, such as the raw IRC line, are
+    // not counted), so the buffer grows less while it is filled.
     let size: usize = msgs
         .iter()
         .map(|m| 48 + m.id.len() + m.channel.len() + m.user.len() * 2 + m.text.len())

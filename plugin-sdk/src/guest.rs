@@ -20,9 +20,9 @@ pub mod bindings {
 /// The actions a plugin returns for one message.
 ///
 /// Each action is encoded into the wire format as it is pushed (one buffer per message,
-/// reused from batch to batch), so a plugin's output costs no allocation per action once
-/// the buffers have grown: no `Action` values, key strings or maps are built and thrown
-/// away on the way out.
+/// reused from batch to batch), so nothing is built only to be encoded and dropped on the
+/// way out; with [`Actions::set_ref`] setting a field allocates nothing once the buffers
+/// have grown (`set` still takes an owned [`Value`]).
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Actions {
     buf: Vec<u8>,
@@ -106,9 +106,14 @@ impl Actions {
     }
 
     /// The actions pushed so far, decoded (for tests and debugging).
+    ///
+    /// # Panics
+    ///
+    /// When an action cannot be decoded, which only a value nested deeper than the format
+    /// allows causes; the host would refuse that plugin output too.
     pub fn to_vec(&self) -> Vec<Action> {
-        // Only this module writes `buf`, with the encoder `decode_actions` reads.
-        codec::decode_actions(&self.buf, self.len()).unwrap_or_default()
+        codec::decode_actions(&self.buf, self.len())
+            .unwrap_or_else(|e| panic!("actions pushed cannot be decoded: {e}"))
     }
 
     fn clear(&mut self) {
@@ -129,39 +134,49 @@ thread_local! {
 /// The action lists of a whole batch, one [`Actions`] per input message.
 #[derive(Debug, Default)]
 pub struct BatchOutput {
+    /// At least `n` lists: spare ones past `n`, kept from a bigger earlier batch, are
+    /// cleared and never encoded.
     lists: Vec<Actions>,
+    /// The batch size.
+    n: usize,
 }
 
 impl BatchOutput {
     fn new(n: usize) -> Self {
         let mut lists = SPARE.with(|s| std::mem::take(&mut *s.borrow_mut()));
-        lists.truncate(n);
         for l in &mut lists {
             l.clear();
         }
-        lists.resize_with(n, Actions::default);
-        BatchOutput { lists }
+        if lists.len() < n {
+            lists.resize_with(n, Actions::default);
+        }
+        BatchOutput { lists, n }
     }
 
     /// The actions for message `index` of the batch. Out-of-range indexes get a throwaway
     /// list rather than a panic, since generated code must never panic on plugin mistakes.
     pub fn message(&mut self, index: usize) -> &mut Actions {
-        if index >= self.lists.len() {
-            self.lists.push(Actions::default());
-            // Kept past the end and ignored by `encode`, so the batch size stays right.
-            return self.lists.last_mut().expect("just pushed");
+        if index >= self.n {
+            // Past the batch: a list `encode` ignores, so the batch size stays right.
+            if self.lists.len() <= self.n {
+                self.lists.push(Actions::default());
+            }
+            let last = self.lists.len() - 1;
+            return &mut self.lists[last];
         }
         &mut self.lists[index]
     }
 
-    fn encode(mut self, n: usize) -> Vec<u8> {
+    fn encode(mut self) -> Vec<u8> {
+        let n = self.n;
         let mut w = OutputWriter::new(n);
         w.reserve(self.lists.iter().take(n).map(|l| 4 + l.buf.len()).sum());
         for l in self.lists.iter().take(n) {
             w.begin_message();
             w.encoded(l.count, &l.buf);
         }
-        self.lists.truncate(n);
+        // Giant buffers are dropped (not pinned for the instance's life); the rest, past
+        // `n` too, serve the next batch, whatever its size.
         self.lists.retain(|l| l.buf.capacity() <= KEEP_BUFFER);
         SPARE.with(|s| *s.borrow_mut() = self.lists);
         w.finish()
@@ -256,7 +271,7 @@ pub mod __private {
         let mut out = BatchOutput::new(1);
         plugin.flush(out.message(0));
         plugin.end_batch();
-        out.encode(1)
+        out.encode()
     }
 
     /// Decode, run, encode: the one code path both the export glue and native tests use.
@@ -274,7 +289,7 @@ pub mod __private {
         {
             return Err(format!("bad input message {i} of the batch: {e}"));
         }
-        Ok(out.encode(msgs.len()))
+        Ok(out.encode())
     }
 }
 

@@ -1437,7 +1437,9 @@ fn validate(file: &Path, text: &str, raw: PipelineFile) -> Result<Pipeline, Conf
         // into the pipeline file (which gets committed, shared and logged); the plugin
         // cannot tell where its `with` values came from, so the host refuses it here.
         for (key, value) in &sc.with {
-            if value.is_str() && looks_like_secret(key) {
+            // Any literal counts (a numeric PIN would be echoed by a type error just the
+            // same); a table under such a name is plugin structure, not a value.
+            if !value.is_table() && looks_like_secret(key) {
                 let path = [
                     At::Key("steps"),
                     At::Index(i),
@@ -1990,18 +1992,41 @@ pub fn read_secret(pipeline: &Pipeline, r: &SecretRef) -> Result<String, String>
     r.resolve(pipeline)
 }
 
-/// One step of a path into the document, for [`locate`].
-/// Whether a `with` key names a credential (`api_key`, `token`, `db_password`, ...).
+/// Whether a `with` key names a credential: its last word (camelCase and `-` split like
+/// `_`) is `token`, `password`, `passwd`, `secret` or `credentials`, or it ends in
+/// `api_key`, `apikey`, `auth_key`, `access_key`, `secret_key` or `private_key`. Keys
+/// such as `dedupe_key` or `cache_key` are not credentials and pass.
 fn looks_like_secret(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
+    let mut words: Vec<String> = Vec::new();
+    let mut word = String::new();
+    let mut prev_lower = false;
+    for c in key.chars() {
+        if (c == '_' || c == '-' || (c.is_uppercase() && prev_lower)) && !word.is_empty() {
+            words.push(std::mem::take(&mut word));
+        }
+        prev_lower = c.is_lowercase() || c.is_ascii_digit();
+        if c != '_' && c != '-' {
+            word.extend(c.to_lowercase());
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    let last = words.last().map(String::as_str).unwrap_or("");
+    let pair = match words.as_slice() {
+        [.., a, b] => format!("{a}_{b}"),
+        _ => String::new(),
+    };
     matches!(
-        k.as_str(),
-        "api_key" | "apikey" | "auth_key" | "token" | "password" | "secret"
-    ) || ["_api_key", "_apikey", "_token", "_password", "_secret"]
-        .iter()
-        .any(|suffix| k.ends_with(suffix))
+        last,
+        "token" | "password" | "passwd" | "secret" | "credentials" | "apikey"
+    ) || matches!(
+        pair.as_str(),
+        "api_key" | "auth_key" | "access_key" | "secret_key" | "private_key"
+    )
 }
 
+/// One step of a path into the document, for [`locate`].
 enum At<'a> {
     Key(&'a str),
     Index(usize),
@@ -2064,6 +2089,49 @@ pub fn step_config_json(pipeline: &Pipeline, step: &Step) -> Result<String, Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credential_names_are_recognised_and_ordinary_keys_pass() {
+        for k in [
+            "api_key",
+            "API_KEY",
+            "apiKey",
+            "api-key",
+            "apikey",
+            "deepl_api_key",
+            "token",
+            "accessToken",
+            "oauth_token",
+            "password",
+            "db_password",
+            "passwd",
+            "secret",
+            "client_secret",
+            "secret_key",
+            "access_key",
+            "private_key",
+            "auth_key",
+            "credentials",
+        ] {
+            assert!(looks_like_secret(k), "{k} should count as a credential");
+        }
+        for k in [
+            "target",
+            "dedupe_key",
+            "cache_key",
+            "key",
+            "keyword",
+            "tokens",
+            "max_tokens",
+            "token_count",
+            "secrets_dir",
+            "url",
+            "backend",
+            "timeout_ms",
+        ] {
+            assert!(!looks_like_secret(k), "{k} is not a credential");
+        }
+    }
 
     #[test]
     fn line_col_counts_from_one() {
