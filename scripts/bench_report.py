@@ -97,13 +97,26 @@ def run(name: str) -> str:
     text = "".join(lines).strip()
     if "|" not in text:
         raise RuntimeError(f"benchmark {name!r} printed no table")
-    return text
+    return separate_tables(text)
 
 
-def report(results: dict[str, str]) -> str:
+def separate_tables(text: str) -> str:
+    """Puts a blank line between a table and the text around it: the benchmarks print a
+    heading line straight above their tables, which markdown would read as one paragraph."""
+    out: list[str] = []
+    for line in text.splitlines():
+        is_row = line.lstrip().startswith("|")
+        if out and out[-1].strip() and out[-1].lstrip().startswith("|") != is_row:
+            out.append("")
+        out.append(line)
+    return "\n".join(out)
+
+
+def report(results: dict[str, str], everything: bool) -> str:
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    which = "every benchmark" if everything else ", ".join(results)
     parts = [
-        f"Last full run: {when}. Machine: {machine()}.",
+        f"Run of {when} ({which}). Machine: {machine()}.",
         "Every figure below comes with its reference measured in the same run; the ratio "
         "is figure / reference.",
     ]
@@ -133,7 +146,7 @@ def main() -> int:
     try:
         for name in args.only or names:
             results[name] = run(name)
-        write(args.out, report(results))
+        write(args.out, report(results, not args.only))
     except RuntimeError as e:
         print(f"bench_report: {e}; {args.out} left unchanged", file=sys.stderr)
         return 1
