@@ -10,8 +10,9 @@ their output as they go, and replaces the part of docs/PERFORMANCE.md between
     <!-- bench-report:end -->
 
 with a description of the machine and each benchmark's output, so the checked-in figures
-are exactly what the last full run printed. The analysis around the markers is written by
-hand and left alone.
+are exactly what the benchmarks printed. `--only NAME` reruns some benchmarks and keeps
+the others' subsections as they were (each subsection carries the date of its run). The
+analysis around the markers is written by hand and left alone.
 
 If any benchmark fails, the document is not touched and the exit status is non-zero:
 a report with a hole in it would look complete.
@@ -112,17 +113,42 @@ def separate_tables(text: str) -> str:
     return "\n".join(out)
 
 
-def report(results: dict[str, str], everything: bool) -> str:
+SECTION = re.compile(r"^### `host/benches/([a-z_]+)\.rs`", re.M)
+
+
+def sections(body: str) -> dict[str, str]:
+    """The per-benchmark subsections of a generated report, by benchmark name."""
+    starts = [(m.group(1), m.start()) for m in SECTION.finditer(body)]
+    out = {}
+    for i, (name, at) in enumerate(starts):
+        end = starts[i + 1][1] if i + 1 < len(starts) else len(body)
+        out[name] = body[at:end].strip()
+    return out
+
+
+def report(previous: str, results: dict[str, str]) -> str:
+    """The new generated section: this run's benchmarks, plus the subsections of
+    benchmarks not run this time (`--only`), kept as they were with their own dates."""
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    which = "every benchmark" if everything else ", ".join(results)
+    subs = sections(previous)
+    for name, text in results.items():
+        subs[name] = f"### `host/benches/{name}.rs`\n\nRun of {when}.\n\n{text}"
     parts = [
-        f"Run of {when} ({which}). Machine: {machine()}.",
+        f"Machine: {machine()}.",
         "Every figure below comes with its reference measured in the same run; the ratio "
         "is figure / reference.",
     ]
-    for name, text in results.items():
-        parts.append(f"### `host/benches/{name}.rs`\n\n{text}")
+    parts += [subs[name] for name in sorted(subs)]
     return "\n\n".join(parts)
+
+
+def current(doc: Path) -> str:
+    """The generated section as it stands ("" when the file or the markers are missing)."""
+    if not doc.exists():
+        return ""
+    text = doc.read_text()
+    b, e = text.find(BEGIN), text.find(END)
+    return text[b + len(BEGIN) : e] if 0 <= b < e else ""
 
 
 def write(doc: Path, body: str) -> None:
@@ -146,7 +172,7 @@ def main() -> int:
     try:
         for name in args.only or names:
             results[name] = run(name)
-        write(args.out, report(results, not args.only))
+        write(args.out, report(current(args.out), results))
     except RuntimeError as e:
         print(f"bench_report: {e}; {args.out} left unchanged", file=sys.stderr)
         return 1
