@@ -1417,18 +1417,17 @@ fn validate(file: &Path, text: &str, raw: PipelineFile) -> Result<Pipeline, Conf
                 ));
             }
         }
+        // Where `steps[i].{table}.{key}` is written, for errors about that key.
+        let key_in_step = |table: &str, key: &str| {
+            let path = [At::Key("steps"), At::Index(i), At::Key(table), At::Key(key)];
+            locate(text, &path).map(|(key_span, _)| key_span)
+        };
         for key in sc.secrets.keys() {
             if sc.with.contains_key(key) {
-                let path = [
-                    At::Key("steps"),
-                    At::Index(i),
-                    At::Key("secrets"),
-                    At::Key(key),
-                ];
                 return Err(ConfigError::at(
                     file,
                     text,
-                    locate(text, &path).map(|(key_span, _)| key_span),
+                    key_in_step("secrets", key),
                     format!("step {name:?}: key {key:?} is set both in `with` and in `secrets`"),
                 ));
             }
@@ -1440,16 +1439,10 @@ fn validate(file: &Path, text: &str, raw: PipelineFile) -> Result<Pipeline, Conf
             // Any literal counts (a numeric PIN would be echoed by a type error just the
             // same); a table under such a name is plugin structure, not a value.
             if !value.is_table() && looks_like_secret(key) {
-                let path = [
-                    At::Key("steps"),
-                    At::Index(i),
-                    At::Key("with"),
-                    At::Key(key),
-                ];
                 return Err(ConfigError::at(
                     file,
                     text,
-                    locate(text, &path).map(|(key_span, _)| key_span),
+                    key_in_step("with", key),
                     format!(
                         "step {name:?}: `with.{key}` looks like a secret, which must not be written \
                          in the pipeline file (value not shown): use \
