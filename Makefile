@@ -5,7 +5,7 @@ WASM_TARGET := wasm32-wasip2
 PLUGINS := noop sentiment translate alerts analytics hostile versioned
 BIN := target/release/streamtap
 
-.PHONY: all wasm-target plugins build demo test lint promtool fmt bench venv clean
+.PHONY: all wasm-target plugins build demo test e2e drill lint promtool fmt bench venv clean
 
 all: build plugins
 
@@ -39,6 +39,18 @@ demo: plugins build
 # secantusd-py from .venv/.
 test: plugins lint promtool venv
 	$(CARGO) test --release --workspace
+
+# The whole system on 127.0.0.1 (host/tests/e2e.rs): mock Twitch with 2,000 channels and a
+# live HLS stream, two collectors, tansu, two processors with every plugin, SecantusDB,
+# moto SNS/SQS and Prometheus, a burst and two hot reloads midway. `make test` runs it too.
+e2e: plugins venv
+	$(CARGO) test --release -p streamtap --test e2e -- --nocapture
+
+# The fault drill on the same deployment (host/tests/drill.rs): processor kill -9, broker,
+# MongoDB and SNS outages, Twitch RECONNECT and cut connections, a poison record, a trapping
+# plugin; prints lost / duplicates / recovery time per fault. `make test` runs it too.
+drill: plugins venv
+	$(CARGO) test --release -p streamtap --test drill -- --nocapture
 
 # The Prometheus scrape config and alerting rules, with the rules' unit tests.
 promtool:

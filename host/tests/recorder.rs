@@ -146,26 +146,6 @@ fn processes_with(needle: &str) -> Vec<(i32, String)> {
     out
 }
 
-/// Seconds of media in a file, as `ffprobe` reads it.
-fn duration_s(file: &Path) -> f64 {
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "format=duration",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(file)
-        .output()
-        .expect("run ffprobe");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("ffprobe on {}: {:?}", file.display(), out))
-}
-
 /// The stored `recordings` row of `stream_id`: (status, files, restarts, bytes).
 fn recording(db: &Path, stream_id: &str) -> Option<(String, String, i64, i64)> {
     query::<rusqlite::types::Value>(
@@ -268,7 +248,7 @@ fn records_a_live_stream_by_stream_id_restarts_into_parts_and_finalises_offline(
         .sum();
     assert_eq!(bytes as u64, on_disk);
     // The first part holds about as much media as the wall time it was recorded.
-    let got = duration_s(&chan.join("5001.ts"));
+    let got = media::duration_s(&chan.join("5001.ts"));
     eprintln!("part 0: {got:.1} s of media for {wall0:.1} s of wall time");
     assert!(
         (got - wall0).abs() <= 0.2 * wall0,

@@ -113,25 +113,6 @@ fn pool_langs(pool: &[Line]) -> HashMap<String, String> {
         .collect()
 }
 
-/// The IRC `emotes` tag marking every whole-word occurrence of `words` (Twitch's inclusive
-/// code-point ranges).
-fn emotes_tag(text: &str, words: &[&str]) -> String {
-    let mut per: Vec<String> = Vec::new();
-    for (n, w) in words.iter().enumerate() {
-        let mut ranges = Vec::new();
-        let mut pos = 0;
-        for token in text.split(' ') {
-            let len = token.chars().count();
-            if token == *w {
-                ranges.push(format!("{pos}-{}", pos + len - 1));
-            }
-            pos += len + 1;
-        }
-        per.push(format!("{}:{}", 1000 + n, ranges.join(",")));
-    }
-    per.join("/")
-}
-
 fn irc_line(i: usize, text: &str, emotes: &str) -> String {
     format!(
         "@badge-info=;badges=;color=;display-name=User{u};emotes={emotes};first-msg=0;flags=;id=msg-{i:06};mod=0;room-id=91;subscriber=0;tmi-sent-ts={ts};turbo=0;user-id={u};user-type= :user{u}!user{u}@user{u}.tmi.twitch.tv PRIVMSG #polyglot :{text}",
@@ -145,7 +126,7 @@ fn write_log(path: &Path, pool: &[Line], order: &[usize]) {
     let mut s = String::new();
     for (i, &k) in order.iter().enumerate() {
         let l = &pool[k];
-        s.push_str(&irc_line(i, l.text, &emotes_tag(l.text, l.emotes)));
+        s.push_str(&irc_line(i, l.text, &common::emotes_tag(l.text, l.emotes)));
         s.push('\n');
     }
     std::fs::write(path, s).unwrap();

@@ -217,6 +217,46 @@ pub fn message_doc(m: &ChatMessage) -> Document {
     }
 }
 
+/// The upsert of one analytics window: one document per channel and start, so a record
+/// sent again for the same window replaces it (a window flushed at shutdown and completed by
+/// a later run keeps the newest).
+fn channel_stats_statement(
+    row: &ChannelStatsRow,
+    step: &str,
+    now: bson::DateTime,
+) -> (Document, Document) {
+    let json = |s: &str| -> Bson {
+        serde_json::from_str::<serde_json::Value>(s)
+            .ok()
+            .and_then(|v| bson::to_bson(&v).ok())
+            .unwrap_or(Bson::Null)
+    };
+    let d = doc! {
+        "channel": &row.channel,
+        "window_start": bson::DateTime::from_millis(row.window_start_ms),
+        "window_end": bson::DateTime::from_millis(row.window_end_ms),
+        "messages": row.messages,
+        "unique_chatters": row.unique_chatters,
+        "sentiment_mean": row.sentiment_mean.map(Bson::Double).unwrap_or(Bson::Null),
+        "first_time_chatters": row.first_time_chatters,
+        "late": row.late,
+        "top_emotes": json(&row.top_emotes),
+        "langs": json(&row.langs),
+        "events": json(&row.events),
+        "extra": json(&row.extra),
+        "step": step,
+        "at": now,
+    };
+    (
+        doc! {"_id": {"channel": &row.channel, "start": row.window_start_ms}},
+        d,
+    )
+}
+
+/// Most statements in one `update` command: analytics windows are ~1 KB, so a chunk stays
+/// far below the 16 MiB message limit and the server's 100,000-statement batch limit.
+const UPSERT_CHUNK: usize = 500;
+
 /// A plugin value as BSON (integers stay 64-bit, maps become sub-documents).
 pub fn value_to_bson(v: &Value) -> Bson {
     match v {
@@ -578,11 +618,16 @@ impl MongoSink {
             }
         }
 
+        // Records are upserted in bulk: a run that closes a window for each of thousands of
+        // channels at once (the analytics flush at shutdown) would otherwise pay one round
+        // trip per window.
+        let mut stats = Vec::new();
+        let mut records = Vec::new();
         for r in &out.records {
             if r.table == CHANNEL_STATS {
                 match ChannelStatsRow::from_record(r) {
                     Ok(row) => {
-                        self.upsert_channel_stats(&row, &r.step, now).await?;
+                        stats.push(channel_stats_statement(&row, &r.step, now));
                         res.result.channel_stats.push(row);
                         continue;
                     }
@@ -590,16 +635,62 @@ impl MongoSink {
                     Err(e) => res.result.invalid_records.push(e),
                 }
             }
-            let filter = doc! {"_id": {"table": &r.table, "key": &r.key}};
-            let update =
-                doc! {"$set": {"value": value_to_bson(&r.value), "step": &r.step, "at": now}};
-            self.coll("records")
-                .update_one(filter, update)
-                .upsert(true)
-                .await
-                .map_err(|e| self.err("update_one", "records", &e))?;
+            records.push((
+                doc! {"_id": {"table": &r.table, "key": &r.key}},
+                doc! {"$set": {"value": value_to_bson(&r.value), "step": &r.step, "at": now}},
+            ));
         }
+        self.upsert_many(CHANNEL_STATS, stats).await?;
+        self.upsert_many("records", records).await?;
         Ok(res)
+    }
+
+    /// Upserts `(filter, update)` pairs (an update with `$` operators, or a whole
+    /// replacement document) in order, [`UPSERT_CHUNK`] statements per round trip.
+    async fn upsert_many(
+        &self,
+        coll: &str,
+        statements: Vec<(Document, Document)>,
+    ) -> Result<(), MongoError> {
+        for chunk in statements.chunks(UPSERT_CHUNK) {
+            let updates: Vec<Document> = chunk
+                .iter()
+                .map(|(q, u)| doc! {"q": q, "u": u, "upsert": true, "multi": false})
+                .collect();
+            // Ordered: a window sent twice in one batch keeps the later version, as
+            // one-by-one writes did.
+            let reply = self
+                .db
+                .run_command(doc! {"update": coll, "updates": updates, "ordered": true})
+                .await
+                .map_err(|e| self.err("update", coll, &e))?;
+            let target = || format!("{}.{coll}", self.db.name());
+            if let Ok(errors) = reply.get_array("writeErrors")
+                && let Some(Bson::Document(first)) = errors.first()
+            {
+                return Err(MongoError::Server {
+                    op: "update",
+                    target: target(),
+                    message: format!(
+                        "upsert {} of {} refused: error {}: {}",
+                        first.get_i32("index").unwrap_or(-1),
+                        chunk.len(),
+                        first.get_i32("code").unwrap_or(0),
+                        first.get_str("errmsg").unwrap_or("")
+                    ),
+                    transient: false,
+                });
+            }
+            if let Ok(wce) = reply.get_document("writeConcernError") {
+                return Err(MongoError::Server {
+                    op: "update",
+                    target: target(),
+                    message: format!("write concern: {}", wce.get_str("errmsg").unwrap_or("")),
+                    transient: true,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Stores a recording's metadata unless a newer update (higher `seq`) is there: the
@@ -634,47 +725,6 @@ impl MongoSink {
             Err(e) if is_duplicate(&e) => Ok(()),
             Err(e) => Err(self.err("replace_one", "recordings", &e)),
         }
-    }
-
-    /// One window per channel and start: a record sent again for the same window replaces
-    /// it (a window flushed at shutdown and completed by a later run keeps the newest).
-    async fn upsert_channel_stats(
-        &self,
-        row: &ChannelStatsRow,
-        step: &str,
-        now: bson::DateTime,
-    ) -> Result<(), MongoError> {
-        let json = |s: &str| -> Bson {
-            serde_json::from_str::<serde_json::Value>(s)
-                .ok()
-                .and_then(|v| bson::to_bson(&v).ok())
-                .unwrap_or(Bson::Null)
-        };
-        let d = doc! {
-            "channel": &row.channel,
-            "window_start": bson::DateTime::from_millis(row.window_start_ms),
-            "window_end": bson::DateTime::from_millis(row.window_end_ms),
-            "messages": row.messages,
-            "unique_chatters": row.unique_chatters,
-            "sentiment_mean": row.sentiment_mean.map(Bson::Double).unwrap_or(Bson::Null),
-            "first_time_chatters": row.first_time_chatters,
-            "late": row.late,
-            "top_emotes": json(&row.top_emotes),
-            "langs": json(&row.langs),
-            "events": json(&row.events),
-            "extra": json(&row.extra),
-            "step": step,
-            "at": now,
-        };
-        self.coll(CHANNEL_STATS)
-            .replace_one(
-                doc! {"_id": {"channel": &row.channel, "start": row.window_start_ms}},
-                d,
-            )
-            .upsert(true)
-            .await
-            .map(|_| ())
-            .map_err(|e| self.err("replace_one", CHANNEL_STATS, &e))
     }
 
     /// `channel_stats` windows starting at or after `since_ms`, of one channel or all, by

@@ -88,6 +88,26 @@ pub fn http_server(root: &Path) -> Server {
     )
 }
 
+/// Seconds of media in a file, as `ffprobe` reads it.
+pub fn duration_s(file: &Path) -> f64 {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format=duration",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(file)
+        .output()
+        .expect("run ffprobe");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("ffprobe on {}: {:?}", file.display(), out))
+}
+
 /// (CPU seconds so far, resident bytes) of a process, from `/proc`.
 pub fn usage(pid: u32) -> Option<(f64, u64)> {
     // SAFETY: sysconf has no preconditions.

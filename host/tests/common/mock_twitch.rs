@@ -135,6 +135,12 @@ impl MockTwitch {
     /// write per connection (for load: `send_to_channel` looks every channel up alone).
     /// Returns how many lines were written.
     pub fn send_many(&self, items: &[(String, String)]) -> usize {
+        self.send_many_each(items).iter().sum()
+    }
+
+    /// [`MockTwitch::send_many`], returning for each item how many connections it was
+    /// written to (0: no open connection had its channel joined, or the write failed).
+    pub fn send_many_each(&self, items: &[(String, String)]) -> Vec<usize> {
         let st = self.state.lock().unwrap();
         let mut by_channel: std::collections::HashMap<&str, Vec<usize>> =
             std::collections::HashMap::new();
@@ -144,8 +150,10 @@ impl MockTwitch {
             }
         }
         let mut bufs: Vec<Vec<u8>> = vec![Vec::new(); st.conns.len()];
-        let mut n: usize = 0;
-        for (channel, line) in items {
+        // Which items each connection's buffer carries.
+        let mut carried: Vec<Vec<usize>> = vec![Vec::new(); st.conns.len()];
+        let mut n = vec![0usize; items.len()];
+        for (k, (channel, line)) in items.iter().enumerate() {
             for &i in by_channel
                 .get(channel.as_str())
                 .map(Vec::as_slice)
@@ -153,22 +161,26 @@ impl MockTwitch {
             {
                 bufs[i].extend_from_slice(line.as_bytes());
                 bufs[i].extend_from_slice(b"\r\n");
-                n += 1;
+                carried[i].push(k);
+                n[k] += 1;
             }
         }
         drop(by_channel);
         // Written outside the lock: a slow reader must not stall the server's other
         // connections (their PINGs and JOINs).
-        let targets: Vec<(TcpStream, Vec<u8>)> = bufs
+        let targets: Vec<(TcpStream, Vec<u8>, Vec<usize>)> = bufs
             .into_iter()
+            .zip(carried)
             .enumerate()
-            .filter(|(_, b)| !b.is_empty())
-            .filter_map(|(i, b)| st.conns[i].stream.try_clone().ok().map(|s| (s, b)))
+            .filter(|(_, (b, _))| !b.is_empty())
+            .filter_map(|(i, (b, c))| st.conns[i].stream.try_clone().ok().map(|s| (s, b, c)))
             .collect();
         drop(st);
-        for (mut stream, b) in targets {
+        for (mut stream, b, c) in targets {
             if stream.write_all(&b).is_err() {
-                n = n.saturating_sub(b.iter().filter(|&&c| c == b'\n').count());
+                for k in c {
+                    n[k] -= 1;
+                }
             }
         }
         n

@@ -9,6 +9,7 @@ pub mod mock_twitch;
 pub mod moto;
 pub mod run;
 pub mod server;
+pub mod system;
 pub mod tansu;
 
 use std::path::{Path, PathBuf};
@@ -64,6 +65,25 @@ pub fn irc_line(i: usize, channel: &str, text: &str, ts_ms: i64) -> String {
         u = i % 50,
         c = channel.len(),
     )
+}
+
+/// The IRC `emotes` tag marking every whole-word occurrence of `words` (Twitch's inclusive
+/// code-point ranges).
+pub fn emotes_tag(text: &str, words: &[&str]) -> String {
+    let mut per: Vec<String> = Vec::new();
+    for (n, w) in words.iter().enumerate() {
+        let mut ranges = Vec::new();
+        let mut pos = 0;
+        for token in text.split(' ') {
+            let len = token.chars().count();
+            if token == *w {
+                ranges.push(format!("{pos}-{}", pos + len - 1));
+            }
+            pos += len + 1;
+        }
+        per.push(format!("{}:{}", 1000 + n, ranges.join(",")));
+    }
+    per.join("/")
 }
 
 /// Writes `n` messages over `channels` to `path`.
