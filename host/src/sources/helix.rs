@@ -114,6 +114,8 @@ struct HelixStats {
     requests: prometheus::IntCounterVec,
     rate_limited: prometheus::IntCounter,
     budget_wait: prometheus::Counter,
+    /// Poll rounds cut short because the shared budget's store did not answer.
+    budget_errors: prometheus::IntCounter,
     live: prometheus::IntGauge,
     tokens: prometheus::IntCounter,
     /// `Ratelimit-Remaining` of the last answer.
@@ -141,6 +143,11 @@ impl HelixStats {
             "helix_budget_wait_seconds_total",
             "Time spent waiting for a Helix rate-limit point.",
         ))?;
+        let budget_errors = prometheus::IntCounter::with_opts(opts(
+            "helix_budget_errors_total",
+            "Poll rounds cut short because the shared rate-limit budget (MongoDB) did not answer; no request is sent without a point.",
+        ))?;
+        registry.register(Box::new(budget_errors.clone()))?;
         let live = prometheus::IntGauge::with_opts(opts(
             "helix_live_channels",
             "Channels of this instance that Helix reports live.",
@@ -174,6 +181,7 @@ impl HelixStats {
             requests,
             rate_limited,
             budget_wait,
+            budget_errors,
             live,
             tokens,
         })
@@ -497,7 +505,7 @@ pub async fn run(p: HelixPoller, cancel: CancellationToken) -> Result<(), HelixE
                 let poll = poll_once(&mut client, &p.budget, &stats, &channels, &mut known);
                 let changes = tokio::select! {
                     _ = cancel.cancelled() => break,
-                    c = poll => c?,
+                    c = poll => c,
                 };
                 stats.live.set(known.len() as i64);
                 // Status events first, so a recording's metadata follows its stream.online.
@@ -527,14 +535,16 @@ impl Change {
 }
 
 /// One round over every batch. Errors of one batch are logged and leave its channels as
-/// they were; only a budget store failure ends the poller (the run reports it).
+/// they were. A budget store failure (MongoDB down) ends the round early: no request is
+/// sent without a point, the rest keep their status, and the next tick tries again, so a
+/// database outage pauses status polling but never stops the collector's chat.
 async fn poll_once(
     client: &mut Client,
     budget: &Budget,
     stats: &HelixStats,
     channels: &[String],
     known: &mut HashMap<String, LiveStream>,
-) -> Result<Vec<Change>, HelixError> {
+) -> Vec<Change> {
     let mut changes = Vec::new();
     for batch in channels.chunks(BATCH) {
         match fetch(client, budget, stats, batch).await {
@@ -550,13 +560,17 @@ async fn poll_once(
                     }
                 }
             }
-            Err(HelixError::Budget(e)) => return Err(HelixError::Budget(e)),
+            Err(HelixError::Budget(e)) => {
+                stats.budget_errors.inc();
+                tracing::warn!(error = %e, "helix: rate-limit budget unavailable; polling paused until the next round");
+                break;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, channels = batch.len(), "helix: batch not polled; their status is unchanged until the next poll");
             }
         }
     }
-    Ok(changes)
+    changes
 }
 
 /// One batch, with its retries: a 401 renews the token once, a 429 waits for the reset.

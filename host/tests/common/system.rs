@@ -382,7 +382,7 @@ uri = "mongodb://{mongo}/?directConnection=true"
 database = "e2e"
 max_delay = "200ms"
 retry_max = "2s"
-alert_outbox = "{outbox}"
+alert_outbox = ".streamtap/{instance}-outbox.db"
 
 [alerts]
 default = ["console"]
@@ -413,7 +413,7 @@ listen = "127.0.0.1:{metrics}"
             brokers = self.broker.addr(),
             translate = self.translate.port,
             mongo = self.mongo.addr(),
-            outbox = format!(".streamtap/{}-outbox.db", inst.name),
+            instance = inst.name,
             sns = self.sns.url(),
             metrics = inst.metrics_port,
         )
@@ -615,7 +615,7 @@ listen = "127.0.0.1:{metrics}"
         let start = Instant::now();
         let mut tick = 0u64;
         while tick < secs * 10 {
-            if tick % 10 == 0 {
+            if tick.is_multiple_of(10) {
                 extra(self, tick / 10);
             }
             self.send_spread(per_second / 10);
