@@ -175,6 +175,16 @@ const NEGATIONS: &[&str] = &[
     "despite",
 ];
 
+/// Words the rules of `src/vader.rs` compare tokens with ("no", "but", "kind of", the idioms,
+/// ...). Each gets a small id in its table entry (`WordInfo::kw`, constants `KW_*`), so a
+/// rule compares two bytes instead of two strings, and the scorer keeps no lowercase copy
+/// of the text: the id is found by the one lookup every token gets anyway.
+const KEYWORDS: &[&str] = &[
+    "no", "or", "nor", "kind", "of", "but", "never", "so", "this", "without", "doubt", "least",
+    "at", "very", "the", "shit", "bomb", "to", "die", "for", "bad", "ass", "bus", "stop", "yeah",
+    "right", "kiss", "death", "beating", "heart", "just", "enough", "sort",
+];
+
 /// The groups of `twitch_emotes.tsv` and the sign a valence in each must have, so that a
 /// dropped minus sign or a line filed under the wrong group fails the build. Each group has
 /// a section in docs/SENTIMENT.md explaining its valences.
@@ -271,7 +281,7 @@ fn main() {
 
     // One table for every word a per-token rule asks about: lexicon words plus the
     // single-word boosters and negations, so scoring needs one lookup per token.
-    let mut words: BTreeMap<&str, (Option<f64>, Option<&str>, bool)> = BTreeMap::new();
+    let mut words: BTreeMap<&str, (Option<f64>, Option<&str>, bool, u8)> = BTreeMap::new();
     for (word, valence) in &lexicon {
         words.entry(word.as_str()).or_default().0 = Some(*valence);
     }
@@ -281,6 +291,11 @@ fn main() {
     for &word in NEGATIONS {
         words.entry(word).or_default().2 = true;
     }
+    assert!(KEYWORDS.len() < 255, "keyword ids are bytes");
+    for (id, &word) in KEYWORDS.iter().enumerate() {
+        words.entry(word).or_default().3 = id as u8 + 1;
+    }
+    let max_word_len = words.keys().map(|w| w.len()).max().unwrap_or(0);
     let entries: Vec<_> = words.into_iter().collect();
 
     // Open addressing with linear probing at a load factor below 1/2. A slot holds
@@ -295,7 +310,7 @@ fn main() {
     let mask = slots_len as u64 - 1;
     let mut slots = vec![u32::MAX; slots_len];
     for (index, (word, _)) in entries.iter().enumerate() {
-        let h = hash::fnv1a(word.as_bytes());
+        let h = hash::word_hash(word.as_bytes());
         let mut slot = (h & mask) as usize;
         while slots[slot] != u32::MAX {
             slot = (slot + 1) & mask as usize;
@@ -328,17 +343,34 @@ fn main() {
         "static WORDS: [(&str, WordInfo); {}] = [",
         entries.len()
     );
-    for (word, (valence, boost, negation)) in &entries {
+    for (word, (valence, boost, negation, kw)) in &entries {
         let boost = boost.map_or("None".to_owned(), |b| format!("Some(Boost::{b})"));
         let _ = writeln!(
             out,
-            "    ({word:?}, WordInfo {{ valence: {valence:?}, boost: {boost}, negation: {negation} }}),"
+            "    ({word:?}, WordInfo {{ valence: {valence:?}, boost: {boost}, negation: {negation}, kw: {kw} }}),"
         );
     }
     let _ = writeln!(out, "];");
     let _ = writeln!(
         out,
-        "/// Hash index into WORDS (FNV-1a, linear probing; longest cluster {longest_cluster})."
+        "/// The longest word in WORDS, in bytes: a longer token cannot be in the table."
+    );
+    let _ = writeln!(
+        out,
+        "pub(crate) const MAX_WORD_LEN: usize = {max_word_len};"
+    );
+    for (id, word) in KEYWORDS.iter().enumerate() {
+        let _ = writeln!(out, "/// Keyword id of {word:?} (`WordInfo::kw`).");
+        let _ = writeln!(
+            out,
+            "pub(crate) const KW_{}: u8 = {};",
+            word.to_uppercase(),
+            id + 1
+        );
+    }
+    let _ = writeln!(
+        out,
+        "/// Hash index into WORDS (`hash::word_hash`, linear probing; longest cluster {longest_cluster})."
     );
     let _ = writeln!(out, "static SLOTS: [u32; {slots_len}] = [");
     for chunk in slots.chunks(16) {

@@ -17,6 +17,8 @@ pub(crate) struct WordInfo {
     pub boost: Option<Boost>,
     /// Whether the word is in the reference's `NEGATE` list.
     pub negation: bool,
+    /// The word's `KW_*` id when a rule compares tokens with it ("no", "but", ...), else 0.
+    pub kw: u8,
 }
 
 /// One line of `data/twitch_emotes.tsv`, the built-in Twitch emote lexicon.
@@ -35,8 +37,16 @@ include!(concat!(env!("OUT_DIR"), "/tables.rs"));
 /// What VADER knows about `word`, which must already be lowercased (the reference looks
 /// up `token.lower()`).
 pub(crate) fn word_info(word: &str) -> Option<&'static WordInfo> {
+    if word.len() > MAX_WORD_LEN {
+        return None;
+    }
+    word_info_hashed(word.as_bytes(), crate::hash::word_hash(word.as_bytes()))
+}
+
+/// [`word_info`] for a word whose [`crate::hash::word_hash`] is already known.
+#[inline]
+pub(crate) fn word_info_hashed(word: &[u8], h: u64) -> Option<&'static WordInfo> {
     let mask = SLOTS.len() - 1;
-    let h = crate::hash::fnv1a(word.as_bytes());
     let tag = (h >> 48) as u32;
     // Truncating the hash is intended: only the low bits select a slot, exactly as in
     // build.rs (the table is far smaller than 2^32 slots, so 32-bit targets agree).
@@ -50,7 +60,7 @@ pub(crate) fn word_info(word: &str) -> Option<&'static WordInfo> {
         }
         if entry >> 16 == tag {
             let (key, info) = WORDS.get((entry & 0xffff) as usize)?;
-            if *key == word {
+            if key.as_bytes() == word {
                 return Some(info);
             }
         }

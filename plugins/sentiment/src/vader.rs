@@ -33,7 +33,6 @@ use crate::pystr;
 use crate::tables::{self, Boost};
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
-use std::ops::Range;
 
 /// Booster/dampener step (empirical mean intensity change of a degree adverb).
 const B_INCR: f64 = 0.293;
@@ -141,7 +140,7 @@ impl EmoteLexicon {
             slots = vec![u64::MAX; (unique.len() * 2).next_power_of_two()];
             let mask = slots.len() - 1;
             for (index, (name, _)) in unique.iter().enumerate() {
-                let h = crate::hash::fnv1a(name.as_bytes());
+                let h = crate::hash::word_hash(name.as_bytes());
                 // Truncating the hash is intended: the low bits pick the slot.
                 let mut slot = h as usize & mask;
                 while slots.get(slot).is_some_and(|s| *s != u64::MAX) {
@@ -167,7 +166,7 @@ impl EmoteLexicon {
             return None;
         }
         let mask = self.slots.len() - 1;
-        let h = crate::hash::fnv1a(name.as_bytes());
+        let h = crate::hash::word_hash(name.as_bytes());
         let mut slot = h as usize & mask;
         // At most half full, so the walk ends at an empty slot; the bound only makes
         // termination obvious.
@@ -206,30 +205,114 @@ fn length_bit(name: &str) -> u64 {
 /// What the rules need to know about one token, computed once per token.
 #[derive(Debug, Clone)]
 struct Token {
-    /// The lowercased token, as a range of [`Scorer::lower`]: the reference compares
-    /// `token.lower()` everywhere.
-    lower: Range<usize>,
     /// Lexicon (or emote) valence: `Some` means "in the lexicon" for every rule.
     valence: Option<f64>,
-    /// Booster/dampener increment when the token is a single-word booster.
-    booster: Option<f64>,
+    /// Booster/dampener increment when the token is a single-word booster, else 0 (the
+    /// increments are ±0.293, never 0).
+    booster: f64,
+    /// The `KW_*` id of the lowercased token when a rule compares tokens with that word
+    /// ("no", "but", "kind", ...), else 0: the reference compares `token.lower()`.
+    kw: u8,
     /// Python `isupper()` of the stripped token (always false for emotes).
     upper: bool,
     /// Whether the token negates on its own (a NEGATE word or contains "n't").
     negation: bool,
 }
 
+/// Byte classes for the token scan ([`CLASS`]).
+const C_SPACE: u8 = 0x01; // Python whitespace among ASCII bytes
+const C_HIGH: u8 = 0x02; // not ASCII: the token takes the general path
+const C_PUNCT: u8 = 0x04; // `string.punctuation`
+const C_LOWER: u8 = 0x08; // a-z
+const C_APOS: u8 = 0x10; // ', the only way into "n't"
+const C_UPPER: u8 = 0x20; // A-Z; also the bit that lowercases it
+const C_EMPH: u8 = 0x40; // ! or ?
+
+const fn class_table() -> [u8; 256] {
+    let mut t = [0u8; 256];
+    let mut b = 0usize;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = if c >= 0x80 {
+            C_HIGH
+        } else if matches!(c, 9..=13 | 28..=32) {
+            C_SPACE
+        } else if c.is_ascii_lowercase() {
+            C_LOWER
+        } else if c.is_ascii_uppercase() {
+            C_UPPER
+        } else if c.is_ascii_punctuation() {
+            C_PUNCT
+                | if c == b'\'' { C_APOS } else { 0 }
+                | if c == b'!' || c == b'?' { C_EMPH } else { 0 }
+        } else {
+            0
+        };
+        b += 1;
+    }
+    t
+}
+static CLASS: [u8; 256] = class_table();
+
+/// The fast path handles ASCII tokens up to this many bytes (a power of two); longer ones
+/// take the general path (no lexicon word is anywhere near this long).
+const FAST_MAX: usize = 64;
+const _: () = assert!(tables::MAX_WORD_LEN <= FAST_MAX && FAST_MAX.is_power_of_two());
+
+/// The lowercased bytes of one token, with room for an 8-byte load at any offset below
+/// [`FAST_MAX`].
+type LowerBuf = [u8; FAST_MAX + 8];
+
+/// The little-endian 8-byte word at `at` (below [`FAST_MAX`]).
+#[inline(always)]
+fn load8(buf: &LowerBuf, at: usize) -> u64 {
+    buf.get(at..at + 8)
+        .and_then(|s| <[u8; 8]>::try_from(s).ok())
+        .map_or(0, u64::from_le_bytes)
+}
+
+/// [`crate::hash::word_hash`] of `buf[from..from + len]`, a word at a time; bytes past
+/// the word are masked off, which is exactly the zero padding `word_hash` uses.
+#[inline(always)]
+fn hash_padded(buf: &LowerBuf, from: usize, len: usize) -> u64 {
+    use crate::hash::{finish, start, step};
+    let mut h = start(len);
+    let (mut at, mut left) = (from, len);
+    while left >= 8 {
+        h = step(h, load8(buf, at));
+        at += 8;
+        left -= 8;
+    }
+    if left > 0 {
+        h = step(h, load8(buf, at) & ((1u64 << (8 * left)) - 1));
+    }
+    finish(h)
+}
+
 /// A reusable VADER scorer: identical results to [`polarity_scores`], but the per-text
-/// buffers (token table, lowercase text, valences) survive between calls, so steady-state
-/// scoring does not allocate for texts without emoji.
+/// buffers (token table, valences) survive between calls, so steady-state scoring does
+/// not allocate for texts without emoji.
 #[derive(Debug, Default)]
 pub struct Scorer {
     /// The text with emoji replaced by their descriptions (only when it had any).
     replaced: String,
-    /// All lowercased tokens, back to back.
+    /// The lowercased token, for tokens that take the general (non-ASCII) path.
     lower: String,
     tokens: Vec<Token>,
     sentiments: Vec<f64>,
+}
+
+/// Per-text totals gathered while tokens are pushed.
+#[derive(Default)]
+struct Tally {
+    /// Non-emote tokens, and those of them in ALL CAPS.
+    words: usize,
+    caps: usize,
+    /// Index of the first "but".
+    first_but: Option<usize>,
+    /// `!` and `?` in the text (every one is inside some token).
+    bangs: usize,
+    questions: usize,
 }
 
 impl Scorer {
@@ -253,57 +336,21 @@ impl Scorer {
             text
         };
 
-        lower.clear();
         tokens.clear();
-        let (mut words, mut caps) = (0usize, 0usize);
-        for raw in pystr::split_words(text) {
-            let word = pystr::strip_punc_if_word(raw);
-            let start = lower.len();
-            pystr::push_lower(word, lower);
-            let range = start..lower.len();
-            let lowered = lower.get(range.clone()).unwrap_or("");
-            // Emote names are tried on the raw token too, so names with punctuation at the
-            // edges (`(puke)`) still match after the stripping above would have cut them.
-            let emote = if emotes.is_empty() {
-                None
-            } else {
-                // `word` is a slice of `raw`, so equal lengths mean nothing was stripped
-                // and the second lookup would repeat the first.
-                emotes
-                    .get(word)
-                    .or_else(|| (raw.len() != word.len()).then(|| emotes.get(raw)).flatten())
-            };
-            let upper = emote.is_none() && pystr::is_upper(word);
-            if emote.is_none() {
-                words += 1;
-                caps += usize::from(upper);
-            }
-            let info = tables::word_info(lowered);
-            tokens.push(Token {
-                valence: emote.or_else(|| info.and_then(|i| i.valence)),
-                booster: info.and_then(|i| i.boost).map(|b| match b {
-                    Boost::Incr => B_INCR,
-                    Boost::Decr => B_DECR,
-                }),
-                upper,
-                // The reference's `negated([word])`: a NEGATE word, or any "n't" form.
-                negation: info.is_some_and(|i| i.negation) || contains_nt(lowered),
-                lower: range,
-            });
-        }
+        let mut tally = Tally::default();
+        tokenize(text, emotes, lower, tokens, &mut tally);
 
         let ctx = Context {
             tokens,
-            lower,
             // "Some but not all words are ALL CAPS".
-            cap_diff: caps > 0 && caps < words,
+            cap_diff: tally.caps > 0 && tally.caps < tally.words,
         };
         sentiments.clear();
-        for i in 0..tokens.len() {
-            let v = if tokens.get(i).is_some_and(|t| t.booster.is_some()) {
+        for (i, token) in tokens.iter().enumerate() {
+            let v = if token.booster != 0.0 {
                 // Boosters only modify their neighbours, even those in the lexicon.
                 0.0
-            } else if ctx.word(i) == "kind" && ctx.word(i + 1) == "of" {
+            } else if token.kw == tables::KW_KIND && ctx.kw(i + 1) == tables::KW_OF {
                 // "kind" is a positive lexicon word, but not in "kind of".
                 0.0
             } else {
@@ -312,14 +359,11 @@ impl Scorer {
             sentiments.push(v);
         }
 
-        if let Some(bi) = (0..tokens.len()).find(|&i| ctx.word(i) == "but") {
+        if let Some(bi) = tally.first_but {
             but_check(sentiments, bi);
         }
 
-        let (bangs, questions) = text.bytes().fold((0usize, 0usize), |(b, q), c| {
-            (b + usize::from(c == b'!'), q + usize::from(c == b'?'))
-        });
-        let scores = score_valence(sentiments, bangs, questions);
+        let scores = score_valence(sentiments, tally.bangs, tally.questions);
         self.release_oversized();
         scores
     }
@@ -342,6 +386,203 @@ impl Scorer {
             self.sentiments = Vec::new();
         }
     }
+}
+
+/// Steps 2 and 3 up to the lexicon lookup: splits `text` as Python's `str.split()` does,
+/// strips each token as `_strip_punc_if_word` does, and pushes what the rules need.
+///
+/// ASCII tokens (nearly all of chat) take one pass over their bytes that finds the token's
+/// end and computes its lowercase form, case flags, punctuation edges, `!`/`?` and
+/// apostrophes together; the lowercase word is then hashed eight bytes at a time for the
+/// one table lookup. Fewer, shorter loops matter twice in WASM, where every loop
+/// iteration also pays the runtime's epoch check. Other tokens take the general path
+/// (Unicode whitespace, case mapping and `isupper`).
+fn tokenize(
+    text: &str,
+    emotes: &EmoteLexicon,
+    lower: &mut String,
+    tokens: &mut Vec<Token>,
+    tally: &mut Tally,
+) {
+    let bytes = text.as_bytes();
+    let mut buf: LowerBuf = [0; FAST_MAX + 8];
+    let mut i = 0usize;
+    while let Some(&b) = bytes.get(i) {
+        let c = CLASS[usize::from(b)];
+        if c & C_SPACE != 0 {
+            i += 1;
+            continue;
+        }
+        if c & C_HIGH != 0 {
+            let ch = char_at(text, i);
+            if pystr::is_space(ch) {
+                i += ch.len_utf8();
+                continue;
+            }
+        }
+        let start = i;
+        let (mut flags, mut last_kept, mut k) = (0u8, 0usize, 0usize);
+        while let Some(&b) = bytes.get(i) {
+            let c = CLASS[usize::from(b)];
+            if c & (C_SPACE | C_HIGH) != 0 {
+                break;
+            }
+            flags |= c;
+            if let Some(slot) = buf.get_mut(k & (FAST_MAX - 1)) {
+                *slot = b | (c & C_UPPER);
+            }
+            if c & C_PUNCT == 0 {
+                last_kept = k;
+            }
+            k += 1;
+            i += 1;
+        }
+        if bytes.get(i).is_some_and(|&b| b >= 0x80) || k > FAST_MAX {
+            // Not ASCII (or very long): find the end the general way.
+            while let Some(&b) = bytes.get(i) {
+                if b < 0x80 {
+                    if CLASS[usize::from(b)] & C_SPACE != 0 {
+                        break;
+                    }
+                    i += 1;
+                } else {
+                    let ch = char_at(text, i);
+                    if pystr::is_space(ch) {
+                        break;
+                    }
+                    i += ch.len_utf8();
+                }
+            }
+            general_token(
+                text.get(start..i).unwrap_or(""),
+                emotes,
+                lower,
+                tokens,
+                tally,
+            );
+            continue;
+        }
+        // Stripping: `last_kept` is the last byte that is not punctuation; find the first.
+        let (mut from, mut to) = (0usize, k);
+        if flags & C_PUNCT != 0 {
+            from = buf
+                .iter()
+                .take(k)
+                .position(|&b| CLASS[usize::from(b)] & C_PUNCT == 0)
+                .unwrap_or(k);
+            to = if from < k { last_kept + 1 } else { from };
+            // Two or fewer characters left: probably an emoticon, kept whole.
+            if to - from <= 2 {
+                (from, to) = (0, k);
+            }
+        }
+        let len = to - from;
+        let info = if len <= tables::MAX_WORD_LEN {
+            let word = buf.get(from..to).unwrap_or(&[]);
+            tables::word_info_hashed(word, hash_padded(&buf, from, len))
+        } else {
+            None
+        };
+        let nt = flags & C_APOS != 0
+            && buf
+                .get(..k)
+                .is_some_and(|w| w.windows(3).any(|w| w == b"n't"));
+        if flags & C_EMPH != 0 {
+            count_emphasis(bytes.get(start..start + k).unwrap_or(&[]), tally);
+        }
+        let raw = text.get(start..start + k).unwrap_or("");
+        let word = text.get(start + from..start + to).unwrap_or("");
+        // ASCII `isupper()`: some capital and no small letter (punctuation is uncased).
+        let upper = flags & C_UPPER != 0 && flags & C_LOWER == 0;
+        push_token(raw, word, info, upper, nt, emotes, tokens, tally);
+    }
+}
+
+/// A token outside the fast path of [`tokenize`]: the general Unicode rules.
+fn general_token(
+    raw: &str,
+    emotes: &EmoteLexicon,
+    lower: &mut String,
+    tokens: &mut Vec<Token>,
+    tally: &mut Tally,
+) {
+    let word = pystr::strip_punc_if_word(raw);
+    lower.clear();
+    pystr::push_lower(word, lower);
+    count_emphasis(raw.as_bytes(), tally);
+    let info = tables::word_info(lower);
+    let nt = contains_nt(lower);
+    push_token(
+        raw,
+        word,
+        info,
+        pystr::is_upper(word),
+        nt,
+        emotes,
+        tokens,
+        tally,
+    );
+}
+
+/// Adds the `!` and `?` of `bytes` to the tally.
+fn count_emphasis(bytes: &[u8], tally: &mut Tally) {
+    for &b in bytes {
+        tally.bangs += usize::from(b == b'!');
+        tally.questions += usize::from(b == b'?');
+    }
+}
+
+/// The character at byte `i` of `text` (a character boundary below its length).
+fn char_at(text: &str, i: usize) -> char {
+    text.get(i..).and_then(|t| t.chars().next()).unwrap_or(' ')
+}
+
+/// Pushes one token: `raw` as split, `word` stripped, `info` the table entry of its
+/// lowercase form, `upper` its `isupper()`, `nt` whether the lowercase form has "n't".
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn push_token(
+    raw: &str,
+    word: &str,
+    info: Option<&tables::WordInfo>,
+    upper: bool,
+    nt: bool,
+    emotes: &EmoteLexicon,
+    tokens: &mut Vec<Token>,
+    tally: &mut Tally,
+) {
+    // Emote names are tried on the raw token too, so names with punctuation at the
+    // edges (`(puke)`) still match after the stripping above would have cut them.
+    let emote = if emotes.is_empty() {
+        None
+    } else {
+        // `word` is a slice of `raw`, so equal lengths mean nothing was stripped and the
+        // second lookup would repeat the first.
+        emotes
+            .get(word)
+            .or_else(|| (raw.len() != word.len()).then(|| emotes.get(raw)).flatten())
+    };
+    let upper = emote.is_none() && upper;
+    if emote.is_none() {
+        tally.words += 1;
+        tally.caps += usize::from(upper);
+    }
+    let kw = info.map_or(0, |i| i.kw);
+    if kw == tables::KW_BUT && tally.first_but.is_none() {
+        tally.first_but = Some(tokens.len());
+    }
+    tokens.push(Token {
+        valence: emote.or_else(|| info.and_then(|i| i.valence)),
+        booster: match info.and_then(|i| i.boost) {
+            Some(Boost::Incr) => B_INCR,
+            Some(Boost::Decr) => B_DECR,
+            None => 0.0,
+        },
+        kw,
+        upper,
+        // The reference's `negated([word])`: a NEGATE word, or any "n't" form.
+        negation: info.is_some_and(|i| i.negation) || nt,
+    });
 }
 
 /// Whether `word` contains "n't" (the reference's `"n't" in word`). A byte scan: the
@@ -385,23 +626,27 @@ fn replace_emoji(text: &str, out: &mut String) -> bool {
 }
 
 /// Two- and three-word boosters, as the reference matches them against joined n-grams.
-fn booster_phrase(words: &[&str]) -> Option<f64> {
+fn booster_phrase(words: &[u8]) -> Option<f64> {
     match words {
-        ["just", "enough"] | ["kind", "of"] | ["sort", "of"] => Some(B_DECR),
+        [tables::KW_JUST, tables::KW_ENOUGH]
+        | [tables::KW_KIND, tables::KW_OF]
+        | [tables::KW_SORT, tables::KW_OF] => Some(B_DECR),
         _ => None,
     }
 }
 
 /// `SPECIAL_CASES`: idioms whose valence replaces the word's. The reference also lists the
 /// single word "badass", which can never match an n-gram of two or more words.
-fn special_case(words: &[&str]) -> Option<f64> {
+fn special_case(words: &[u8]) -> Option<f64> {
     match words {
-        ["the", "shit"] | ["the", "bomb"] | ["to", "die", "for"] => Some(3.0),
-        ["bad", "ass"] => Some(1.5),
-        ["bus", "stop"] => Some(0.0),
-        ["yeah", "right"] => Some(-2.0),
-        ["kiss", "of", "death"] => Some(-1.5),
-        ["beating", "heart"] => Some(3.5),
+        [tables::KW_THE, tables::KW_SHIT]
+        | [tables::KW_THE, tables::KW_BOMB]
+        | [tables::KW_TO, tables::KW_DIE, tables::KW_FOR] => Some(3.0),
+        [tables::KW_BAD, tables::KW_ASS] => Some(1.5),
+        [tables::KW_BUS, tables::KW_STOP] => Some(0.0),
+        [tables::KW_YEAH, tables::KW_RIGHT] => Some(-2.0),
+        [tables::KW_KISS, tables::KW_OF, tables::KW_DEATH] => Some(-1.5),
+        [tables::KW_BEATING, tables::KW_HEART] => Some(3.5),
         _ => None,
     }
 }
@@ -409,17 +654,14 @@ fn special_case(words: &[&str]) -> Option<f64> {
 /// The token table of one text, with the rules that read it.
 struct Context<'a> {
     tokens: &'a [Token],
-    lower: &'a str,
     cap_diff: bool,
 }
 
 impl Context<'_> {
-    /// Lowercased token `i`, or "" past either end (so lookahead never panics).
-    fn word(&self, i: usize) -> &str {
-        self.tokens
-            .get(i)
-            .and_then(|t| self.lower.get(t.lower.clone()))
-            .unwrap_or("")
+    /// The keyword id of token `i` (0 when it is no keyword, and past either end, so
+    /// lookahead never panics).
+    fn kw(&self, i: usize) -> u8 {
+        self.tokens.get(i).map_or(0, |t| t.kw)
     }
 
     /// Whether token `i` is a lexicon (or emote) word.
@@ -439,14 +681,16 @@ impl Context<'_> {
 
         // "no" directly before another lexicon word negates that word instead of counting
         // as negative itself.
-        if self.word(i) == "no" && self.in_lexicon(i + 1) {
+        if self.kw(i) == tables::KW_NO && self.in_lexicon(i + 1) {
             valence = 0.0;
         }
         // Reference quirk: this test runs after the one above and overrides it, so in
         // "no no good" the second "no" gets its own (negated) valence back.
-        if (i > 0 && self.word(i - 1) == "no")
-            || (i > 1 && self.word(i - 2) == "no")
-            || (i > 2 && self.word(i - 3) == "no" && matches!(self.word(i - 1), "or" | "nor"))
+        if (i > 0 && self.kw(i - 1) == tables::KW_NO)
+            || (i > 1 && self.kw(i - 2) == tables::KW_NO)
+            || (i > 2
+                && self.kw(i - 3) == tables::KW_NO
+                && matches!(self.kw(i - 1), tables::KW_OR | tables::KW_NOR))
         {
             valence = base * N_SCALAR;
         }
@@ -490,9 +734,10 @@ impl Context<'_> {
         let Some(token) = self.tokens.get(j) else {
             return 0.0;
         };
-        let Some(mut scalar) = token.booster else {
+        let mut scalar = token.booster;
+        if scalar == 0.0 {
             return 0.0;
-        };
+        }
         if valence < 0.0 {
             scalar = -scalar;
         }
@@ -513,7 +758,7 @@ impl Context<'_> {
     /// Negation by the token `distance` places before word `i` (only called when that
     /// token is outside the lexicon and exists).
     fn negation_check(&self, valence: f64, i: usize, distance: usize) -> f64 {
-        let so_or_this = |w: &str| w == "so" || w == "this";
+        let so_or_this = |w: u8| w == tables::KW_SO || w == tables::KW_THIS;
         match distance {
             1 => {
                 if self.negates(i - 1) {
@@ -521,12 +766,12 @@ impl Context<'_> {
                 }
             }
             2 => {
-                let (w2, w1) = (self.word(i - 2), self.word(i - 1));
-                if w2 == "never" && so_or_this(w1) {
+                let (w2, w1) = (self.kw(i - 2), self.kw(i - 1));
+                if w2 == tables::KW_NEVER && so_or_this(w1) {
                     // "never so good": emphasis, not negation.
                     return valence * 1.25;
                 }
-                if w2 == "without" && w1 == "doubt" {
+                if w2 == tables::KW_WITHOUT && w1 == tables::KW_DOUBT {
                     return valence;
                 }
                 if self.negates(i - 2) {
@@ -534,14 +779,14 @@ impl Context<'_> {
                 }
             }
             _ => {
-                let (w3, w2, w1) = (self.word(i - 3), self.word(i - 2), self.word(i - 1));
+                let (w3, w2, w1) = (self.kw(i - 3), self.kw(i - 2), self.kw(i - 1));
                 // Reference quirk: operator precedence makes this
                 // `(never and (so|this)) or (w1 is so|this)`, so any word right after "so"
                 // or "this" is amplified once its third-previous token is reached.
-                if (w3 == "never" && so_or_this(w2)) || so_or_this(w1) {
+                if (w3 == tables::KW_NEVER && so_or_this(w2)) || so_or_this(w1) {
                     return valence * 1.25;
                 }
-                if w3 == "without" && (w2 == "doubt" || w1 == "doubt") {
+                if w3 == tables::KW_WITHOUT && (w2 == tables::KW_DOUBT || w1 == tables::KW_DOUBT) {
                     return valence;
                 }
                 if self.negates(i - 3) {
@@ -554,14 +799,9 @@ impl Context<'_> {
 
     /// Idioms around word `i` (only reached with `i >= 3`).
     fn special_idioms(&self, mut valence: f64, i: usize) -> f64 {
-        let (w3, w2, w1, w0) = (
-            self.word(i - 3),
-            self.word(i - 2),
-            self.word(i - 1),
-            self.word(i),
-        );
+        let (w3, w2, w1, w0) = (self.kw(i - 3), self.kw(i - 2), self.kw(i - 1), self.kw(i));
         // The first preceding idiom found replaces the valence...
-        let preceding: [&[&str]; 5] = [
+        let preceding: [&[u8]; 5] = [
             &[w1, w0],
             &[w2, w1, w0],
             &[w2, w1],
@@ -574,12 +814,12 @@ impl Context<'_> {
         // ...then idioms starting at the word itself override it.
         let n = self.tokens.len();
         if i + 1 < n
-            && let Some(v) = special_case(&[w0, self.word(i + 1)])
+            && let Some(v) = special_case(&[w0, self.kw(i + 1)])
         {
             valence = v;
         }
         if i + 2 < n
-            && let Some(v) = special_case(&[w0, self.word(i + 1), self.word(i + 2)])
+            && let Some(v) = special_case(&[w0, self.kw(i + 1), self.kw(i + 2)])
         {
             valence = v;
         }
@@ -594,10 +834,10 @@ impl Context<'_> {
 
     /// "least" before a word negates it, except in "at least" / "very least".
     fn least_check(&self, valence: f64, i: usize) -> f64 {
-        if i == 0 || self.in_lexicon(i - 1) || self.word(i - 1) != "least" {
+        if i == 0 || self.in_lexicon(i - 1) || self.kw(i - 1) != tables::KW_LEAST {
             return valence;
         }
-        if i > 1 && matches!(self.word(i - 2), "at" | "very") {
+        if i > 1 && matches!(self.kw(i - 2), tables::KW_AT | tables::KW_VERY) {
             return valence;
         }
         valence * N_SCALAR
@@ -745,6 +985,42 @@ mod tests {
         );
         assert_eq!(polarity_scores(""), s(0.0, 0.0, 0.0, 0.0));
         assert_eq!(polarity_scores("!!!"), s(0.0, 1.0, 0.0, 0.0));
+    }
+
+    #[test]
+    fn padded_hash_is_word_hash() {
+        let mut buf: LowerBuf = [0xa5; FAST_MAX + 8];
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = (i as u8).wrapping_mul(37).wrapping_add(11);
+        }
+        for from in 0..FAST_MAX {
+            for len in 0..=(FAST_MAX - from).min(tables::MAX_WORD_LEN) {
+                assert_eq!(
+                    hash_padded(&buf, from, len),
+                    crate::hash::word_hash(&buf[from..from + len]),
+                    "{from}+{len}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_fast_and_general_token_paths_agree() {
+        // The same words through the ASCII fast path and, with a non-ASCII neighbour glued
+        // on by a non-breaking space (whitespace, so the same tokens), the general path.
+        for text in [
+            "not BAD at all!!",
+            "the shit",
+            "NO, never so GOOD?? kind of ok",
+            "'don't' Isn't N'T it... ':)' (puke) :D D: <3 ok! a! wow!!",
+            "very least at least yeah right",
+            &"x".repeat(70),
+            &format!("{}good", "!".repeat(70)),
+        ] {
+            let words: Vec<&str> = text.split(' ').collect();
+            let general = words.join("\u{a0}");
+            assert_eq!(polarity_scores(text), polarity_scores(&general), "{text:?}");
+        }
     }
 
     #[test]
