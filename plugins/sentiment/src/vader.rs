@@ -160,13 +160,20 @@ impl EmoteLexicon {
 
     /// The valence of the emote called exactly `name`.
     pub fn get(&self, name: &str) -> Option<f64> {
+        self.get_hashed(name, |n| crate::hash::word_hash(n.as_bytes()))
+    }
+
+    /// [`EmoteLexicon::get`] with the caller's way to compute `word_hash(name)`, which
+    /// is only asked for when the filter lets `name` through.
+    #[inline(always)]
+    fn get_hashed(&self, name: &str, hash: impl FnOnce(&str) -> u64) -> Option<f64> {
         // `filter` is empty when there are no entries, which ends here too.
         let first = name.bytes().next()?;
         if self.filter.get(usize::from(first))? & length_bit(name) == 0 {
             return None;
         }
         let mask = self.slots.len() - 1;
-        let h = crate::hash::word_hash(name.as_bytes());
+        let h = hash(name);
         let mut slot = h as usize & mask;
         // At most half full, so the walk ends at an empty slot; the bound only makes
         // termination obvious.
@@ -405,7 +412,9 @@ fn tokenize(
     tally: &mut Tally,
 ) {
     let bytes = text.as_bytes();
+    // The token's bytes lowercased (for the table), and as written (for emote names).
     let mut buf: LowerBuf = [0; FAST_MAX + 8];
+    let mut raw_buf: LowerBuf = [0; FAST_MAX + 8];
     let mut i = 0usize;
     while let Some(&b) = bytes.get(i) {
         let c = CLASS[usize::from(b)];
@@ -430,6 +439,9 @@ fn tokenize(
             flags |= c;
             if let Some(slot) = buf.get_mut(k & (FAST_MAX - 1)) {
                 *slot = b | (c & C_UPPER);
+            }
+            if let Some(slot) = raw_buf.get_mut(k & (FAST_MAX - 1)) {
+                *slot = b;
             }
             if c & C_PUNCT == 0 {
                 last_kept = k;
@@ -494,7 +506,17 @@ fn tokenize(
         let word = text.get(start + from..start + to).unwrap_or("");
         // ASCII `isupper()`: some capital and no small letter (punctuation is uncased).
         let upper = flags & C_UPPER != 0 && flags & C_LOWER == 0;
-        push_token(raw, word, info, upper, nt, emotes, tokens, tally);
+        // `word` is `raw_buf[from..to]` and `raw` is `raw_buf[..k]`.
+        let emote_hash = |name: &str| {
+            if name.len() == k {
+                hash_padded(&raw_buf, 0, k)
+            } else {
+                hash_padded(&raw_buf, from, len)
+            }
+        };
+        push_token(
+            raw, word, info, upper, nt, emotes, emote_hash, tokens, tally,
+        );
     }
 }
 
@@ -519,6 +541,7 @@ fn general_token(
         pystr::is_upper(word),
         nt,
         emotes,
+        |n: &str| crate::hash::word_hash(n.as_bytes()),
         tokens,
         tally,
     );
@@ -548,6 +571,7 @@ fn push_token(
     upper: bool,
     nt: bool,
     emotes: &EmoteLexicon,
+    emote_hash: impl Fn(&str) -> u64,
     tokens: &mut Vec<Token>,
     tally: &mut Tally,
 ) {
@@ -558,9 +582,11 @@ fn push_token(
     } else {
         // `word` is a slice of `raw`, so equal lengths mean nothing was stripped and the
         // second lookup would repeat the first.
-        emotes
-            .get(word)
-            .or_else(|| (raw.len() != word.len()).then(|| emotes.get(raw)).flatten())
+        emotes.get_hashed(word, &emote_hash).or_else(|| {
+            (raw.len() != word.len())
+                .then(|| emotes.get_hashed(raw, &emote_hash))
+                .flatten()
+        })
     };
     let upper = emote.is_none() && upper;
     if emote.is_none() {
