@@ -32,9 +32,11 @@
 //! Decoding never panics: every read is bounds-checked and returns [`DecodeError`], because
 //! either side may be handed garbage (a buggy plugin, a corrupted buffer).
 //!
-//! Why a message's strings sit together: UTF-8 validation has a fixed cost per call, so the
-//! guest validates each message's strings with one `from_utf8` and then slices them with
-//! `str::get` (a char-boundary check), instead of validating ten short strings one by one.
+//! Why a message's strings sit together: the guest finds all of them from one length and a
+//! few varints, without touching their bytes. Each string is checked to be UTF-8 only when
+//! a plugin reads it (badge strings and emote ids as one region each), so a step pays for
+//! the strings it uses: the sentiment step validates the text and nothing else (the ids,
+//! names and badges are most of a message's string bytes).
 
 use std::cell::OnceCell;
 use std::collections::BTreeMap;
@@ -658,9 +660,9 @@ impl<'a> Reader<'a> {
 
 /// A message borrowed from a batch buffer: the zero-copy view plugins receive.
 ///
-/// Nothing is decoded until a plugin asks: the first accessor call validates the message's
-/// strings (one UTF-8 check) and slices them; badges, emotes and fields are walked only when
-/// their accessors are called. A step that reads nothing (a filter that only looks at
+/// Nothing is decoded until a plugin asks: the first accessor call reads the framing of the
+/// message's strings, and each accessor checks its own string to be UTF-8; badges, emotes
+/// and fields are walked only when their accessors are called. A step that reads nothing (a filter that only looks at
 /// `channel()` of some messages, or the no-op reference step) pays only for framing.
 ///
 /// Accessors never panic. When the host hands over a malformed message (a host bug), they
@@ -674,16 +676,21 @@ pub struct Message<'a> {
     error: OnceCell<DecodeError>,
 }
 
-/// The decoded fixed part of a message.
+/// The decoded fixed part of a message: the framing of its strings, not yet validated.
 #[derive(Debug, Clone, Copy)]
 struct Head<'a> {
-    core: [&'a str; 8],
+    /// All of the message's strings, back to back, as raw bytes: each string is checked
+    /// to be UTF-8 only when an accessor reads it.
+    strs: &'a [u8],
+    /// Offset of `strs` in the message body (for error offsets).
+    strs_at: usize,
+    /// End of each core string in `strs` (each starts where the previous one ends); the
+    /// last one is also where the badge strings start.
+    ends: [usize; 8],
     ts_ms: i64,
-    /// Badge strings then emote ids, as laid out in the buffer.
-    extra_strs: &'a str,
     badges: &'a [u8],
     emotes: &'a [u8],
-    /// Where emote ids start in `extra_strs`.
+    /// Where emote ids start in `strs`.
     emote_strs_at: usize,
     /// Encoded fields, validated when read.
     fields: &'a [u8],
@@ -691,9 +698,10 @@ struct Head<'a> {
 
 /// What accessors of a malformed message see.
 const EMPTY_HEAD: Head<'static> = Head {
-    core: [""; 8],
+    strs: &[],
+    strs_at: 0,
+    ends: [0; 8],
     ts_ms: 0,
-    extra_strs: "",
     badges: &[0],
     emotes: &[0],
     emote_strs_at: 0,
@@ -722,46 +730,58 @@ fn take_str<'a>(
     Ok(s)
 }
 
+/// Advances `at` past a string of `len` bytes, which must fit in a region of `size`.
+fn skip_str(at: &mut usize, len: u64, size: usize, offset: usize) -> Result<(), DecodeError> {
+    match usize::try_from(len).ok().and_then(|l| at.checked_add(l)) {
+        Some(end) if end <= size => {
+            *at = end;
+            Ok(())
+        }
+        _ => Err(DecodeError {
+            offset,
+            reason: "string outside its region",
+        }),
+    }
+}
+
 impl<'a> Head<'a> {
     fn decode(body: &'a [u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(body);
         let n = r.len()?;
-        let start = r.pos;
-        let strs = std::str::from_utf8(r.bytes(n)?).map_err(|_| DecodeError {
-            offset: start,
-            reason: "strings are not valid UTF-8",
-        })?;
+        let strs_at = r.pos;
+        let strs = r.bytes(n)?;
         let mut at = 0;
-        let mut core = [""; 8];
-        for c in &mut core {
+        let mut ends = [0; 8];
+        for end in &mut ends {
             let len = r.varint()?;
-            *c = take_str(strs, &mut at, len, r.pos)?;
+            skip_str(&mut at, len, n, r.pos)?;
+            *end = at;
         }
         let ts_ms = r.zigzag()?;
-        let extra_start = at;
         let start = r.pos;
         for _ in 0..r.len()? {
             let (a, b) = (r.varint()?, r.varint()?);
-            take_str(strs, &mut at, a, r.pos)?;
-            take_str(strs, &mut at, b, r.pos)?;
+            skip_str(&mut at, a, n, r.pos)?;
+            skip_str(&mut at, b, n, r.pos)?;
         }
         let badges = &body[start..r.pos];
-        let emote_strs_at = at - extra_start;
+        let emote_strs_at = at;
         let start = r.pos;
         for _ in 0..r.len()? {
             let len = r.varint()?;
-            take_str(strs, &mut at, len, r.pos)?;
+            skip_str(&mut at, len, n, r.pos)?;
             u32::try_from(r.varint()?).map_err(|_| r.err("emote position too large"))?;
             u32::try_from(r.varint()?).map_err(|_| r.err("emote position too large"))?;
         }
         let emotes = &body[start..r.pos];
-        if at != strs.len() {
+        if at != n {
             return Err(r.err("string region longer than its strings"));
         }
         Ok(Head {
-            core,
+            strs,
+            strs_at,
+            ends,
             ts_ms,
-            extra_strs: &strs[extra_start..],
             badges,
             emotes,
             emote_strs_at,
@@ -798,37 +818,60 @@ impl<'a> Message<'a> {
         }
     }
 
+    /// `strs[from..to]` of the head, checked to be UTF-8 (a failure is recorded and reads
+    /// as "").
+    fn str_range(&self, from: usize, to: usize) -> &'a str {
+        let h = *self.head();
+        match h.strs.get(from..to).map(std::str::from_utf8) {
+            Some(Ok(s)) => s,
+            _ => {
+                self.fail(DecodeError {
+                    offset: h.strs_at + from,
+                    reason: "string is not valid UTF-8",
+                });
+                ""
+            }
+        }
+    }
+
+    /// Core string `k` (0 = id ... 7 = text).
+    fn core(&self, k: usize) -> &'a str {
+        let ends = self.head().ends;
+        let from = k.checked_sub(1).and_then(|p| ends.get(p)).copied();
+        self.str_range(from.unwrap_or(0), ends.get(k).copied().unwrap_or(0))
+    }
+
     /// Twitch message id (`id` tag); unique.
     pub fn id(&self) -> &'a str {
-        self.head().core[0]
+        self.core(0)
     }
     /// Event kind: `privmsg`, or a USERNOTICE kind such as `sub`, `raid`.
     pub fn kind(&self) -> &'a str {
-        self.head().core[1]
+        self.core(1)
     }
     /// Channel login, without `#`.
     pub fn channel(&self) -> &'a str {
-        self.head().core[2]
+        self.core(2)
     }
     /// Channel's numeric Twitch id (`room-id`).
     pub fn channel_id(&self) -> &'a str {
-        self.head().core[3]
+        self.core(3)
     }
     /// Sender login.
     pub fn user(&self) -> &'a str {
-        self.head().core[4]
+        self.core(4)
     }
     /// Sender's numeric Twitch id.
     pub fn user_id(&self) -> &'a str {
-        self.head().core[5]
+        self.core(5)
     }
     /// Sender's display name.
     pub fn display_name(&self) -> &'a str {
-        self.head().core[6]
+        self.core(6)
     }
     /// The chat text.
     pub fn text(&self) -> &'a str {
-        self.head().core[7]
+        self.core(7)
     }
     /// Milliseconds since the Unix epoch (`tmi-sent-ts`).
     pub fn ts_ms(&self) -> i64 {
@@ -840,11 +883,11 @@ impl<'a> Message<'a> {
         self.error.get()
     }
 
-    /// Badges as `(name, version)` pairs (validated when the message was first read).
+    /// Badges as `(name, version)` pairs (their strings are checked to be UTF-8 here).
     pub fn badges(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
         let h = *self.head();
         let mut r = Reader::new(h.badges);
-        let strs = h.extra_strs;
+        let strs = self.str_range(h.ends[7], h.emote_strs_at);
         let mut at = 0;
         let n = r.len().unwrap_or(0);
         (0..n).map_while(move |_| {
@@ -856,12 +899,13 @@ impl<'a> Message<'a> {
         })
     }
 
-    /// Emotes as `(id, start, end)`, character positions inclusive.
+    /// Emotes as `(id, start, end)`, character positions inclusive (the ids are checked
+    /// to be UTF-8 here; [`Message::emote_positions`] skips them).
     pub fn emotes(&self) -> impl Iterator<Item = (&'a str, u32, u32)> + 'a {
         let h = *self.head();
         let mut r = Reader::new(h.emotes);
-        let strs = h.extra_strs;
-        let mut at = h.emote_strs_at;
+        let strs = self.str_range(h.emote_strs_at, h.strs.len());
+        let mut at = 0;
         let n = r.len().unwrap_or(0);
         (0..n).map_while(move |_| {
             let len = r.varint().ok()?;
@@ -869,6 +913,19 @@ impl<'a> Message<'a> {
             let s = u32::try_from(r.varint().ok()?).ok()?;
             let e = u32::try_from(r.varint().ok()?).ok()?;
             Some((id, s, e))
+        })
+    }
+
+    /// Emote positions as `(start, end)`, character positions inclusive: what
+    /// [`Message::emotes`] gives without the ids, which are then not read at all.
+    pub fn emote_positions(&self) -> impl Iterator<Item = (u32, u32)> + 'a {
+        let mut r = Reader::new(self.head().emotes);
+        let n = r.len().unwrap_or(0);
+        (0..n).map_while(move |_| {
+            r.varint().ok()?;
+            let s = u32::try_from(r.varint().ok()?).ok()?;
+            let e = u32::try_from(r.varint().ok()?).ok()?;
+            Some((s, e))
         })
     }
 
@@ -1260,12 +1317,32 @@ mod tests {
             views[0].decode_error().is_none(),
             "framing alone decodes nothing"
         );
-        assert_eq!(views[0].text(), "");
-        assert_eq!(views[0].channel(), "");
+        // Only the strings a plugin reads are checked: the text is fine...
+        assert_eq!(views[0].text(), "hello Kappa ünïcode");
+        assert_eq!(views[0].channel(), "chan");
+        assert_eq!(views[0].emote_positions().collect::<Vec<_>>(), [(6, 10)]);
+        assert!(views[0].decode_error().is_none());
+        // ...the id is not.
+        assert_eq!(views[0].id(), "");
         assert_eq!(
-            views[0].decode_error().map(|e| e.reason),
-            Some("strings are not valid UTF-8")
+            views[0].decode_error().map(|e| (e.reason, e.offset)),
+            Some(("string is not valid UTF-8", 1))
         );
+        // A string cut inside a character fails too: give the id "é" one byte less and the
+        // kind one more, so each holds half of the "é".
+        let mut m = sample();
+        m.id = "é".into();
+        (m.badges, m.emotes, m.fields) = (vec![], vec![], BTreeMap::new());
+        let mut buf = encode_batch(&[m]);
+        let strs_len = usize::from(buf[3]);
+        assert!(buf[2] < 0x80 && buf[3] < 0x80, "one-byte lengths");
+        assert_eq!((buf[4 + strs_len], buf[5 + strs_len]), (2, 7));
+        (buf[4 + strs_len], buf[5 + strs_len]) = (1, 8);
+        let views = decode_batch(&buf).unwrap();
+        assert_eq!(views[0].text(), "hello Kappa ünïcode");
+        assert!(views[0].decode_error().is_none());
+        assert_eq!((views[0].id(), views[0].kind()), ("", ""));
+        assert!(views[0].decode_error().is_some());
     }
 
     #[test]
