@@ -78,6 +78,11 @@ pub(crate) fn spam_token(text: &str) -> Option<&str> {
     const MAX_REPEATS: usize = 10;
     let mut words = pystr::split_words(text);
     let first = words.next()?;
+    // More than ten copies and the whitespace between them: shorter texts (nearly all)
+    // cannot be spam, so their other tokens need not be split here.
+    if text.len() < (MAX_REPEATS + 1) * first.len() + MAX_REPEATS {
+        return None;
+    }
     let mut count = 1usize;
     for w in words {
         if w != first {
