@@ -221,6 +221,9 @@ impl Sign {
     }
 }
 
+/// Words of the emoji block bitmap: 64 × 64 blocks of 32 code points cover U+0000..U+1FFFF.
+const EMOJI_BLOCK_WORDS: usize = 64;
+
 /// The bound of VADER's word scale; emote valences must stay on it.
 const MAX_VALENCE: f64 = 4.0;
 
@@ -386,6 +389,25 @@ fn main() {
     let _ = writeln!(out, "static EMOJI: [(char, &str); {}] = [", emoji.len());
     for (c, description) in &emoji {
         let _ = writeln!(out, "    ({c:?}, {description:?}),");
+    }
+    let _ = writeln!(out, "];");
+    // A bit per block of 32 code points below U+20000 that holds some key: most non-ASCII
+    // chat characters (accented letters, Hangul, CJK) are settled by one bit test instead
+    // of a binary search over all keys.
+    let mut blocks = [0u64; EMOJI_BLOCK_WORDS];
+    for &c in emoji.keys() {
+        let block = c as usize >> 5;
+        assert!(block < EMOJI_BLOCK_WORDS * 64, "emoji {c:?} past U+1FFFF");
+        blocks[block >> 6] |= 1 << (block & 63);
+    }
+    let _ = writeln!(
+        out,
+        "/// Bit `b` is set when some EMOJI key lies in code points `32 * b .. 32 * b + 32`."
+    );
+    let _ = writeln!(out, "static EMOJI_BLOCKS: [u64; {EMOJI_BLOCK_WORDS}] = [");
+    for chunk in blocks.chunks(4) {
+        let row: Vec<String> = chunk.iter().map(|s| format!("{s:#018x}")).collect();
+        let _ = writeln!(out, "    {},", row.join(", "));
     }
     let _ = writeln!(out, "];");
 

@@ -80,6 +80,10 @@ pub(crate) fn emoji_description(c: char) -> Option<&'static str> {
     if c.is_ascii() {
         return None;
     }
+    let block = c as usize >> 5;
+    if EMOJI_BLOCKS.get(block >> 6).is_none_or(|w| w & (1 << (block & 63)) == 0) {
+        return None;
+    }
     EMOJI
         .binary_search_by_key(&c, |(k, _)| *k)
         .ok()
@@ -123,6 +127,13 @@ mod tests {
         assert_eq!(emoji_description('❤'), Some("red heart"));
         assert_eq!(emoji_description('a'), None);
         assert!(EMOJI.windows(2).all(|w| w[0].0 < w[1].0));
+        // The block filter lets every key through, and settles other characters.
+        for (c, d) in EMOJI.iter() {
+            assert_eq!(emoji_description(*c), Some(*d), "{c:?}");
+        }
+        for c in ['é', 'á', '오', '日', '\u{3000}', '\u{10ffff}'] {
+            assert_eq!(emoji_description(c), None, "{c:?}");
+        }
         assert!(WORDS.windows(2).all(|w| w[0].0 < w[1].0));
     }
 }
