@@ -343,7 +343,7 @@ fn main() {
     );
     let _ = writeln!(
         out,
-        "static WORDS: [(&str, WordInfo); {}] = [",
+        "pub(crate) static WORDS: [(&str, WordInfo); {}] = [",
         entries.len()
     );
     for (word, (valence, boost, negation, kw)) in &entries {

@@ -81,7 +81,10 @@ pub(crate) fn emoji_description(c: char) -> Option<&'static str> {
         return None;
     }
     let block = c as usize >> 5;
-    if EMOJI_BLOCKS.get(block >> 6).is_none_or(|w| w & (1 << (block & 63)) == 0) {
+    if EMOJI_BLOCKS
+        .get(block >> 6)
+        .is_none_or(|w| w & (1 << (block & 63)) == 0)
+    {
         return None;
     }
     EMOJI

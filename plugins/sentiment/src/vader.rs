@@ -529,11 +529,24 @@ fn general_token(
     tally: &mut Tally,
 ) {
     let word = pystr::strip_punc_if_word(raw);
-    lower.clear();
-    pystr::push_lower(word, lower);
     count_emphasis(raw.as_bytes(), tally);
-    let info = tables::word_info(lower);
-    let nt = contains_nt(lower);
+    // Only two non-ASCII characters lowercase to something with an ASCII letter (U+212A
+    // KELVIN SIGN to "k", U+0130 to "i" + U+0307), and every table key is ASCII or holds
+    // an uppercase letter no lowercase form has (`:Þ`), so a word with any other
+    // non-ASCII character cannot be in the table, and its "n't" can only come from ASCII
+    // letters next to each other: no lowercase copy is needed for it (most non-ASCII chat:
+    // accents, Hangul, CJK, Cyrillic).
+    let (info, nt) = if word.chars().all(|c| c.is_ascii() || c == KELVIN_SIGN) {
+        lower.clear();
+        pystr::push_lower(word, lower);
+        (tables::word_info(lower), contains_nt(lower))
+    } else {
+        let nt = word
+            .as_bytes()
+            .windows(3)
+            .any(|w| matches!(w, [n, b'\'', t] if n | 0x20 == b'n' && t | 0x20 == b't'));
+        (None, nt)
+    };
     push_token(
         raw,
         word,
@@ -546,6 +559,9 @@ fn general_token(
         tally,
     );
 }
+
+/// The one non-ASCII character whose lowercase form is ASCII ("k").
+const KELVIN_SIGN: char = '\u{212a}';
 
 /// Adds the `!` and `?` of `bytes` to the tally.
 fn count_emphasis(bytes: &[u8], tally: &mut Tally) {
@@ -1011,6 +1027,31 @@ mod tests {
         );
         assert_eq!(polarity_scores(""), s(0.0, 0.0, 0.0, 0.0));
         assert_eq!(polarity_scores("!!!"), s(0.0, 1.0, 0.0, 0.0));
+    }
+
+    #[test]
+    fn non_ascii_words_outside_the_table_need_no_lowercase_copy() {
+        // What `general_token` relies on.
+        for c in (0x80..=0x10ffffu32).filter_map(char::from_u32) {
+            if c.to_lowercase().any(|l| l.is_ascii()) {
+                assert!(c == KELVIN_SIGN || c == '\u{130}', "{c:?}");
+            }
+        }
+        for (word, _) in tables::WORDS.iter() {
+            assert!(
+                word.is_ascii() || word.chars().any(char::is_uppercase),
+                "{word:?} could be a lowercase word"
+            );
+        }
+        // And the scores agree with the lowercase path on such words.
+        assert_eq!(
+            polarity_scores("DON'Té good"),
+            polarity_scores("don't good")
+        );
+        assert_eq!(
+            polarity_scores("\u{212a}IND of good").compound,
+            polarity_scores("kind of good").compound
+        );
     }
 
     #[test]
