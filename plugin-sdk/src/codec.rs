@@ -278,7 +278,38 @@ fn put_zigzag(out: &mut Vec<u8>, v: i64) {
 
 pub(crate) fn put_str(out: &mut Vec<u8>, s: &str) {
     put_varint(out, s.len() as u64);
-    out.extend_from_slice(s.as_bytes());
+    put_bytes(out, s.as_bytes());
+}
+
+/// Appends `bytes`; short slices (map keys, labels, field names) in fixed-size pieces.
+///
+/// A copy of a length unknown at compile time is a `memcpy` call, and in a WASM guest
+/// built with bulk memory it is a `memory.copy` that wasmtime runs as a libcall, costing
+/// far more than the few bytes it moves; fixed-size pieces compile to plain loads and
+/// stores.
+#[inline]
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    if bytes.len() > 32 {
+        out.extend_from_slice(bytes);
+        return;
+    }
+    out.reserve(bytes.len());
+    let mut rest = bytes;
+    while let Some((piece, tail)) = rest.split_first_chunk::<8>() {
+        out.extend_from_slice(piece);
+        rest = tail;
+    }
+    if let Some((piece, tail)) = rest.split_first_chunk::<4>() {
+        out.extend_from_slice(piece);
+        rest = tail;
+    }
+    if let Some((piece, tail)) = rest.split_first_chunk::<2>() {
+        out.extend_from_slice(piece);
+        rest = tail;
+    }
+    if let Some(&b) = rest.first() {
+        out.push(b);
+    }
 }
 
 /// Appends one encoded value.

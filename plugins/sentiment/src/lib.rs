@@ -70,7 +70,7 @@ pub use tables::BuiltinEmote;
 pub use vader::{EmoteLexicon, Scorer, Scores, polarity_scores};
 
 use std::collections::BTreeMap;
-use streamtap_plugin_sdk::{Actions, Message, Plugin, ValueRef, export};
+use streamtap_plugin_sdk::{Actions, Message, Plugin, SetTemplate, ValueRef, export};
 
 /// Default `positive_threshold`: VADER's own recommended cut-off.
 pub const DEFAULT_POSITIVE_THRESHOLD: f64 = 0.05;
@@ -185,6 +185,27 @@ pub struct Sentiment {
     /// Reused per message: the text with emotes cut, and the emote ranges.
     cut: String,
     ranges: Vec<(usize, usize)>,
+    /// The `sentiment` field, encoded once per label (see [`LABELS`]); each message only
+    /// fills in its four numbers.
+    outputs: [SetTemplate; 3],
+}
+
+/// The labels, in the order of [`Sentiment::label_index`].
+const LABELS: [&str; 3] = ["positive", "negative", "neutral"];
+
+/// The field the step sets: `compound`, `pos`, `neu`, `neg` (the template's floats, in
+/// this order) and `label`.
+fn output_template(label: &'static str) -> SetTemplate {
+    SetTemplate::new(
+        "sentiment",
+        ValueRef::Map(&[
+            ("compound", ValueRef::Float(0.0)),
+            ("pos", ValueRef::Float(0.0)),
+            ("neu", ValueRef::Float(0.0)),
+            ("neg", ValueRef::Float(0.0)),
+            ("label", ValueRef::Str(label)),
+        ]),
+    )
 }
 
 impl Sentiment {
@@ -219,12 +240,17 @@ impl Sentiment {
 
     /// The label for a compound score under this step's thresholds.
     pub fn label(&self, compound: f64) -> &'static str {
+        LABELS[self.label_index(compound)]
+    }
+
+    /// The index in [`LABELS`] of the label for `compound`.
+    fn label_index(&self, compound: f64) -> usize {
         if compound >= self.positive_threshold {
-            "positive"
+            0
         } else if compound <= self.negative_threshold {
-            "negative"
+            1
         } else {
-            "neutral"
+            2
         }
     }
 }
@@ -339,22 +365,18 @@ impl Plugin for Sentiment {
             scorer: Scorer::new(),
             cut: String::new(),
             ranges: Vec::new(),
+            outputs: LABELS.map(output_template),
         })
     }
 
     fn process(&mut self, msg: &Message<'_>, out: &mut Actions) {
         // Positions only: the emote ids are never read (nor checked to be UTF-8).
         let scores = self.analyze(msg.text(), msg.emote_positions());
-        // Borrowed: no key strings or map built per message (this runs on every message).
-        out.set_ref(
-            "sentiment",
-            ValueRef::Map(&[
-                ("compound", ValueRef::Float(scores.compound)),
-                ("pos", ValueRef::Float(scores.pos)),
-                ("neu", ValueRef::Float(scores.neu)),
-                ("neg", ValueRef::Float(scores.neg)),
-                ("label", ValueRef::Str(self.label(scores.compound))),
-            ]),
+        // The field as encoded once at init, with this message's numbers: no keys or map
+        // encoded per message (this runs on every message).
+        out.set_template(
+            &self.outputs[self.label_index(scores.compound)],
+            &[scores.compound, scores.pos, scores.neu, scores.neg],
         );
     }
 }
@@ -412,6 +434,39 @@ mod tests {
             assert_eq!(num(&v, "neg"), s.neg);
             assert!(["positive", "neutral", "negative"].contains(&label(&v)));
         }
+    }
+
+    #[test]
+    fn the_output_is_the_documented_map() {
+        // The templates store exactly what `set_ref` of the map would.
+        let mut p: Sentiment = testing::init(serde_json::json!({})).unwrap();
+        for text in ["I love this stream", "this is awful", "ok then", ""] {
+            let s = polarity_scores(text);
+            let label = p.label(s.compound);
+            let mut expected = Actions::default();
+            expected.set_ref(
+                "sentiment",
+                ValueRef::Map(&[
+                    ("compound", ValueRef::Float(s.compound)),
+                    ("pos", ValueRef::Float(s.pos)),
+                    ("neu", ValueRef::Float(s.neu)),
+                    ("neg", ValueRef::Float(s.neg)),
+                    ("label", ValueRef::Str(label)),
+                ]),
+            );
+            let mut got = Actions::default();
+            p.process(&codec_message(text), &mut got);
+            assert_eq!(got, expected, "{text:?}");
+        }
+    }
+
+    /// A borrowed message for `process`, through the wire format.
+    fn codec_message(text: &str) -> Message<'static> {
+        let buf = streamtap_plugin_sdk::codec::encode_batch(&[testing::message("c", "u", text)]);
+        let buf: &'static [u8] = Box::leak(buf.into_boxed_slice());
+        streamtap_plugin_sdk::codec::decode_batch(buf)
+            .unwrap()
+            .remove(0)
     }
 
     #[test]
