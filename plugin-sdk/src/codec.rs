@@ -556,18 +556,23 @@ impl<'a> Reader<'a> {
         self.varint_slow()
     }
 
-    #[cold]
+    /// Varints of two bytes and more: message and string-region lengths and the timestamp,
+    /// so several per message (not cold). One pass over the bytes, no per-byte `Result`.
     fn varint_slow(&mut self) -> Result<u64, DecodeError> {
+        let rest = self.buf.get(self.pos..).unwrap_or(&[]);
         let mut v: u64 = 0;
-        let mut shift = 0;
-        while shift < 64 {
-            let b = self.u8()?;
-            v |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
+        for (i, &b) in rest.iter().take(10).enumerate() {
+            v |= u64::from(b & 0x7f) << (7 * i);
+            if b < 0x80 {
+                self.pos += i + 1;
                 return Ok(v);
             }
-            shift += 7;
         }
+        if rest.len() < 10 {
+            self.pos = self.buf.len();
+            return Err(self.err("unexpected end of buffer"));
+        }
+        self.pos += 10;
         Err(self.err("varint longer than 10 bytes"))
     }
 

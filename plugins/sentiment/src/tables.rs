@@ -60,7 +60,7 @@ pub(crate) fn word_info_hashed(word: &[u8], h: u64) -> Option<&'static WordInfo>
         }
         if entry >> 16 == tag {
             let (key, info) = WORDS.get((entry & 0xffff) as usize)?;
-            if key.as_bytes() == word {
+            if crate::pystr::short_eq(key.as_bytes(), word) {
                 return Some(info);
             }
         }
@@ -75,6 +75,7 @@ pub(crate) fn builtin_emotes() -> &'static [BuiltinEmote] {
 }
 
 /// The description the reference substitutes for the single-code-point emoji `c`.
+#[inline]
 pub(crate) fn emoji_description(c: char) -> Option<&'static str> {
     // Every key is outside ASCII; most chat characters are ASCII, so skip the search.
     if c.is_ascii() {

@@ -85,7 +85,7 @@ pub(crate) fn spam_token(text: &str) -> Option<&str> {
     }
     let mut count = 1usize;
     for w in words {
-        if w != first {
+        if !pystr::short_eq(w.as_bytes(), first.as_bytes()) {
             return None;
         }
         count += 1;

@@ -184,7 +184,7 @@ impl EmoteLexicon {
             }
             if entry >> 32 == h >> 32 {
                 let (key, valence) = self.entries.get((entry & 0xffff_ffff) as usize)?;
-                if key == name {
+                if pystr::short_eq(key.as_bytes(), name.as_bytes()) {
                     return Some(*valence);
                 }
             }
@@ -641,10 +641,19 @@ fn contains_nt(word: &str) -> bool {
 /// an ASCII space (or it starts the text), but never followed by one, so `😀abc` becomes
 /// `grinning faceabc`, and `❤️` (U+2764 U+FE0F) becomes `red heart` + U+FE0F.
 fn replace_emoji(text: &str, out: &mut String) -> bool {
-    if text.is_ascii() {
-        return false; // every emoji key is outside ASCII
-    }
-    let Some(first) = text.find(|c| tables::emoji_description(c).is_some()) else {
+    // Every emoji key is outside ASCII: skip to the first non-ASCII byte, then test only
+    // non-ASCII characters.
+    let Some(ascii) = text.bytes().position(|b| b >= 0x80) else {
+        return false;
+    };
+    let Some(first) = text
+        .get(ascii..)
+        .and_then(|t| {
+            t.char_indices()
+                .find(|&(_, c)| !c.is_ascii() && tables::emoji_description(c).is_some())
+        })
+        .map(|(i, _)| ascii + i)
+    else {
         return false;
     };
     out.clear();
