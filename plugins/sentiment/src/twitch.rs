@@ -29,7 +29,12 @@ pub(crate) fn cut_emotes(
         .chain(std::iter::once(text.len()));
     let mut next_char = 0usize;
     let mut last = (usize::MAX, 0usize); // (char index, byte offset) of the latest lookup
+    // In ASCII text (most chat) a character position is its byte offset.
+    let ascii = text.is_ascii();
     let mut byte_at = |c: usize| -> Option<usize> {
+        if ascii {
+            return (c <= text.len()).then_some(c);
+        }
         if last.0 == c {
             return Some(last.1);
         }
