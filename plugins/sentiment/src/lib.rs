@@ -230,8 +230,7 @@ impl Sentiment {
         } else {
             text
         };
-        let text = twitch::spam_token(text).unwrap_or(text);
-        let scores = self.scorer.score(text, &self.scored);
+        let scores = self.scorer.score_with_spam_rule(text, &self.scored);
         if self.cut.capacity() > 64 * 1024 {
             self.cut = String::new(); // see Scorer: do not pin a giant message's buffer
         }
@@ -603,6 +602,34 @@ mod tests {
         assert_eq!(once, spam);
         let ten = sentiment_of(&mut p, testing::message("c", "u", &"PogChamp ".repeat(10)));
         assert!(num(&ten, "compound") > num(&once, "compound"));
+    }
+
+    #[test]
+    fn spam_rule_on_every_token_path() {
+        let mut p: Sentiment = testing::init(serde_json::json!({})).unwrap();
+        // ASCII tokens, non-ASCII tokens and separators, and emoji (replaced before scoring).
+        for (token, sep) in [
+            ("LUL", " "),
+            ("PogChamp!", "\t"),
+            ("héé", "\u{a0}"),
+            ("😀", " "),
+        ] {
+            let once = p.analyze(token, []);
+            let spam = p.analyze(&[token; 11].join(sep), []);
+            let ten = p.analyze(&[token; 10].join(sep), []);
+            assert_eq!(spam, once, "{token:?}");
+            if once.compound != 0.0 {
+                assert_ne!(ten, once, "{token:?}");
+            }
+            let mixed = format!("{} x", [token; 11].join(sep));
+            assert_eq!(p.analyze(&mixed, []), polarity_scores_with(&mut p, &mixed));
+        }
+    }
+
+    /// The scorer without the spam rule, on the step's own emote table.
+    fn polarity_scores_with(p: &mut Sentiment, text: &str) -> Scores {
+        let scored = p.scored.clone();
+        p.scorer.score(text, &scored)
     }
 
     #[test]

@@ -75,12 +75,13 @@ pub(crate) fn cut_emotes(
     cut_any
 }
 
+/// More repetitions than this make a message spam.
+pub(crate) const MAX_REPEATS: usize = 10;
+
 /// A message that is one token repeated more than ten times ("LUL LUL LUL ...") is scored
 /// as that token alone: otherwise spam saturates `compound` at ±1 and drowns the real
 /// messages in any average. Tokens are compared exactly, after splitting on whitespace.
 pub(crate) fn spam_token(text: &str) -> Option<&str> {
-    /// More repetitions than this make a message spam.
-    const MAX_REPEATS: usize = 10;
     let mut words = pystr::split_words(text);
     let first = words.next()?;
     // More than ten copies and the whitespace between them: shorter texts (nearly all)

@@ -31,6 +31,7 @@
 
 use crate::pystr;
 use crate::tables::{self, Boost};
+use crate::twitch;
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 
@@ -331,21 +332,39 @@ impl Scorer {
     /// Scores `text`; `emotes` adds case-sensitive lexicon entries (pass
     /// [`EmoteLexicon::empty`] for plain VADER).
     pub fn score(&mut self, text: &str, emotes: &EmoteLexicon) -> Scores {
+        self.score_inner(text, emotes, false)
+    }
+
+    /// [`Scorer::score`] with the Twitch extension's spam rule: a text that is one token
+    /// repeated more than [`twitch::MAX_REPEATS`] times is scored as that token alone.
+    ///
+    /// Spam has more than `MAX_REPEATS` tokens, and so has the text scoring splits (the
+    /// emoji replacement only ever adds tokens), so the text is checked only when the
+    /// scoring pass found that many: nearly every message is settled without splitting it
+    /// a second time.
+    pub(crate) fn score_with_spam_rule(&mut self, text: &str, emotes: &EmoteLexicon) -> Scores {
+        self.score_inner(text, emotes, true)
+    }
+
+    fn score_inner(&mut self, text: &str, emotes: &EmoteLexicon, spam_rule: bool) -> Scores {
         let Scorer {
             replaced,
             lower,
             tokens,
             sentiments,
         } = self;
-        let text = if replace_emoji(text, replaced) {
-            replaced.as_str()
-        } else {
-            text
-        };
+        let had_emoji = replace_emoji(text, replaced);
+        let split = if had_emoji { replaced.as_str() } else { text };
 
         tokens.clear();
         let mut tally = Tally::default();
-        tokenize(text, emotes, lower, tokens, &mut tally);
+        tokenize(split, emotes, lower, tokens, &mut tally);
+        if spam_rule
+            && tokens.len() > twitch::MAX_REPEATS
+            && let Some(token) = twitch::spam_token(text)
+        {
+            return self.score_inner(token, emotes, false);
+        }
 
         let ctx = Context {
             tokens,
