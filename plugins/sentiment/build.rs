@@ -243,6 +243,15 @@ fn read(path: &str) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
 }
 
+/// One word's table entry as `build.rs` collects it (becomes a `WordInfo`).
+#[derive(Default)]
+struct Entry {
+    valence: Option<f64>,
+    boost: Option<&'static str>,
+    negation: bool,
+    kw: u8,
+}
+
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=src/hash.rs");
@@ -284,19 +293,19 @@ fn main() {
 
     // One table for every word a per-token rule asks about: lexicon words plus the
     // single-word boosters and negations, so scoring needs one lookup per token.
-    let mut words: BTreeMap<&str, (Option<f64>, Option<&str>, bool, u8)> = BTreeMap::new();
+    let mut words: BTreeMap<&str, Entry> = BTreeMap::new();
     for (word, valence) in &lexicon {
-        words.entry(word.as_str()).or_default().0 = Some(*valence);
+        words.entry(word.as_str()).or_default().valence = Some(*valence);
     }
     for &(word, boost) in BOOSTERS {
-        words.entry(word).or_default().1 = Some(boost);
+        words.entry(word).or_default().boost = Some(boost);
     }
     for &word in NEGATIONS {
-        words.entry(word).or_default().2 = true;
+        words.entry(word).or_default().negation = true;
     }
     assert!(KEYWORDS.len() < 255, "keyword ids are bytes");
     for (id, &word) in KEYWORDS.iter().enumerate() {
-        words.entry(word).or_default().3 = id as u8 + 1;
+        words.entry(word).or_default().kw = id as u8 + 1;
     }
     let max_word_len = words.keys().map(|w| w.len()).max().unwrap_or(0);
     let entries: Vec<_> = words.into_iter().collect();
@@ -346,7 +355,16 @@ fn main() {
         "pub(crate) static WORDS: [(&str, WordInfo); {}] = [",
         entries.len()
     );
-    for (word, (valence, boost, negation, kw)) in &entries {
+    for (
+        word,
+        Entry {
+            valence,
+            boost,
+            negation,
+            kw,
+        },
+    ) in &entries
+    {
         let boost = boost.map_or("None".to_owned(), |b| format!("Some(Boost::{b})"));
         let _ = writeln!(
             out,
