@@ -920,12 +920,37 @@ impl<'a> Message<'a> {
     }
 
     /// Badges as `(name, version)` pairs (their strings are checked to be UTF-8 here).
+    ///
+    /// When a badge string is not valid UTF-8 or does not start and end on a character
+    /// boundary, none is returned and the message records a [`DecodeError`] (so the call
+    /// fails), like the core string accessors.
     pub fn badges(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
         let h = *self.head();
         let mut r = Reader::new(h.badges);
         let strs = self.str_range(h.ends[7], h.emote_strs_at);
         let mut at = 0;
-        let n = r.len().unwrap_or(0);
+        let mut n = r.len().unwrap_or(0);
+        // The iterator cannot record an error (it does not borrow `self`), so check every
+        // boundary here first: nothing may be dropped silently.
+        let checked = (|| {
+            let mut r = Reader::new(h.badges);
+            let mut at = 0;
+            for _ in 0..r.len()? {
+                let (a, b) = (r.varint()?, r.varint()?);
+                let offset = h.strs_at + h.ends[7] + at;
+                take_str(strs, &mut at, a, offset)?;
+                let offset = h.strs_at + h.ends[7] + at;
+                take_str(strs, &mut at, b, offset)?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = checked {
+            self.fail(DecodeError {
+                reason: "badge string not on a character boundary",
+                ..e
+            });
+            n = 0;
+        }
         (0..n).map_while(move |_| {
             let (a, b) = (r.varint().ok()?, r.varint().ok()?);
             Some((
@@ -937,12 +962,36 @@ impl<'a> Message<'a> {
 
     /// Emotes as `(id, start, end)`, character positions inclusive (the ids are checked
     /// to be UTF-8 here; [`Message::emote_positions`] skips them).
+    ///
+    /// When an id is not valid UTF-8 or does not start and end on a character boundary,
+    /// none is returned and the message records a [`DecodeError`] (so the call fails),
+    /// like the core string accessors.
     pub fn emotes(&self) -> impl Iterator<Item = (&'a str, u32, u32)> + 'a {
         let h = *self.head();
         let mut r = Reader::new(h.emotes);
         let strs = self.str_range(h.emote_strs_at, h.strs.len());
         let mut at = 0;
-        let n = r.len().unwrap_or(0);
+        let mut n = r.len().unwrap_or(0);
+        // As in `badges`: check every boundary before iterating.
+        let checked = (|| {
+            let mut r = Reader::new(h.emotes);
+            let mut at = 0;
+            for _ in 0..r.len()? {
+                let len = r.varint()?;
+                let offset = h.strs_at + h.emote_strs_at + at;
+                take_str(strs, &mut at, len, offset)?;
+                r.varint()?;
+                r.varint()?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = checked {
+            self.fail(DecodeError {
+                reason: "emote id not on a character boundary",
+                ..e
+            });
+            n = 0;
+        }
         (0..n).map_while(move |_| {
             let len = r.varint().ok()?;
             let id = take_str(strs, &mut at, len, 0).ok()?;
@@ -1379,6 +1428,69 @@ mod tests {
         assert!(views[0].decode_error().is_none());
         assert_eq!((views[0].id(), views[0].kind()), ("", ""));
         assert!(views[0].decode_error().is_some());
+    }
+
+    #[test]
+    fn badge_and_emote_strings_cut_inside_a_character_fail() {
+        // One badge ("é", "1") or two emote ids ("é", "x"), no fields and a zero timestamp,
+        // so every length is one byte and the badge list starts right after the core
+        // string lengths and the timestamp.
+        let encode = |badge: bool| {
+            let mut m = sample();
+            m.ts_ms = 0;
+            m.fields = BTreeMap::new();
+            if badge {
+                m.badges[0] = Badge {
+                    name: "é".into(),
+                    version: "1".into(),
+                };
+                m.emotes.clear();
+            } else {
+                m.badges.clear();
+                m.emotes[0].id = "é".into();
+                m.emotes.push(Emote {
+                    id: "x".into(),
+                    start: 0,
+                    end: 4,
+                });
+            }
+            let buf = encode_batch(&[m]);
+            assert!(buf[2] < 0x80 && buf[3] < 0x80, "one-byte lengths");
+            // version, count, body_len, strs_len, strs, 8 core lengths, ts: the badge count.
+            let badges_at = 4 + usize::from(buf[3]) + 8 + 1;
+            (buf, badges_at)
+        };
+
+        // The badge name "é" one byte less and its version one more: the region ("é1") is
+        // valid UTF-8, but each string holds half of the "é".
+        let (mut buf, at) = encode(true);
+        assert_eq!((buf[at], buf[at + 1], buf[at + 2]), (1, 2, 1));
+        (buf[at + 1], buf[at + 2]) = (1, 2);
+        let views = decode_batch(&buf).unwrap();
+        assert_eq!(views[0].text(), "hello Kappa ünïcode");
+        assert!(views[0].decode_error().is_none());
+        assert_eq!(views[0].badges().count(), 0);
+        assert_eq!(
+            views[0].decode_error().map(|e| e.reason),
+            Some("badge string not on a character boundary")
+        );
+
+        // The same for emote ids "é" and "x" made 1 and 2 bytes long. The badge count (0),
+        // the emote count (2), then (length, start, end) per emote.
+        let (mut buf, at) = encode(false);
+        assert_eq!(
+            (buf[at], buf[at + 1], buf[at + 2], buf[at + 5]),
+            (0, 2, 2, 1)
+        );
+        (buf[at + 2], buf[at + 5]) = (1, 2);
+        let views = decode_batch(&buf).unwrap();
+        assert!(views[0].emote_positions().eq([(6, 10), (0, 4)]));
+        assert!(views[0].decode_error().is_none(), "positions skip the ids");
+        assert_eq!(views[0].emotes().count(), 0);
+        assert_eq!(
+            views[0].decode_error().map(|e| e.reason),
+            Some("emote id not on a character boundary")
+        );
     }
 
     #[test]

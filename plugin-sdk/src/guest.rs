@@ -699,6 +699,59 @@ mod tests {
         );
     }
 
+    /// Reads only the badges and the emotes, setting how many it saw.
+    struct BadgesAndEmotes;
+
+    impl Plugin for BadgesAndEmotes {
+        type Config = serde_json::Value;
+        fn init(_: serde_json::Value) -> Result<Self, String> {
+            Ok(BadgesAndEmotes)
+        }
+        fn process(&mut self, msg: &Message<'_>, out: &mut Actions) {
+            let n = msg.badges().count() + msg.emotes().count();
+            out.set("n", n as i64);
+        }
+    }
+
+    #[test]
+    fn a_badge_or_emote_cut_inside_a_character_fails_the_call() {
+        // One badge ("é", "1") and two emote ids ("é", "x"); a zero timestamp so every
+        // length is one byte: the badge list starts after strs, 8 core lengths and the ts.
+        let mut m = testing::message("ch", "u", "hi");
+        m.ts_ms = 0;
+        m.badges = vec![codec::Badge {
+            name: "é".into(),
+            version: "1".into(),
+        }];
+        m.emotes = ["é", "x"]
+            .map(|id| codec::Emote {
+                id: id.into(),
+                start: 0,
+                end: 1,
+            })
+            .into();
+        let buf = codec::encode_batch(&[m]);
+        assert!(buf[2] < 0x80 && buf[3] < 0x80, "one-byte lengths");
+        let at = 4 + usize::from(buf[3]) + 8 + 1;
+        // badge count, name and version lengths, emote count, (length, start, end) x 2.
+        assert_eq!(buf[at..at + 10], [1, 2, 1, 2, 2, 0, 1, 1, 0, 1]);
+        assert!(__private::process_with(&mut BadgesAndEmotes, &buf).is_ok());
+
+        // Each half of a split "é" is not a string: the call fails, nothing is dropped.
+        for (cut, reason) in [
+            ([at + 1, at + 2], "badge string not on a character boundary"),
+            ([at + 4, at + 7], "emote id not on a character boundary"),
+        ] {
+            let mut buf = buf.clone();
+            (buf[cut[0]], buf[cut[1]]) = (1, 2);
+            let err = __private::process_with(&mut BadgesAndEmotes, &buf).unwrap_err();
+            assert!(
+                err.starts_with("bad input message 0 of the batch") && err.contains(reason),
+                "{err}"
+            );
+        }
+    }
+
     #[test]
     fn a_template_stores_what_set_ref_stores() {
         let owned = Value::map([("x", Value::Float(9.0))]);
