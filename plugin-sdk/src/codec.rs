@@ -701,6 +701,11 @@ impl<'a> Reader<'a> {
 /// and fields are walked only when their accessors are called. A step that reads nothing (a filter that only looks at
 /// `channel()` of some messages, or the no-op reference step) pays only for framing.
 ///
+/// The UTF-8 check is not cached: each call of a string accessor ([`Message::text`],
+/// [`Message::id`], ..., [`Message::badges`], [`Message::emotes`]) checks its string again
+/// (one pass over its bytes). A plugin that reads a string more than once per message
+/// should keep the `&str` the first call returns; it borrows the batch, not the view.
+///
 /// Accessors never panic. When the host hands over a malformed message (a host bug), they
 /// return empty values and the message records a [`DecodeError`]; the SDK turns that into a
 /// failed call, so the step's `on_error` policy applies to that message instead of the plugin
@@ -855,7 +860,7 @@ impl<'a> Message<'a> {
     }
 
     /// `strs[from..to]` of the head, checked to be UTF-8 (a failure is recorded and reads
-    /// as "").
+    /// as ""). The check runs on every call: nothing is cached (see [`Message`]).
     fn str_range(&self, from: usize, to: usize) -> &'a str {
         let h = *self.head();
         match h.strs.get(from..to).map(std::str::from_utf8) {
@@ -906,6 +911,9 @@ impl<'a> Message<'a> {
         self.core(6)
     }
     /// The chat text.
+    ///
+    /// Checked to be UTF-8 on every call (like every string accessor): keep the result
+    /// instead of calling this several times per message.
     pub fn text(&self) -> &'a str {
         self.core(7)
     }
