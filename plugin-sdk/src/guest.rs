@@ -51,16 +51,24 @@ impl Actions {
     /// Sets the field of `template` to its value with the template's floats replaced by
     /// `floats`, in order: exactly what [`Actions::set_ref`] of that value stores, for a
     /// fraction of the work, for a step that sets the same shape on every message with
-    /// only its numbers changing (a `floats` shorter than the template's leaves the rest
-    /// at the template's values; extra ones are ignored).
+    /// only its numbers changing. `floats` must hold [`SetTemplate::floats`] numbers
+    /// (asserted in debug builds; in release a shorter `floats` leaves the rest at the
+    /// template's values and extra ones are ignored).
     ///
     /// The whole action is one copy plus a store per number: encoding it key by key costs
     /// a dozen small writes, each a capacity check and often a copy call, and in a WASM
     /// guest those dominate a cheap step's output.
     pub fn set_template(&mut self, template: &SetTemplate, floats: &[f64]) {
+        debug_assert_eq!(
+            floats.len(),
+            template.floats.len(),
+            "floats for the template"
+        );
         let base = self.buf.len();
         self.buf.extend_from_slice(&template.bytes);
         for (&at, f) in template.floats.iter().zip(floats) {
+            // Cannot fail (the offsets come from the template's own bytes, just copied);
+            // `get_mut` rather than indexing keeps a panic path out of the hot loop.
             if let Some(slot) = self.buf.get_mut(base + at..base + at + 8) {
                 slot.copy_from_slice(&f.to_le_bytes());
             }
@@ -769,19 +777,35 @@ mod tests {
         let t = SetTemplate::new("s", ValueRef::List(&nested0));
         assert_eq!(t.floats(), 2);
         let mut a = Actions::default();
-        a.set_template(&t, &[-0.5, f64::MAX, 7.0]);
+        a.set_template(&t, &[-0.5, f64::MAX]);
         let mut b = Actions::default();
         b.set_ref("s", ValueRef::List(&nested1));
         assert_eq!(a, b);
-        // Too few floats: the rest keep the template's.
-        let mut a = Actions::default();
-        a.set_template(&t, &[-0.5]);
-        let mut b = Actions::default();
-        b.set_ref(
-            "s",
-            ValueRef::List(&[ValueRef::Map(&inner1), ValueRef::Float(0.0)]),
-        );
-        assert_eq!(a, b);
+        // In release builds, too few floats leave the rest at the template's and extra
+        // ones are ignored (debug builds assert the count instead).
+        if !cfg!(debug_assertions) {
+            let mut a = Actions::default();
+            a.set_template(&t, &[-0.5]);
+            let mut b = Actions::default();
+            b.set_ref(
+                "s",
+                ValueRef::List(&[ValueRef::Map(&inner1), ValueRef::Float(0.0)]),
+            );
+            assert_eq!(a, b);
+            let mut a = Actions::default();
+            a.set_template(&t, &[-0.5, f64::MAX, 7.0]);
+            let mut b = Actions::default();
+            b.set_ref("s", ValueRef::List(&nested1));
+            assert_eq!(a, b);
+        }
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "floats for the template")]
+    fn a_template_given_the_wrong_number_of_floats_asserts_in_debug_builds() {
+        let t = SetTemplate::new("s", ValueRef::Float(0.0));
+        Actions::default().set_template(&t, &[1.0, 2.0]);
     }
 
     #[test]
