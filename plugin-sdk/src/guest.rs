@@ -153,9 +153,16 @@ impl Actions {
 /// A `set` action encoded once, whose numbers [`Actions::set_template`] replaces per
 /// message: for a step that sets the same shape on every message.
 ///
-/// ```ignore
+/// ```
+/// use streamtap_plugin_sdk::{Actions, SetTemplate, ValueRef};
+///
 /// let t = SetTemplate::new("score", ValueRef::Map(&[("pos", ValueRef::Float(0.0))]));
-/// out.set_template(&t, &[0.75]); // same as out.set_ref("score", ValueRef::Map(&[("pos", ValueRef::Float(0.75))]))
+/// let mut out = Actions::default();
+/// out.set_template(&t, &[0.75]);
+/// // The same as:
+/// let mut same = Actions::default();
+/// same.set_ref("score", ValueRef::Map(&[("pos", ValueRef::Float(0.75))]));
+/// assert_eq!(out, same);
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct SetTemplate {
