@@ -551,7 +551,7 @@ fn general_token(
     count_emphasis(raw.as_bytes(), tally);
     // Only two non-ASCII characters lowercase to something with an ASCII letter (U+212A
     // KELVIN SIGN to "k", U+0130 to "i" + U+0307), and every table key is ASCII or holds
-    // an uppercase letter no lowercase form has (`:Þ`), so a word with any other
+    // a character that lowercasing always changes (`:Þ`), so a word with any other
     // non-ASCII character cannot be in the table, and its "n't" can only come from ASCII
     // letters next to each other: no lowercase copy is needed for it (most non-ASCII chat:
     // accents, Hangul, CJK, Cyrillic).
@@ -1065,9 +1065,12 @@ mod tests {
                 assert!(c == KELVIN_SIGN || c == '\u{130}', "{c:?}");
             }
         }
+        // Each non-ASCII table key holds a character that lowercasing always changes, so
+        // no lowercased word equals it (`is_uppercase` alone would not say that: some
+        // uppercase characters have no lowercase mapping).
         for (word, _) in tables::WORDS.iter() {
             assert!(
-                word.is_ascii() || word.chars().any(char::is_uppercase),
+                word.is_ascii() || word.chars().any(|c| c.to_lowercase().ne([c])),
                 "{word:?} could be a lowercase word"
             );
         }
