@@ -698,8 +698,9 @@ impl<'a> Reader<'a> {
 ///
 /// Nothing is decoded until a plugin asks: the first accessor call reads the framing of the
 /// message's strings, and each accessor checks its own string to be UTF-8; badges, emotes
-/// and fields are walked only when their accessors are called. A step that reads nothing (a filter that only looks at
-/// `channel()` of some messages, or the no-op reference step) pays only for framing.
+/// and fields are walked only when their accessors are called. A step that reads nothing
+/// (a filter that only looks at `channel()` of some messages, or the no-op reference step)
+/// pays only for framing.
 ///
 /// The UTF-8 check is not cached: each call of a string accessor ([`Message::text`],
 /// [`Message::id`], ..., [`Message::badges`], [`Message::emotes`]) checks its string again

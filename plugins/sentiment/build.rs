@@ -8,7 +8,10 @@
 //!   `polarity_scores` needs no lazily-initialised global;
 //! * the words get a build-time open-addressing hash index (about one string comparison
 //!   per lookup, against ~13 for a binary search over 7,500 sorted keys), and one lookup
-//!   per token answers "lexicon valence?", "booster?" and "negation?" at once.
+//!   per token answers "lexicon valence?", "booster?" and "negation?" at once, and gives
+//!   the word's `KW_*` keyword id when a rule compares tokens with it ("no", "but", the
+//!   words of idioms and multi-word boosters), so those rules compare small ids, not
+//!   strings.
 //!
 //! The parsing mirrors what vaderSentiment 3.3.2 does when it loads the files, so quirks of
 //! the data (CRLF endings, duplicate keys where the last one wins) behave identically.

@@ -18,8 +18,15 @@
 //!
 //! The reference's single-word `BOOSTER_DICT` entries and its `NEGATE` list are compiled
 //! by `build.rs` into the same static hash table as the lexicon, so one lookup per token
-//! answers "valence?", "booster?" and "negation?"; the multi-word entries (idioms, "kind
-//! of") are matched here.
+//! answers "valence?", "booster?" and "negation?" and gives the token's `KW_*` keyword id
+//! when a rule compares tokens with that word ("no", "but", "least", ...); the multi-word
+//! entries (idioms, "kind of") are matched here on those ids, not on strings.
+//!
+//! Tokenising has two paths with identical results: an ASCII fast path (nearly all chat)
+//! that finds a token's end, lowercases it and collects its case and punctuation flags in
+//! one pass over its bytes, then hashes it eight bytes at a time for the lookup; and a
+//! general path for tokens with non-ASCII characters (or longer than 64 bytes), which uses
+//! the full Unicode whitespace, case-mapping and `isupper` rules of the reference.
 //!
 //! Where the reference has quirks, they are reproduced on purpose, because parity with the
 //! published package is the point: a "fix" here would make the scores disagree with every
