@@ -85,8 +85,13 @@ pub(crate) fn spam_token(text: &str) -> Option<&str> {
     let mut words = pystr::split_words(text);
     let first = words.next()?;
     // More than ten copies and the whitespace between them: shorter texts (nearly all)
-    // cannot be spam, so their other tokens need not be split here.
-    if text.len() < (MAX_REPEATS + 1) * first.len() + MAX_REPEATS {
+    // cannot be spam, so their other tokens need not be split here. Saturating: on wasm32
+    // the product overflows for a token of a few hundred MB, which would wrap to a small
+    // bound (and panic in debug builds).
+    let min_len = (MAX_REPEATS + 1)
+        .saturating_mul(first.len())
+        .saturating_add(MAX_REPEATS);
+    if text.len() < min_len {
         return None;
     }
     let mut count = 1usize;
