@@ -32,9 +32,11 @@
 //! Decoding never panics: every read is bounds-checked and returns [`DecodeError`], because
 //! either side may be handed garbage (a buggy plugin, a corrupted buffer).
 //!
-//! Why a message's strings sit together: UTF-8 validation has a fixed cost per call, so the
-//! guest validates each message's strings with one `from_utf8` and then slices them with
-//! `str::get` (a char-boundary check), instead of validating ten short strings one by one.
+//! Why a message's strings sit together: the guest finds all of them from one length and a
+//! few varints, without touching their bytes. Each string is checked to be UTF-8 only when
+//! a plugin reads it (badge strings and emote ids as one region each), so a step pays for
+//! the strings it uses: the sentiment step validates the text and nothing else (the ids,
+//! names and badges are most of a message's string bytes).
 
 use std::cell::OnceCell;
 use std::collections::BTreeMap;
@@ -276,7 +278,38 @@ fn put_zigzag(out: &mut Vec<u8>, v: i64) {
 
 pub(crate) fn put_str(out: &mut Vec<u8>, s: &str) {
     put_varint(out, s.len() as u64);
-    out.extend_from_slice(s.as_bytes());
+    put_bytes(out, s.as_bytes());
+}
+
+/// Appends `bytes`; short slices (map keys, labels, field names) in fixed-size pieces.
+///
+/// A copy of a length unknown at compile time is a `memcpy` call, and in a WASM guest
+/// built with bulk memory it is a `memory.copy` that wasmtime runs as a libcall, costing
+/// far more than the few bytes it moves; fixed-size pieces compile to plain loads and
+/// stores.
+#[inline]
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    if bytes.len() > 32 {
+        out.extend_from_slice(bytes);
+        return;
+    }
+    out.reserve(bytes.len());
+    let mut rest = bytes;
+    while let Some((piece, tail)) = rest.split_first_chunk::<8>() {
+        out.extend_from_slice(piece);
+        rest = tail;
+    }
+    if let Some((piece, tail)) = rest.split_first_chunk::<4>() {
+        out.extend_from_slice(piece);
+        rest = tail;
+    }
+    if let Some((piece, tail)) = rest.split_first_chunk::<2>() {
+        out.extend_from_slice(piece);
+        rest = tail;
+    }
+    if let Some(&b) = rest.first() {
+        out.push(b);
+    }
 }
 
 /// Appends one encoded value.
@@ -523,18 +556,23 @@ impl<'a> Reader<'a> {
         self.varint_slow()
     }
 
-    #[cold]
+    /// Varints of two bytes and more: message and string-region lengths and the timestamp,
+    /// so several per message (not cold). One pass over the bytes, no per-byte `Result`.
     fn varint_slow(&mut self) -> Result<u64, DecodeError> {
+        let rest = self.buf.get(self.pos..).unwrap_or(&[]);
         let mut v: u64 = 0;
-        let mut shift = 0;
-        while shift < 64 {
-            let b = self.u8()?;
-            v |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
+        for (i, &b) in rest.iter().take(10).enumerate() {
+            v |= u64::from(b & 0x7f) << (7 * i);
+            if b < 0x80 {
+                self.pos += i + 1;
                 return Ok(v);
             }
-            shift += 7;
         }
+        if rest.len() < 10 {
+            self.pos = self.buf.len();
+            return Err(self.err("unexpected end of buffer"));
+        }
+        self.pos += 10;
         Err(self.err("varint longer than 10 bytes"))
     }
 
@@ -658,10 +696,16 @@ impl<'a> Reader<'a> {
 
 /// A message borrowed from a batch buffer: the zero-copy view plugins receive.
 ///
-/// Nothing is decoded until a plugin asks: the first accessor call validates the message's
-/// strings (one UTF-8 check) and slices them; badges, emotes and fields are walked only when
-/// their accessors are called. A step that reads nothing (a filter that only looks at
-/// `channel()` of some messages, or the no-op reference step) pays only for framing.
+/// Nothing is decoded until a plugin asks: the first accessor call reads the framing of the
+/// message's strings, and each accessor checks its own string to be UTF-8; badges, emotes
+/// and fields are walked only when their accessors are called. A step that reads nothing
+/// (a filter that only looks at `channel()` of some messages, or the no-op reference step)
+/// pays only for framing.
+///
+/// The UTF-8 check is not cached: each call of a string accessor ([`Message::text`],
+/// [`Message::id`], ..., [`Message::badges`], [`Message::emotes`]) checks its string again
+/// (one pass over its bytes). A plugin that reads a string more than once per message
+/// should keep the `&str` the first call returns; it borrows the batch, not the view.
 ///
 /// Accessors never panic. When the host hands over a malformed message (a host bug), they
 /// return empty values and the message records a [`DecodeError`]; the SDK turns that into a
@@ -674,16 +718,21 @@ pub struct Message<'a> {
     error: OnceCell<DecodeError>,
 }
 
-/// The decoded fixed part of a message.
+/// The decoded fixed part of a message: the framing of its strings, not yet validated.
 #[derive(Debug, Clone, Copy)]
 struct Head<'a> {
-    core: [&'a str; 8],
+    /// All of the message's strings, back to back, as raw bytes: each string is checked
+    /// to be UTF-8 only when an accessor reads it.
+    strs: &'a [u8],
+    /// Offset of `strs` in the message body (for error offsets).
+    strs_at: usize,
+    /// End of each core string in `strs` (each starts where the previous one ends); the
+    /// last one is also where the badge strings start.
+    ends: [usize; 8],
     ts_ms: i64,
-    /// Badge strings then emote ids, as laid out in the buffer.
-    extra_strs: &'a str,
     badges: &'a [u8],
     emotes: &'a [u8],
-    /// Where emote ids start in `extra_strs`.
+    /// Where emote ids start in `strs`.
     emote_strs_at: usize,
     /// Encoded fields, validated when read.
     fields: &'a [u8],
@@ -691,9 +740,10 @@ struct Head<'a> {
 
 /// What accessors of a malformed message see.
 const EMPTY_HEAD: Head<'static> = Head {
-    core: [""; 8],
+    strs: &[],
+    strs_at: 0,
+    ends: [0; 8],
     ts_ms: 0,
-    extra_strs: "",
     badges: &[0],
     emotes: &[0],
     emote_strs_at: 0,
@@ -722,46 +772,58 @@ fn take_str<'a>(
     Ok(s)
 }
 
+/// Advances `at` past a string of `len` bytes, which must fit in a region of `size`.
+fn skip_str(at: &mut usize, len: u64, size: usize, offset: usize) -> Result<(), DecodeError> {
+    match usize::try_from(len).ok().and_then(|l| at.checked_add(l)) {
+        Some(end) if end <= size => {
+            *at = end;
+            Ok(())
+        }
+        _ => Err(DecodeError {
+            offset,
+            reason: "string outside its region",
+        }),
+    }
+}
+
 impl<'a> Head<'a> {
     fn decode(body: &'a [u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(body);
         let n = r.len()?;
-        let start = r.pos;
-        let strs = std::str::from_utf8(r.bytes(n)?).map_err(|_| DecodeError {
-            offset: start,
-            reason: "strings are not valid UTF-8",
-        })?;
+        let strs_at = r.pos;
+        let strs = r.bytes(n)?;
         let mut at = 0;
-        let mut core = [""; 8];
-        for c in &mut core {
+        let mut ends = [0; 8];
+        for end in &mut ends {
             let len = r.varint()?;
-            *c = take_str(strs, &mut at, len, r.pos)?;
+            skip_str(&mut at, len, n, r.pos)?;
+            *end = at;
         }
         let ts_ms = r.zigzag()?;
-        let extra_start = at;
         let start = r.pos;
         for _ in 0..r.len()? {
             let (a, b) = (r.varint()?, r.varint()?);
-            take_str(strs, &mut at, a, r.pos)?;
-            take_str(strs, &mut at, b, r.pos)?;
+            skip_str(&mut at, a, n, r.pos)?;
+            skip_str(&mut at, b, n, r.pos)?;
         }
         let badges = &body[start..r.pos];
-        let emote_strs_at = at - extra_start;
+        let emote_strs_at = at;
         let start = r.pos;
         for _ in 0..r.len()? {
             let len = r.varint()?;
-            take_str(strs, &mut at, len, r.pos)?;
+            skip_str(&mut at, len, n, r.pos)?;
             u32::try_from(r.varint()?).map_err(|_| r.err("emote position too large"))?;
             u32::try_from(r.varint()?).map_err(|_| r.err("emote position too large"))?;
         }
         let emotes = &body[start..r.pos];
-        if at != strs.len() {
+        if at != n {
             return Err(r.err("string region longer than its strings"));
         }
         Ok(Head {
-            core,
+            strs,
+            strs_at,
+            ends,
             ts_ms,
-            extra_strs: &strs[extra_start..],
             badges,
             emotes,
             emote_strs_at,
@@ -798,37 +860,63 @@ impl<'a> Message<'a> {
         }
     }
 
+    /// `strs[from..to]` of the head, checked to be UTF-8 (a failure is recorded and reads
+    /// as ""). The check runs on every call: nothing is cached (see [`Message`]).
+    fn str_range(&self, from: usize, to: usize) -> &'a str {
+        let h = *self.head();
+        match h.strs.get(from..to).map(std::str::from_utf8) {
+            Some(Ok(s)) => s,
+            _ => {
+                self.fail(DecodeError {
+                    offset: h.strs_at + from,
+                    reason: "string is not valid UTF-8",
+                });
+                ""
+            }
+        }
+    }
+
+    /// Core string `k` (0 = id ... 7 = text).
+    fn core(&self, k: usize) -> &'a str {
+        let ends = self.head().ends;
+        let from = k.checked_sub(1).and_then(|p| ends.get(p)).copied();
+        self.str_range(from.unwrap_or(0), ends.get(k).copied().unwrap_or(0))
+    }
+
     /// Twitch message id (`id` tag); unique.
     pub fn id(&self) -> &'a str {
-        self.head().core[0]
+        self.core(0)
     }
     /// Event kind: `privmsg`, or a USERNOTICE kind such as `sub`, `raid`.
     pub fn kind(&self) -> &'a str {
-        self.head().core[1]
+        self.core(1)
     }
     /// Channel login, without `#`.
     pub fn channel(&self) -> &'a str {
-        self.head().core[2]
+        self.core(2)
     }
     /// Channel's numeric Twitch id (`room-id`).
     pub fn channel_id(&self) -> &'a str {
-        self.head().core[3]
+        self.core(3)
     }
     /// Sender login.
     pub fn user(&self) -> &'a str {
-        self.head().core[4]
+        self.core(4)
     }
     /// Sender's numeric Twitch id.
     pub fn user_id(&self) -> &'a str {
-        self.head().core[5]
+        self.core(5)
     }
     /// Sender's display name.
     pub fn display_name(&self) -> &'a str {
-        self.head().core[6]
+        self.core(6)
     }
     /// The chat text.
+    ///
+    /// Checked to be UTF-8 on every call (like every string accessor): keep the result
+    /// instead of calling this several times per message.
     pub fn text(&self) -> &'a str {
-        self.head().core[7]
+        self.core(7)
     }
     /// Milliseconds since the Unix epoch (`tmi-sent-ts`).
     pub fn ts_ms(&self) -> i64 {
@@ -840,13 +928,38 @@ impl<'a> Message<'a> {
         self.error.get()
     }
 
-    /// Badges as `(name, version)` pairs (validated when the message was first read).
+    /// Badges as `(name, version)` pairs (their strings are checked to be UTF-8 here).
+    ///
+    /// When a badge string is not valid UTF-8 or does not start and end on a character
+    /// boundary, none is returned and the message records a [`DecodeError`] (so the call
+    /// fails), like the core string accessors.
     pub fn badges(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
         let h = *self.head();
         let mut r = Reader::new(h.badges);
-        let strs = h.extra_strs;
+        let strs = self.str_range(h.ends[7], h.emote_strs_at);
         let mut at = 0;
-        let n = r.len().unwrap_or(0);
+        let mut n = r.len().unwrap_or(0);
+        // The iterator cannot record an error (it does not borrow `self`), so check every
+        // boundary here first: nothing may be dropped silently.
+        let checked = (|| {
+            let mut r = Reader::new(h.badges);
+            let mut at = 0;
+            for _ in 0..r.len()? {
+                let (a, b) = (r.varint()?, r.varint()?);
+                let offset = h.strs_at + h.ends[7] + at;
+                take_str(strs, &mut at, a, offset)?;
+                let offset = h.strs_at + h.ends[7] + at;
+                take_str(strs, &mut at, b, offset)?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = checked {
+            self.fail(DecodeError {
+                reason: "badge string not on a character boundary",
+                ..e
+            });
+            n = 0;
+        }
         (0..n).map_while(move |_| {
             let (a, b) = (r.varint().ok()?, r.varint().ok()?);
             Some((
@@ -856,19 +969,57 @@ impl<'a> Message<'a> {
         })
     }
 
-    /// Emotes as `(id, start, end)`, character positions inclusive.
+    /// Emotes as `(id, start, end)`, character positions inclusive (the ids are checked
+    /// to be UTF-8 here; [`Message::emote_positions`] skips them).
+    ///
+    /// When an id is not valid UTF-8 or does not start and end on a character boundary,
+    /// none is returned and the message records a [`DecodeError`] (so the call fails),
+    /// like the core string accessors.
     pub fn emotes(&self) -> impl Iterator<Item = (&'a str, u32, u32)> + 'a {
         let h = *self.head();
         let mut r = Reader::new(h.emotes);
-        let strs = h.extra_strs;
-        let mut at = h.emote_strs_at;
-        let n = r.len().unwrap_or(0);
+        let strs = self.str_range(h.emote_strs_at, h.strs.len());
+        let mut at = 0;
+        let mut n = r.len().unwrap_or(0);
+        // As in `badges`: check every boundary before iterating.
+        let checked = (|| {
+            let mut r = Reader::new(h.emotes);
+            let mut at = 0;
+            for _ in 0..r.len()? {
+                let len = r.varint()?;
+                let offset = h.strs_at + h.emote_strs_at + at;
+                take_str(strs, &mut at, len, offset)?;
+                r.varint()?;
+                r.varint()?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = checked {
+            self.fail(DecodeError {
+                reason: "emote id not on a character boundary",
+                ..e
+            });
+            n = 0;
+        }
         (0..n).map_while(move |_| {
             let len = r.varint().ok()?;
             let id = take_str(strs, &mut at, len, 0).ok()?;
             let s = u32::try_from(r.varint().ok()?).ok()?;
             let e = u32::try_from(r.varint().ok()?).ok()?;
             Some((id, s, e))
+        })
+    }
+
+    /// Emote positions as `(start, end)`, character positions inclusive: what
+    /// [`Message::emotes`] gives without the ids, which are then not read at all.
+    pub fn emote_positions(&self) -> impl Iterator<Item = (u32, u32)> + 'a {
+        let mut r = Reader::new(self.head().emotes);
+        let n = r.len().unwrap_or(0);
+        (0..n).map_while(move |_| {
+            r.varint().ok()?;
+            let s = u32::try_from(r.varint().ok()?).ok()?;
+            let e = u32::try_from(r.varint().ok()?).ok()?;
+            Some((s, e))
         })
     }
 
@@ -1260,11 +1411,94 @@ mod tests {
             views[0].decode_error().is_none(),
             "framing alone decodes nothing"
         );
-        assert_eq!(views[0].text(), "");
-        assert_eq!(views[0].channel(), "");
+        // Only the strings a plugin reads are checked: the text is fine...
+        assert_eq!(views[0].text(), "hello Kappa ünïcode");
+        assert_eq!(views[0].channel(), "chan");
+        assert_eq!(views[0].emote_positions().collect::<Vec<_>>(), [(6, 10)]);
+        assert!(views[0].decode_error().is_none());
+        // ...the id is not.
+        assert_eq!(views[0].id(), "");
+        assert_eq!(
+            views[0].decode_error().map(|e| (e.reason, e.offset)),
+            Some(("string is not valid UTF-8", 1))
+        );
+        // A string cut inside a character fails too: give the id "é" one byte less and the
+        // kind one more, so each holds half of the "é".
+        let mut m = sample();
+        m.id = "é".into();
+        (m.badges, m.emotes, m.fields) = (vec![], vec![], BTreeMap::new());
+        let mut buf = encode_batch(&[m]);
+        let strs_len = usize::from(buf[3]);
+        assert!(buf[2] < 0x80 && buf[3] < 0x80, "one-byte lengths");
+        assert_eq!((buf[4 + strs_len], buf[5 + strs_len]), (2, 7));
+        (buf[4 + strs_len], buf[5 + strs_len]) = (1, 8);
+        let views = decode_batch(&buf).unwrap();
+        assert_eq!(views[0].text(), "hello Kappa ünïcode");
+        assert!(views[0].decode_error().is_none());
+        assert_eq!((views[0].id(), views[0].kind()), ("", ""));
+        assert!(views[0].decode_error().is_some());
+    }
+
+    #[test]
+    fn badge_and_emote_strings_cut_inside_a_character_fail() {
+        // One badge ("é", "1") or two emote ids ("é", "x"), no fields and a zero timestamp,
+        // so every length is one byte and the badge list starts right after the core
+        // string lengths and the timestamp.
+        let encode = |badge: bool| {
+            let mut m = sample();
+            m.ts_ms = 0;
+            m.fields = BTreeMap::new();
+            if badge {
+                m.badges[0] = Badge {
+                    name: "é".into(),
+                    version: "1".into(),
+                };
+                m.emotes.clear();
+            } else {
+                m.badges.clear();
+                m.emotes[0].id = "é".into();
+                m.emotes.push(Emote {
+                    id: "x".into(),
+                    start: 0,
+                    end: 4,
+                });
+            }
+            let buf = encode_batch(&[m]);
+            assert!(buf[2] < 0x80 && buf[3] < 0x80, "one-byte lengths");
+            // version, count, body_len, strs_len, strs, 8 core lengths, ts: the badge count.
+            let badges_at = 4 + usize::from(buf[3]) + 8 + 1;
+            (buf, badges_at)
+        };
+
+        // The badge name "é" one byte less and its version one more: the region ("é1") is
+        // valid UTF-8, but each string holds half of the "é".
+        let (mut buf, at) = encode(true);
+        assert_eq!((buf[at], buf[at + 1], buf[at + 2]), (1, 2, 1));
+        (buf[at + 1], buf[at + 2]) = (1, 2);
+        let views = decode_batch(&buf).unwrap();
+        assert_eq!(views[0].text(), "hello Kappa ünïcode");
+        assert!(views[0].decode_error().is_none());
+        assert_eq!(views[0].badges().count(), 0);
         assert_eq!(
             views[0].decode_error().map(|e| e.reason),
-            Some("strings are not valid UTF-8")
+            Some("badge string not on a character boundary")
+        );
+
+        // The same for emote ids "é" and "x" made 1 and 2 bytes long. The badge count (0),
+        // the emote count (2), then (length, start, end) per emote.
+        let (mut buf, at) = encode(false);
+        assert_eq!(
+            (buf[at], buf[at + 1], buf[at + 2], buf[at + 5]),
+            (0, 2, 2, 1)
+        );
+        (buf[at + 2], buf[at + 5]) = (1, 2);
+        let views = decode_batch(&buf).unwrap();
+        assert!(views[0].emote_positions().eq([(6, 10), (0, 4)]));
+        assert!(views[0].decode_error().is_none(), "positions skip the ids");
+        assert_eq!(views[0].emotes().count(), 0);
+        assert_eq!(
+            views[0].decode_error().map(|e| e.reason),
+            Some("emote id not on a character boundary")
         );
     }
 

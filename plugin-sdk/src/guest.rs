@@ -48,6 +48,34 @@ impl Actions {
         self.count += 1;
     }
 
+    /// Sets the field of `template` to its value with the template's floats replaced by
+    /// `floats`, in order: exactly what [`Actions::set_ref`] of that value stores, for a
+    /// fraction of the work, for a step that sets the same shape on every message with
+    /// only its numbers changing. `floats` must hold [`SetTemplate::floats`] numbers
+    /// (asserted in debug builds; in release a shorter `floats` leaves the rest at the
+    /// template's values and extra ones are ignored).
+    ///
+    /// The whole action is one copy plus a store per number: encoding it key by key costs
+    /// a dozen small writes, each a capacity check and often a copy call, and in a WASM
+    /// guest those dominate a cheap step's output.
+    pub fn set_template(&mut self, template: &SetTemplate, floats: &[f64]) {
+        debug_assert_eq!(
+            floats.len(),
+            template.floats.len(),
+            "floats for the template"
+        );
+        let base = self.buf.len();
+        self.buf.extend_from_slice(&template.bytes);
+        for (&at, f) in template.floats.iter().zip(floats) {
+            // Cannot fail (the offsets come from the template's own bytes, just copied);
+            // `get_mut` rather than indexing keeps a panic path out of the hot loop.
+            if let Some(slot) = self.buf.get_mut(base + at..base + at + 8) {
+                slot.copy_from_slice(&f.to_le_bytes());
+            }
+        }
+        self.count += 1;
+    }
+
     /// Sets a field from any serde-serializable value.
     pub fn set_serialized<T: serde::Serialize>(
         &mut self,
@@ -119,6 +147,69 @@ impl Actions {
     fn clear(&mut self) {
         self.buf.clear();
         self.count = 0;
+    }
+}
+
+/// A `set` action encoded once, whose numbers [`Actions::set_template`] replaces per
+/// message: for a step that sets the same shape on every message.
+///
+/// ```
+/// use streamtap_plugin_sdk::{Actions, SetTemplate, ValueRef};
+///
+/// let t = SetTemplate::new("score", ValueRef::Map(&[("pos", ValueRef::Float(0.0))]));
+/// let mut out = Actions::default();
+/// out.set_template(&t, &[0.75]);
+/// // The same as:
+/// let mut same = Actions::default();
+/// same.set_ref("score", ValueRef::Map(&[("pos", ValueRef::Float(0.75))]));
+/// assert_eq!(out, same);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct SetTemplate {
+    /// The encoded action.
+    bytes: Vec<u8>,
+    /// Where each [`ValueRef::Float`]'s 8 bytes start in `bytes`, in order (floats inside
+    /// a [`ValueRef::Value`] are not counted).
+    floats: Vec<usize>,
+}
+
+impl SetTemplate {
+    /// The action `set name = value`, its floats to be replaced.
+    pub fn new(name: &str, value: ValueRef<'_>) -> Self {
+        fn put(out: &mut Vec<u8>, v: &ValueRef<'_>, floats: &mut Vec<usize>) {
+            match *v {
+                ValueRef::Float(f) => {
+                    out.push(4);
+                    floats.push(out.len());
+                    out.extend_from_slice(&f.to_le_bytes());
+                }
+                ValueRef::List(l) => {
+                    out.push(6);
+                    codec::put_varint(out, l.len() as u64);
+                    for item in l {
+                        put(out, item, floats);
+                    }
+                }
+                ValueRef::Map(m) => {
+                    out.push(7);
+                    codec::put_varint(out, m.len() as u64);
+                    for (k, item) in m {
+                        codec::put_str(out, k);
+                        put(out, item, floats);
+                    }
+                }
+                ref other => codec::put_value_ref(out, other),
+            }
+        }
+        let (mut bytes, mut floats) = (vec![0], Vec::new());
+        codec::put_str(&mut bytes, name);
+        put(&mut bytes, &value, &mut floats);
+        SetTemplate { bytes, floats }
+    }
+
+    /// How many floats [`Actions::set_template`] replaces.
+    pub fn floats(&self) -> usize {
+        self.floats.len()
     }
 }
 
@@ -621,6 +712,107 @@ mod tests {
                 },
             ]]
         );
+    }
+
+    /// Reads only the badges and the emotes, setting how many it saw.
+    struct BadgesAndEmotes;
+
+    impl Plugin for BadgesAndEmotes {
+        type Config = serde_json::Value;
+        fn init(_: serde_json::Value) -> Result<Self, String> {
+            Ok(BadgesAndEmotes)
+        }
+        fn process(&mut self, msg: &Message<'_>, out: &mut Actions) {
+            let n = msg.badges().count() + msg.emotes().count();
+            out.set("n", n as i64);
+        }
+    }
+
+    #[test]
+    fn a_badge_or_emote_cut_inside_a_character_fails_the_call() {
+        // One badge ("é", "1") and two emote ids ("é", "x"); a zero timestamp so every
+        // length is one byte: the badge list starts after strs, 8 core lengths and the ts.
+        let mut m = testing::message("ch", "u", "hi");
+        m.ts_ms = 0;
+        m.badges = vec![codec::Badge {
+            name: "é".into(),
+            version: "1".into(),
+        }];
+        m.emotes = ["é", "x"]
+            .map(|id| codec::Emote {
+                id: id.into(),
+                start: 0,
+                end: 1,
+            })
+            .into();
+        let buf = codec::encode_batch(&[m]);
+        assert!(buf[2] < 0x80 && buf[3] < 0x80, "one-byte lengths");
+        let at = 4 + usize::from(buf[3]) + 8 + 1;
+        // badge count, name and version lengths, emote count, (length, start, end) x 2.
+        assert_eq!(buf[at..at + 10], [1, 2, 1, 2, 2, 0, 1, 1, 0, 1]);
+        assert!(__private::process_with(&mut BadgesAndEmotes, &buf).is_ok());
+
+        // Each half of a split "é" is not a string: the call fails, nothing is dropped.
+        for (cut, reason) in [
+            ([at + 1, at + 2], "badge string not on a character boundary"),
+            ([at + 4, at + 7], "emote id not on a character boundary"),
+        ] {
+            let mut buf = buf.clone();
+            (buf[cut[0]], buf[cut[1]]) = (1, 2);
+            let err = __private::process_with(&mut BadgesAndEmotes, &buf).unwrap_err();
+            assert!(
+                err.starts_with("bad input message 0 of the batch") && err.contains(reason),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_template_stores_what_set_ref_stores() {
+        let owned = Value::map([("x", Value::Float(9.0))]);
+        let shape = |a: f64| {
+            [
+                ("a", ValueRef::Float(a)),
+                ("l", ValueRef::Str("label")),
+                ("n", ValueRef::List(&[])),
+                ("o", ValueRef::Value(&owned)),
+            ]
+        };
+        let (inner0, inner1) = (shape(0.0), shape(-0.5));
+        let nested0 = [ValueRef::Map(&inner0), ValueRef::Float(0.0)];
+        let nested1 = [ValueRef::Map(&inner1), ValueRef::Float(f64::MAX)];
+        let t = SetTemplate::new("s", ValueRef::List(&nested0));
+        assert_eq!(t.floats(), 2);
+        let mut a = Actions::default();
+        a.set_template(&t, &[-0.5, f64::MAX]);
+        let mut b = Actions::default();
+        b.set_ref("s", ValueRef::List(&nested1));
+        assert_eq!(a, b);
+        // In release builds, too few floats leave the rest at the template's and extra
+        // ones are ignored (debug builds assert the count instead).
+        if !cfg!(debug_assertions) {
+            let mut a = Actions::default();
+            a.set_template(&t, &[-0.5]);
+            let mut b = Actions::default();
+            b.set_ref(
+                "s",
+                ValueRef::List(&[ValueRef::Map(&inner1), ValueRef::Float(0.0)]),
+            );
+            assert_eq!(a, b);
+            let mut a = Actions::default();
+            a.set_template(&t, &[-0.5, f64::MAX, 7.0]);
+            let mut b = Actions::default();
+            b.set_ref("s", ValueRef::List(&nested1));
+            assert_eq!(a, b);
+        }
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "floats for the template")]
+    fn a_template_given_the_wrong_number_of_floats_asserts_in_debug_builds() {
+        let t = SetTemplate::new("s", ValueRef::Float(0.0));
+        Actions::default().set_template(&t, &[1.0, 2.0]);
     }
 
     #[test]

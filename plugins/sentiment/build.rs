@@ -8,7 +8,10 @@
 //!   `polarity_scores` needs no lazily-initialised global;
 //! * the words get a build-time open-addressing hash index (about one string comparison
 //!   per lookup, against ~13 for a binary search over 7,500 sorted keys), and one lookup
-//!   per token answers "lexicon valence?", "booster?" and "negation?" at once.
+//!   per token answers "lexicon valence?", "booster?" and "negation?" at once, and gives
+//!   the word's `KW_*` keyword id when a rule compares tokens with it ("no", "but", the
+//!   words of idioms and multi-word boosters), so those rules compare small ids, not
+//!   strings.
 //!
 //! The parsing mirrors what vaderSentiment 3.3.2 does when it loads the files, so quirks of
 //! the data (CRLF endings, duplicate keys where the last one wins) behave identically.
@@ -175,6 +178,16 @@ const NEGATIONS: &[&str] = &[
     "despite",
 ];
 
+/// Words the rules of `src/vader.rs` compare tokens with ("no", "but", "kind of", the idioms,
+/// ...). Each gets a small id in its table entry (`WordInfo::kw`, constants `KW_*`), so a
+/// rule compares two bytes instead of two strings, and the scorer keeps no lowercase copy
+/// of the text: the id is found by the one lookup every token gets anyway.
+const KEYWORDS: &[&str] = &[
+    "no", "or", "nor", "kind", "of", "but", "never", "so", "this", "without", "doubt", "least",
+    "at", "very", "the", "shit", "bomb", "to", "die", "for", "bad", "ass", "bus", "stop", "yeah",
+    "right", "kiss", "death", "beating", "heart", "just", "enough", "sort",
+];
+
 /// The groups of `twitch_emotes.tsv` and the sign a valence in each must have, so that a
 /// dropped minus sign or a line filed under the wrong group fails the build. Each group has
 /// a section in docs/SENTIMENT.md explaining its valences.
@@ -211,6 +224,9 @@ impl Sign {
     }
 }
 
+/// Words of the emoji block bitmap: 64 × 64 blocks of 32 code points cover U+0000..U+1FFFF.
+const EMOJI_BLOCK_WORDS: usize = 64;
+
 /// The bound of VADER's word scale; emote valences must stay on it.
 const MAX_VALENCE: f64 = 4.0;
 
@@ -228,6 +244,15 @@ fn lines(text: &str) -> impl Iterator<Item = &str> {
 fn read(path: &str) -> String {
     println!("cargo:rerun-if-changed={path}");
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
+}
+
+/// One word's table entry as `build.rs` collects it (becomes a `WordInfo`).
+#[derive(Default)]
+struct Entry {
+    valence: Option<f64>,
+    boost: Option<&'static str>,
+    negation: bool,
+    kw: u8,
 }
 
 fn main() {
@@ -271,16 +296,21 @@ fn main() {
 
     // One table for every word a per-token rule asks about: lexicon words plus the
     // single-word boosters and negations, so scoring needs one lookup per token.
-    let mut words: BTreeMap<&str, (Option<f64>, Option<&str>, bool)> = BTreeMap::new();
+    let mut words: BTreeMap<&str, Entry> = BTreeMap::new();
     for (word, valence) in &lexicon {
-        words.entry(word.as_str()).or_default().0 = Some(*valence);
+        words.entry(word.as_str()).or_default().valence = Some(*valence);
     }
     for &(word, boost) in BOOSTERS {
-        words.entry(word).or_default().1 = Some(boost);
+        words.entry(word).or_default().boost = Some(boost);
     }
     for &word in NEGATIONS {
-        words.entry(word).or_default().2 = true;
+        words.entry(word).or_default().negation = true;
     }
+    assert!(KEYWORDS.len() < 255, "keyword ids are bytes");
+    for (id, &word) in KEYWORDS.iter().enumerate() {
+        words.entry(word).or_default().kw = id as u8 + 1;
+    }
+    let max_word_len = words.keys().map(|w| w.len()).max().unwrap_or(0);
     let entries: Vec<_> = words.into_iter().collect();
 
     // Open addressing with linear probing at a load factor below 1/2. A slot holds
@@ -295,7 +325,7 @@ fn main() {
     let mask = slots_len as u64 - 1;
     let mut slots = vec![u32::MAX; slots_len];
     for (index, (word, _)) in entries.iter().enumerate() {
-        let h = hash::fnv1a(word.as_bytes());
+        let h = hash::word_hash(word.as_bytes());
         let mut slot = (h & mask) as usize;
         while slots[slot] != u32::MAX {
             slot = (slot + 1) & mask as usize;
@@ -325,20 +355,46 @@ fn main() {
     );
     let _ = writeln!(
         out,
-        "static WORDS: [(&str, WordInfo); {}] = [",
+        "pub(crate) static WORDS: [(&str, WordInfo); {}] = [",
         entries.len()
     );
-    for (word, (valence, boost, negation)) in &entries {
+    for (
+        word,
+        Entry {
+            valence,
+            boost,
+            negation,
+            kw,
+        },
+    ) in &entries
+    {
         let boost = boost.map_or("None".to_owned(), |b| format!("Some(Boost::{b})"));
         let _ = writeln!(
             out,
-            "    ({word:?}, WordInfo {{ valence: {valence:?}, boost: {boost}, negation: {negation} }}),"
+            "    ({word:?}, WordInfo {{ valence: {valence:?}, boost: {boost}, negation: {negation}, kw: {kw} }}),"
         );
     }
     let _ = writeln!(out, "];");
     let _ = writeln!(
         out,
-        "/// Hash index into WORDS (FNV-1a, linear probing; longest cluster {longest_cluster})."
+        "/// The longest word in WORDS, in bytes: a longer token cannot be in the table."
+    );
+    let _ = writeln!(
+        out,
+        "pub(crate) const MAX_WORD_LEN: usize = {max_word_len};"
+    );
+    for (id, word) in KEYWORDS.iter().enumerate() {
+        let _ = writeln!(out, "/// Keyword id of {word:?} (`WordInfo::kw`).");
+        let _ = writeln!(
+            out,
+            "pub(crate) const KW_{}: u8 = {};",
+            word.to_uppercase(),
+            id + 1
+        );
+    }
+    let _ = writeln!(
+        out,
+        "/// Hash index into WORDS (`hash::word_hash`, linear probing; longest cluster {longest_cluster})."
     );
     let _ = writeln!(out, "static SLOTS: [u32; {slots_len}] = [");
     for chunk in slots.chunks(16) {
@@ -354,6 +410,25 @@ fn main() {
     let _ = writeln!(out, "static EMOJI: [(char, &str); {}] = [", emoji.len());
     for (c, description) in &emoji {
         let _ = writeln!(out, "    ({c:?}, {description:?}),");
+    }
+    let _ = writeln!(out, "];");
+    // A bit per block of 32 code points below U+20000 that holds some key: most non-ASCII
+    // chat characters (accented letters, Hangul, CJK) are settled by one bit test instead
+    // of a binary search over all keys.
+    let mut blocks = [0u64; EMOJI_BLOCK_WORDS];
+    for &c in emoji.keys() {
+        let block = c as usize >> 5;
+        assert!(block < EMOJI_BLOCK_WORDS * 64, "emoji {c:?} past U+1FFFF");
+        blocks[block >> 6] |= 1 << (block & 63);
+    }
+    let _ = writeln!(
+        out,
+        "/// Bit `b` is set when some EMOJI key lies in code points `32 * b .. 32 * b + 32`."
+    );
+    let _ = writeln!(out, "static EMOJI_BLOCKS: [u64; {EMOJI_BLOCK_WORDS}] = [");
+    for chunk in blocks.chunks(4) {
+        let row: Vec<String> = chunk.iter().map(|s| format!("{s:#018x}")).collect();
+        let _ = writeln!(out, "    {},", row.join(", "));
     }
     let _ = writeln!(out, "];");
 

@@ -70,7 +70,7 @@ pub use tables::BuiltinEmote;
 pub use vader::{EmoteLexicon, Scorer, Scores, polarity_scores};
 
 use std::collections::BTreeMap;
-use streamtap_plugin_sdk::{Actions, Message, Plugin, ValueRef, export};
+use streamtap_plugin_sdk::{Actions, Message, Plugin, SetTemplate, ValueRef, export};
 
 /// Default `positive_threshold`: VADER's own recommended cut-off.
 pub const DEFAULT_POSITIVE_THRESHOLD: f64 = 0.05;
@@ -185,6 +185,27 @@ pub struct Sentiment {
     /// Reused per message: the text with emotes cut, and the emote ranges.
     cut: String,
     ranges: Vec<(usize, usize)>,
+    /// The `sentiment` field, encoded once per label (see [`LABELS`]); each message only
+    /// fills in its four numbers.
+    outputs: [SetTemplate; 3],
+}
+
+/// The labels, in the order of [`Sentiment::label_index`].
+const LABELS: [&str; 3] = ["positive", "negative", "neutral"];
+
+/// The field the step sets: `compound`, `pos`, `neu`, `neg` (the template's floats, in
+/// this order) and `label`.
+fn output_template(label: &'static str) -> SetTemplate {
+    SetTemplate::new(
+        "sentiment",
+        ValueRef::Map(&[
+            ("compound", ValueRef::Float(0.0)),
+            ("pos", ValueRef::Float(0.0)),
+            ("neu", ValueRef::Float(0.0)),
+            ("neg", ValueRef::Float(0.0)),
+            ("label", ValueRef::Str(label)),
+        ]),
+    )
 }
 
 impl Sentiment {
@@ -209,8 +230,7 @@ impl Sentiment {
         } else {
             text
         };
-        let text = twitch::spam_token(text).unwrap_or(text);
-        let scores = self.scorer.score(text, &self.scored);
+        let scores = self.scorer.score_with_spam_rule(text, &self.scored);
         if self.cut.capacity() > 64 * 1024 {
             self.cut = String::new(); // see Scorer: do not pin a giant message's buffer
         }
@@ -219,12 +239,17 @@ impl Sentiment {
 
     /// The label for a compound score under this step's thresholds.
     pub fn label(&self, compound: f64) -> &'static str {
+        LABELS[self.label_index(compound)]
+    }
+
+    /// The index in [`LABELS`] of the label for `compound`.
+    fn label_index(&self, compound: f64) -> usize {
         if compound >= self.positive_threshold {
-            "positive"
+            0
         } else if compound <= self.negative_threshold {
-            "negative"
+            1
         } else {
-            "neutral"
+            2
         }
     }
 }
@@ -339,21 +364,18 @@ impl Plugin for Sentiment {
             scorer: Scorer::new(),
             cut: String::new(),
             ranges: Vec::new(),
+            outputs: LABELS.map(output_template),
         })
     }
 
     fn process(&mut self, msg: &Message<'_>, out: &mut Actions) {
-        let scores = self.analyze(msg.text(), msg.emotes().map(|(_, s, e)| (s, e)));
-        // Borrowed: no key strings or map built per message (this runs on every message).
-        out.set_ref(
-            "sentiment",
-            ValueRef::Map(&[
-                ("compound", ValueRef::Float(scores.compound)),
-                ("pos", ValueRef::Float(scores.pos)),
-                ("neu", ValueRef::Float(scores.neu)),
-                ("neg", ValueRef::Float(scores.neg)),
-                ("label", ValueRef::Str(self.label(scores.compound))),
-            ]),
+        // Positions only: the emote ids are never read (nor checked to be UTF-8).
+        let scores = self.analyze(msg.text(), msg.emote_positions());
+        // The field as encoded once at init, with this message's numbers: no keys or map
+        // encoded per message (this runs on every message).
+        out.set_template(
+            &self.outputs[self.label_index(scores.compound)],
+            &[scores.compound, scores.pos, scores.neu, scores.neg],
         );
     }
 }
@@ -411,6 +433,39 @@ mod tests {
             assert_eq!(num(&v, "neg"), s.neg);
             assert!(["positive", "neutral", "negative"].contains(&label(&v)));
         }
+    }
+
+    #[test]
+    fn the_output_is_the_documented_map() {
+        // The templates store exactly what `set_ref` of the map would.
+        let mut p: Sentiment = testing::init(serde_json::json!({})).unwrap();
+        for text in ["I love this stream", "this is awful", "ok then", ""] {
+            let s = polarity_scores(text);
+            let label = p.label(s.compound);
+            let mut expected = Actions::default();
+            expected.set_ref(
+                "sentiment",
+                ValueRef::Map(&[
+                    ("compound", ValueRef::Float(s.compound)),
+                    ("pos", ValueRef::Float(s.pos)),
+                    ("neu", ValueRef::Float(s.neu)),
+                    ("neg", ValueRef::Float(s.neg)),
+                    ("label", ValueRef::Str(label)),
+                ]),
+            );
+            let mut got = Actions::default();
+            p.process(&codec_message(text), &mut got);
+            assert_eq!(got, expected, "{text:?}");
+        }
+    }
+
+    /// A borrowed message for `process`, through the wire format.
+    fn codec_message(text: &str) -> Message<'static> {
+        let buf = streamtap_plugin_sdk::codec::encode_batch(&[testing::message("c", "u", text)]);
+        let buf: &'static [u8] = Box::leak(buf.into_boxed_slice());
+        streamtap_plugin_sdk::codec::decode_batch(buf)
+            .unwrap()
+            .remove(0)
     }
 
     #[test]
@@ -547,6 +602,34 @@ mod tests {
         assert_eq!(once, spam);
         let ten = sentiment_of(&mut p, testing::message("c", "u", &"PogChamp ".repeat(10)));
         assert!(num(&ten, "compound") > num(&once, "compound"));
+    }
+
+    #[test]
+    fn spam_rule_on_every_token_path() {
+        let mut p: Sentiment = testing::init(serde_json::json!({})).unwrap();
+        // ASCII tokens, non-ASCII tokens and separators, and emoji (replaced before scoring).
+        for (token, sep) in [
+            ("LUL", " "),
+            ("PogChamp!", "\t"),
+            ("héé", "\u{a0}"),
+            ("😀", " "),
+        ] {
+            let once = p.analyze(token, []);
+            let spam = p.analyze(&[token; 11].join(sep), []);
+            let ten = p.analyze(&[token; 10].join(sep), []);
+            assert_eq!(spam, once, "{token:?}");
+            if once.compound != 0.0 {
+                assert_ne!(ten, once, "{token:?}");
+            }
+            let mixed = format!("{} x", [token; 11].join(sep));
+            assert_eq!(p.analyze(&mixed, []), polarity_scores_with(&mut p, &mixed));
+        }
+    }
+
+    /// The scorer without the spam rule, on the step's own emote table.
+    fn polarity_scores_with(p: &mut Sentiment, text: &str) -> Scores {
+        let scored = p.scored.clone();
+        p.scorer.score(text, &scored)
     }
 
     #[test]

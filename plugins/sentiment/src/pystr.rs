@@ -139,6 +139,38 @@ pub(crate) fn push_lower(word: &str, out: &mut String) {
     }
 }
 
+/// `a == b` for short byte strings without a `memcmp` call (one in a WASM guest is a
+/// function call and a byte loop): equal lengths, then overlapping fixed-size loads.
+#[inline]
+pub(crate) fn short_eq(a: &[u8], b: &[u8]) -> bool {
+    fn word<const N: usize>(s: &[u8], at: usize) -> Option<[u8; N]> {
+        s.get(at..at + N).and_then(|w| w.try_into().ok())
+    }
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if n > 32 {
+        return a == b;
+    }
+    if n >= 8 {
+        let mut at = 0;
+        while at + 8 < n {
+            if word::<8>(a, at) != word::<8>(b, at) {
+                return false;
+            }
+            at += 8;
+        }
+        word::<8>(a, n - 8) == word::<8>(b, n - 8)
+    } else if n >= 4 {
+        word::<4>(a, 0) == word::<4>(b, 0) && word::<4>(a, n - 4) == word::<4>(b, n - 4)
+    } else if n >= 2 {
+        word::<2>(a, 0) == word::<2>(b, 0) && word::<2>(a, n - 2) == word::<2>(b, n - 2)
+    } else {
+        a.first() == b.first()
+    }
+}
+
 /// Python `str.isupper()`: at least one cased character, and none lowercase or titlecase.
 pub(crate) fn is_upper(word: &str) -> bool {
     let mut cased = false;
@@ -183,6 +215,7 @@ fn is_titlecase(c: char) -> bool {
 /// wrong `k`, which needs the scaled value to sit (within its own rounding error) on a .5
 /// tie. Those rare cases go through Rust's formatter, which rounds the exact value ties to
 /// even just as CPython's dtoa does.
+#[inline]
 pub(crate) fn round(x: f64, digits: usize) -> f64 {
     let scale = match digits {
         3 => 1e3,
@@ -232,6 +265,21 @@ mod tests {
         assert_eq!(strip_punc_if_word("'don't'"), "don't");
         assert_eq!(strip_punc_if_word("(héé)"), "héé");
         assert_eq!(strip_punc_if_word("«wow»"), "«wow»");
+    }
+
+    #[test]
+    fn short_eq_is_eq() {
+        let base: Vec<u8> = (0u8..40).collect();
+        for n in 0..=40 {
+            let a = &base[..n];
+            assert!(short_eq(a, a));
+            for i in 0..n {
+                let mut b = a.to_vec();
+                b[i] ^= 1;
+                assert!(!short_eq(a, &b), "{n} {i}");
+            }
+            assert!(!short_eq(a, &base[..n.saturating_sub(1)]) || n == 0);
+        }
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub(crate) struct WordInfo {
     pub boost: Option<Boost>,
     /// Whether the word is in the reference's `NEGATE` list.
     pub negation: bool,
+    /// The word's `KW_*` id when a rule compares tokens with it ("no", "but", ...), else 0.
+    pub kw: u8,
 }
 
 /// One line of `data/twitch_emotes.tsv`, the built-in Twitch emote lexicon.
@@ -35,8 +37,16 @@ include!(concat!(env!("OUT_DIR"), "/tables.rs"));
 /// What VADER knows about `word`, which must already be lowercased (the reference looks
 /// up `token.lower()`).
 pub(crate) fn word_info(word: &str) -> Option<&'static WordInfo> {
+    if word.len() > MAX_WORD_LEN {
+        return None;
+    }
+    word_info_hashed(word.as_bytes(), crate::hash::word_hash(word.as_bytes()))
+}
+
+/// [`word_info`] for a word whose [`crate::hash::word_hash`] is already known.
+#[inline]
+pub(crate) fn word_info_hashed(word: &[u8], h: u64) -> Option<&'static WordInfo> {
     let mask = SLOTS.len() - 1;
-    let h = crate::hash::fnv1a(word.as_bytes());
     let tag = (h >> 48) as u32;
     // Truncating the hash is intended: only the low bits select a slot, exactly as in
     // build.rs (the table is far smaller than 2^32 slots, so 32-bit targets agree).
@@ -50,7 +60,7 @@ pub(crate) fn word_info(word: &str) -> Option<&'static WordInfo> {
         }
         if entry >> 16 == tag {
             let (key, info) = WORDS.get((entry & 0xffff) as usize)?;
-            if *key == word {
+            if crate::pystr::short_eq(key.as_bytes(), word) {
                 return Some(info);
             }
         }
@@ -65,9 +75,17 @@ pub(crate) fn builtin_emotes() -> &'static [BuiltinEmote] {
 }
 
 /// The description the reference substitutes for the single-code-point emoji `c`.
+#[inline]
 pub(crate) fn emoji_description(c: char) -> Option<&'static str> {
     // Every key is outside ASCII; most chat characters are ASCII, so skip the search.
     if c.is_ascii() {
+        return None;
+    }
+    let block = c as usize >> 5;
+    if EMOJI_BLOCKS
+        .get(block >> 6)
+        .is_none_or(|w| w & (1 << (block & 63)) == 0)
+    {
         return None;
     }
     EMOJI
@@ -113,6 +131,13 @@ mod tests {
         assert_eq!(emoji_description('❤'), Some("red heart"));
         assert_eq!(emoji_description('a'), None);
         assert!(EMOJI.windows(2).all(|w| w[0].0 < w[1].0));
+        // The block filter lets every key through, and settles other characters.
+        for (c, d) in EMOJI.iter() {
+            assert_eq!(emoji_description(*c), Some(*d), "{c:?}");
+        }
+        for c in ['é', 'á', '오', '日', '\u{3000}', '\u{10ffff}'] {
+            assert_eq!(emoji_description(c), None, "{c:?}");
+        }
         assert!(WORDS.windows(2).all(|w| w[0].0 < w[1].0));
     }
 }

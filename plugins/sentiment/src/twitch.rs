@@ -29,7 +29,12 @@ pub(crate) fn cut_emotes(
         .chain(std::iter::once(text.len()));
     let mut next_char = 0usize;
     let mut last = (usize::MAX, 0usize); // (char index, byte offset) of the latest lookup
+    // In ASCII text (most chat) a character position is its byte offset.
+    let ascii = text.is_ascii();
     let mut byte_at = |c: usize| -> Option<usize> {
+        if ascii {
+            return (c <= text.len()).then_some(c);
+        }
         if last.0 == c {
             return Some(last.1);
         }
@@ -70,17 +75,28 @@ pub(crate) fn cut_emotes(
     cut_any
 }
 
+/// More repetitions than this make a message spam.
+pub(crate) const MAX_REPEATS: usize = 10;
+
 /// A message that is one token repeated more than ten times ("LUL LUL LUL ...") is scored
 /// as that token alone: otherwise spam saturates `compound` at ±1 and drowns the real
 /// messages in any average. Tokens are compared exactly, after splitting on whitespace.
 pub(crate) fn spam_token(text: &str) -> Option<&str> {
-    /// More repetitions than this make a message spam.
-    const MAX_REPEATS: usize = 10;
     let mut words = pystr::split_words(text);
     let first = words.next()?;
+    // More than ten copies and the whitespace between them: shorter texts (nearly all)
+    // cannot be spam, so their other tokens need not be split here. Saturating: on wasm32
+    // the product overflows for a token of a few hundred MB, which would wrap to a small
+    // bound (and panic in debug builds).
+    let min_len = (MAX_REPEATS + 1)
+        .saturating_mul(first.len())
+        .saturating_add(MAX_REPEATS);
+    if text.len() < min_len {
+        return None;
+    }
     let mut count = 1usize;
     for w in words {
-        if w != first {
+        if !pystr::short_eq(w.as_bytes(), first.as_bytes()) {
             return None;
         }
         count += 1;

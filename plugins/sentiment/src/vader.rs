@@ -18,8 +18,15 @@
 //!
 //! The reference's single-word `BOOSTER_DICT` entries and its `NEGATE` list are compiled
 //! by `build.rs` into the same static hash table as the lexicon, so one lookup per token
-//! answers "valence?", "booster?" and "negation?"; the multi-word entries (idioms, "kind
-//! of") are matched here.
+//! answers "valence?", "booster?" and "negation?" and gives the token's `KW_*` keyword id
+//! when a rule compares tokens with that word ("no", "but", "least", ...); the multi-word
+//! entries (idioms, "kind of") are matched here on those ids, not on strings.
+//!
+//! Tokenising has two paths with identical results: an ASCII fast path (nearly all chat)
+//! that finds a token's end, lowercases it and collects its case and punctuation flags in
+//! one pass over its bytes, then hashes it eight bytes at a time for the lookup; and a
+//! general path for tokens with non-ASCII characters (or longer than 64 bytes), which uses
+//! the full Unicode whitespace, case-mapping and `isupper` rules of the reference.
 //!
 //! Where the reference has quirks, they are reproduced on purpose, because parity with the
 //! published package is the point: a "fix" here would make the scores disagree with every
@@ -31,9 +38,9 @@
 
 use crate::pystr;
 use crate::tables::{self, Boost};
+use crate::twitch;
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
-use std::ops::Range;
 
 /// Booster/dampener step (empirical mean intensity change of a degree adverb).
 const B_INCR: f64 = 0.293;
@@ -141,7 +148,7 @@ impl EmoteLexicon {
             slots = vec![u64::MAX; (unique.len() * 2).next_power_of_two()];
             let mask = slots.len() - 1;
             for (index, (name, _)) in unique.iter().enumerate() {
-                let h = crate::hash::fnv1a(name.as_bytes());
+                let h = crate::hash::word_hash(name.as_bytes());
                 // Truncating the hash is intended: the low bits pick the slot.
                 let mut slot = h as usize & mask;
                 while slots.get(slot).is_some_and(|s| *s != u64::MAX) {
@@ -161,13 +168,20 @@ impl EmoteLexicon {
 
     /// The valence of the emote called exactly `name`.
     pub fn get(&self, name: &str) -> Option<f64> {
+        self.get_hashed(name, |n| crate::hash::word_hash(n.as_bytes()))
+    }
+
+    /// [`EmoteLexicon::get`] with the caller's way to compute `word_hash(name)`, which
+    /// is only asked for when the filter lets `name` through.
+    #[inline(always)]
+    fn get_hashed(&self, name: &str, hash: impl FnOnce(&str) -> u64) -> Option<f64> {
         // `filter` is empty when there are no entries, which ends here too.
         let first = name.bytes().next()?;
         if self.filter.get(usize::from(first))? & length_bit(name) == 0 {
             return None;
         }
         let mask = self.slots.len() - 1;
-        let h = crate::hash::fnv1a(name.as_bytes());
+        let h = hash(name);
         let mut slot = h as usize & mask;
         // At most half full, so the walk ends at an empty slot; the bound only makes
         // termination obvious.
@@ -178,7 +192,7 @@ impl EmoteLexicon {
             }
             if entry >> 32 == h >> 32 {
                 let (key, valence) = self.entries.get((entry & 0xffff_ffff) as usize)?;
-                if key == name {
+                if pystr::short_eq(key.as_bytes(), name.as_bytes()) {
                     return Some(*valence);
                 }
             }
@@ -206,30 +220,114 @@ fn length_bit(name: &str) -> u64 {
 /// What the rules need to know about one token, computed once per token.
 #[derive(Debug, Clone)]
 struct Token {
-    /// The lowercased token, as a range of [`Scorer::lower`]: the reference compares
-    /// `token.lower()` everywhere.
-    lower: Range<usize>,
     /// Lexicon (or emote) valence: `Some` means "in the lexicon" for every rule.
     valence: Option<f64>,
-    /// Booster/dampener increment when the token is a single-word booster.
-    booster: Option<f64>,
+    /// Booster/dampener increment when the token is a single-word booster, else 0 (the
+    /// increments are ±0.293, never 0).
+    booster: f64,
+    /// The `KW_*` id of the lowercased token when a rule compares tokens with that word
+    /// ("no", "but", "kind", ...), else 0: the reference compares `token.lower()`.
+    kw: u8,
     /// Python `isupper()` of the stripped token (always false for emotes).
     upper: bool,
     /// Whether the token negates on its own (a NEGATE word or contains "n't").
     negation: bool,
 }
 
+/// Byte classes for the token scan ([`CLASS`]).
+const C_SPACE: u8 = 0x01; // Python whitespace among ASCII bytes
+const C_HIGH: u8 = 0x02; // not ASCII: the token takes the general path
+const C_PUNCT: u8 = 0x04; // `string.punctuation`
+const C_LOWER: u8 = 0x08; // a-z
+const C_APOS: u8 = 0x10; // ', the only way into "n't"
+const C_UPPER: u8 = 0x20; // A-Z; also the bit that lowercases it
+const C_EMPH: u8 = 0x40; // ! or ?
+
+const fn class_table() -> [u8; 256] {
+    let mut t = [0u8; 256];
+    let mut b = 0usize;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = if c >= 0x80 {
+            C_HIGH
+        } else if matches!(c, 9..=13 | 28..=32) {
+            C_SPACE
+        } else if c.is_ascii_lowercase() {
+            C_LOWER
+        } else if c.is_ascii_uppercase() {
+            C_UPPER
+        } else if c.is_ascii_punctuation() {
+            C_PUNCT
+                | if c == b'\'' { C_APOS } else { 0 }
+                | if c == b'!' || c == b'?' { C_EMPH } else { 0 }
+        } else {
+            0
+        };
+        b += 1;
+    }
+    t
+}
+static CLASS: [u8; 256] = class_table();
+
+/// The fast path handles ASCII tokens up to this many bytes (a power of two); longer ones
+/// take the general path (no lexicon word is anywhere near this long).
+const FAST_MAX: usize = 64;
+const _: () = assert!(tables::MAX_WORD_LEN <= FAST_MAX && FAST_MAX.is_power_of_two());
+
+/// The lowercased bytes of one token, with room for an 8-byte load at any offset below
+/// [`FAST_MAX`].
+type LowerBuf = [u8; FAST_MAX + 8];
+
+/// The little-endian 8-byte word at `at` (below [`FAST_MAX`]).
+#[inline(always)]
+fn load8(buf: &LowerBuf, at: usize) -> u64 {
+    buf.get(at..at + 8)
+        .and_then(|s| <[u8; 8]>::try_from(s).ok())
+        .map_or(0, u64::from_le_bytes)
+}
+
+/// [`crate::hash::word_hash`] of `buf[from..from + len]`, a word at a time; bytes past
+/// the word are masked off, which is exactly the zero padding `word_hash` uses.
+#[inline(always)]
+fn hash_padded(buf: &LowerBuf, from: usize, len: usize) -> u64 {
+    use crate::hash::{finish, start, step};
+    let mut h = start(len);
+    let (mut at, mut left) = (from, len);
+    while left >= 8 {
+        h = step(h, load8(buf, at));
+        at += 8;
+        left -= 8;
+    }
+    if left > 0 {
+        h = step(h, load8(buf, at) & ((1u64 << (8 * left)) - 1));
+    }
+    finish(h)
+}
+
 /// A reusable VADER scorer: identical results to [`polarity_scores`], but the per-text
-/// buffers (token table, lowercase text, valences) survive between calls, so steady-state
-/// scoring does not allocate for texts without emoji.
+/// buffers (token table, valences) survive between calls, so steady-state scoring does
+/// not allocate for texts without emoji.
 #[derive(Debug, Default)]
 pub struct Scorer {
     /// The text with emoji replaced by their descriptions (only when it had any).
     replaced: String,
-    /// All lowercased tokens, back to back.
+    /// The lowercased token, for tokens that take the general (non-ASCII) path.
     lower: String,
     tokens: Vec<Token>,
     sentiments: Vec<f64>,
+}
+
+/// Per-text totals gathered while tokens are pushed.
+#[derive(Default)]
+struct Tally {
+    /// Non-emote tokens, and those of them in ALL CAPS.
+    words: usize,
+    caps: usize,
+    /// Index of the first "but".
+    first_but: Option<usize>,
+    /// `!` and `?` in the text (every one is inside some token).
+    bangs: usize,
+    questions: usize,
 }
 
 impl Scorer {
@@ -241,69 +339,51 @@ impl Scorer {
     /// Scores `text`; `emotes` adds case-sensitive lexicon entries (pass
     /// [`EmoteLexicon::empty`] for plain VADER).
     pub fn score(&mut self, text: &str, emotes: &EmoteLexicon) -> Scores {
+        self.score_inner(text, emotes, false)
+    }
+
+    /// [`Scorer::score`] with the Twitch extension's spam rule: a text that is one token
+    /// repeated more than [`twitch::MAX_REPEATS`] times is scored as that token alone.
+    ///
+    /// Spam has more than `MAX_REPEATS` tokens, and so has the text scoring splits (the
+    /// emoji replacement only ever adds tokens), so the text is checked only when the
+    /// scoring pass found that many: nearly every message is settled without splitting it
+    /// a second time.
+    pub(crate) fn score_with_spam_rule(&mut self, text: &str, emotes: &EmoteLexicon) -> Scores {
+        self.score_inner(text, emotes, true)
+    }
+
+    fn score_inner(&mut self, text: &str, emotes: &EmoteLexicon, spam_rule: bool) -> Scores {
         let Scorer {
             replaced,
             lower,
             tokens,
             sentiments,
         } = self;
-        let text = if replace_emoji(text, replaced) {
-            replaced.as_str()
-        } else {
-            text
-        };
+        let had_emoji = replace_emoji(text, replaced);
+        let split = if had_emoji { replaced.as_str() } else { text };
 
-        lower.clear();
         tokens.clear();
-        let (mut words, mut caps) = (0usize, 0usize);
-        for raw in pystr::split_words(text) {
-            let word = pystr::strip_punc_if_word(raw);
-            let start = lower.len();
-            pystr::push_lower(word, lower);
-            let range = start..lower.len();
-            let lowered = lower.get(range.clone()).unwrap_or("");
-            // Emote names are tried on the raw token too, so names with punctuation at the
-            // edges (`(puke)`) still match after the stripping above would have cut them.
-            let emote = if emotes.is_empty() {
-                None
-            } else {
-                // `word` is a slice of `raw`, so equal lengths mean nothing was stripped
-                // and the second lookup would repeat the first.
-                emotes
-                    .get(word)
-                    .or_else(|| (raw.len() != word.len()).then(|| emotes.get(raw)).flatten())
-            };
-            let upper = emote.is_none() && pystr::is_upper(word);
-            if emote.is_none() {
-                words += 1;
-                caps += usize::from(upper);
-            }
-            let info = tables::word_info(lowered);
-            tokens.push(Token {
-                valence: emote.or_else(|| info.and_then(|i| i.valence)),
-                booster: info.and_then(|i| i.boost).map(|b| match b {
-                    Boost::Incr => B_INCR,
-                    Boost::Decr => B_DECR,
-                }),
-                upper,
-                // The reference's `negated([word])`: a NEGATE word, or any "n't" form.
-                negation: info.is_some_and(|i| i.negation) || contains_nt(lowered),
-                lower: range,
-            });
+        let mut tally = Tally::default();
+        tokenize(split, emotes, lower, tokens, &mut tally);
+        if spam_rule
+            && tokens.len() > twitch::MAX_REPEATS
+            && let Some(token) = twitch::spam_token(text)
+        {
+            return self.score_inner(token, emotes, false);
         }
 
         let ctx = Context {
             tokens,
-            lower,
             // "Some but not all words are ALL CAPS".
-            cap_diff: caps > 0 && caps < words,
+            cap_diff: tally.caps > 0 && tally.caps < tally.words,
         };
         sentiments.clear();
-        for i in 0..tokens.len() {
-            let v = if tokens.get(i).is_some_and(|t| t.booster.is_some()) {
+        for (i, token) in tokens.iter().enumerate() {
+            let v = if token.booster != 0.0 {
                 // Boosters only modify their neighbours, even those in the lexicon.
                 0.0
-            } else if ctx.word(i) == "kind" && ctx.word(i + 1) == "of" {
+            } else if token.kw == tables::KW_KIND && ctx.kw(i + 1) == tables::KW_OF {
                 // "kind" is a positive lexicon word, but not in "kind of".
                 0.0
             } else {
@@ -312,14 +392,11 @@ impl Scorer {
             sentiments.push(v);
         }
 
-        if let Some(bi) = (0..tokens.len()).find(|&i| ctx.word(i) == "but") {
+        if let Some(bi) = tally.first_but {
             but_check(sentiments, bi);
         }
 
-        let (bangs, questions) = text.bytes().fold((0usize, 0usize), |(b, q), c| {
-            (b + usize::from(c == b'!'), q + usize::from(c == b'?'))
-        });
-        let scores = score_valence(sentiments, bangs, questions);
+        let scores = score_valence(sentiments, tally.bangs, tally.questions);
         self.release_oversized();
         scores
     }
@@ -344,6 +421,238 @@ impl Scorer {
     }
 }
 
+/// Steps 2 and 3 up to the lexicon lookup: splits `text` as Python's `str.split()` does,
+/// strips each token as `_strip_punc_if_word` does, and pushes what the rules need.
+///
+/// ASCII tokens (nearly all of chat) take one pass over their bytes that finds the token's
+/// end and computes its lowercase form, case flags, punctuation edges, `!`/`?` and
+/// apostrophes together; the lowercase word is then hashed eight bytes at a time for the
+/// one table lookup. Fewer, shorter loops matter twice in WASM, where every loop
+/// iteration also pays the runtime's epoch check. Other tokens take the general path
+/// (Unicode whitespace, case mapping and `isupper`).
+fn tokenize(
+    text: &str,
+    emotes: &EmoteLexicon,
+    lower: &mut String,
+    tokens: &mut Vec<Token>,
+    tally: &mut Tally,
+) {
+    let bytes = text.as_bytes();
+    // The token's bytes lowercased (for the table), and as written (for emote names).
+    let mut buf: LowerBuf = [0; FAST_MAX + 8];
+    let mut raw_buf: LowerBuf = [0; FAST_MAX + 8];
+    let mut i = 0usize;
+    while let Some(&b) = bytes.get(i) {
+        let c = CLASS[usize::from(b)];
+        if c & C_SPACE != 0 {
+            i += 1;
+            continue;
+        }
+        if c & C_HIGH != 0 {
+            let ch = char_at(text, i);
+            if pystr::is_space(ch) {
+                i += ch.len_utf8();
+                continue;
+            }
+        }
+        let start = i;
+        let (mut flags, mut last_kept, mut k) = (0u8, 0usize, 0usize);
+        while let Some(&b) = bytes.get(i) {
+            let c = CLASS[usize::from(b)];
+            if c & (C_SPACE | C_HIGH) != 0 {
+                break;
+            }
+            flags |= c;
+            if let Some(slot) = buf.get_mut(k & (FAST_MAX - 1)) {
+                *slot = b | (c & C_UPPER);
+            }
+            if let Some(slot) = raw_buf.get_mut(k & (FAST_MAX - 1)) {
+                *slot = b;
+            }
+            if c & C_PUNCT == 0 {
+                last_kept = k;
+            }
+            k += 1;
+            i += 1;
+        }
+        if bytes.get(i).is_some_and(|&b| b >= 0x80) || k > FAST_MAX {
+            // Not ASCII (or very long): find the end the general way.
+            while let Some(&b) = bytes.get(i) {
+                if b < 0x80 {
+                    if CLASS[usize::from(b)] & C_SPACE != 0 {
+                        break;
+                    }
+                    i += 1;
+                } else {
+                    let ch = char_at(text, i);
+                    if pystr::is_space(ch) {
+                        break;
+                    }
+                    i += ch.len_utf8();
+                }
+            }
+            general_token(
+                text.get(start..i).unwrap_or(""),
+                emotes,
+                lower,
+                tokens,
+                tally,
+            );
+            continue;
+        }
+        // Stripping: `last_kept` is the last byte that is not punctuation; find the first.
+        let (mut from, mut to) = (0usize, k);
+        if flags & C_PUNCT != 0 {
+            from = buf
+                .iter()
+                .take(k)
+                .position(|&b| CLASS[usize::from(b)] & C_PUNCT == 0)
+                .unwrap_or(k);
+            to = if from < k { last_kept + 1 } else { from };
+            // Two or fewer characters left: probably an emoticon, kept whole.
+            if to - from <= 2 {
+                (from, to) = (0, k);
+            }
+        }
+        let len = to - from;
+        let info = if len <= tables::MAX_WORD_LEN {
+            let word = buf.get(from..to).unwrap_or(&[]);
+            tables::word_info_hashed(word, hash_padded(&buf, from, len))
+        } else {
+            None
+        };
+        let nt = flags & C_APOS != 0
+            && buf
+                .get(..k)
+                .is_some_and(|w| w.windows(3).any(|w| w == b"n't"));
+        if flags & C_EMPH != 0 {
+            count_emphasis(bytes.get(start..start + k).unwrap_or(&[]), tally);
+        }
+        let raw = text.get(start..start + k).unwrap_or("");
+        let word = text.get(start + from..start + to).unwrap_or("");
+        // ASCII `isupper()`: some capital and no small letter (punctuation is uncased).
+        let upper = flags & C_UPPER != 0 && flags & C_LOWER == 0;
+        // `word` is `raw_buf[from..to]` and `raw` is `raw_buf[..k]`.
+        let emote_hash = |name: &str| {
+            if name.len() == k {
+                hash_padded(&raw_buf, 0, k)
+            } else {
+                hash_padded(&raw_buf, from, len)
+            }
+        };
+        push_token(
+            raw, word, info, upper, nt, emotes, emote_hash, tokens, tally,
+        );
+    }
+}
+
+/// A token outside the fast path of [`tokenize`]: the general Unicode rules.
+fn general_token(
+    raw: &str,
+    emotes: &EmoteLexicon,
+    lower: &mut String,
+    tokens: &mut Vec<Token>,
+    tally: &mut Tally,
+) {
+    let word = pystr::strip_punc_if_word(raw);
+    count_emphasis(raw.as_bytes(), tally);
+    // Only two non-ASCII characters lowercase to something with an ASCII letter (U+212A
+    // KELVIN SIGN to "k", U+0130 to "i" + U+0307), and every table key is ASCII or holds
+    // a character that lowercasing always changes (`:Þ`), so a word with any other
+    // non-ASCII character cannot be in the table, and its "n't" can only come from ASCII
+    // letters next to each other: no lowercase copy is needed for it (most non-ASCII chat:
+    // accents, Hangul, CJK, Cyrillic).
+    let (info, nt) = if word.chars().all(|c| c.is_ascii() || c == KELVIN_SIGN) {
+        lower.clear();
+        pystr::push_lower(word, lower);
+        (tables::word_info(lower), contains_nt(lower))
+    } else {
+        let nt = word
+            .as_bytes()
+            .windows(3)
+            .any(|w| matches!(w, [n, b'\'', t] if n | 0x20 == b'n' && t | 0x20 == b't'));
+        (None, nt)
+    };
+    push_token(
+        raw,
+        word,
+        info,
+        pystr::is_upper(word),
+        nt,
+        emotes,
+        |n: &str| crate::hash::word_hash(n.as_bytes()),
+        tokens,
+        tally,
+    );
+}
+
+/// The one non-ASCII character whose lowercase form is ASCII ("k").
+const KELVIN_SIGN: char = '\u{212a}';
+
+/// Adds the `!` and `?` of `bytes` to the tally.
+fn count_emphasis(bytes: &[u8], tally: &mut Tally) {
+    for &b in bytes {
+        tally.bangs += usize::from(b == b'!');
+        tally.questions += usize::from(b == b'?');
+    }
+}
+
+/// The character at byte `i` of `text` (a character boundary below its length).
+fn char_at(text: &str, i: usize) -> char {
+    text.get(i..).and_then(|t| t.chars().next()).unwrap_or(' ')
+}
+
+/// Pushes one token: `raw` as split, `word` stripped, `info` the table entry of its
+/// lowercase form, `upper` its `isupper()`, `nt` whether the lowercase form has "n't".
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn push_token(
+    raw: &str,
+    word: &str,
+    info: Option<&tables::WordInfo>,
+    upper: bool,
+    nt: bool,
+    emotes: &EmoteLexicon,
+    emote_hash: impl Fn(&str) -> u64,
+    tokens: &mut Vec<Token>,
+    tally: &mut Tally,
+) {
+    // Emote names are tried on the raw token too, so names with punctuation at the
+    // edges (`(puke)`) still match after the stripping above would have cut them.
+    let emote = if emotes.is_empty() {
+        None
+    } else {
+        // `word` is a slice of `raw`, so equal lengths mean nothing was stripped and the
+        // second lookup would repeat the first.
+        emotes.get_hashed(word, &emote_hash).or_else(|| {
+            (raw.len() != word.len())
+                .then(|| emotes.get_hashed(raw, &emote_hash))
+                .flatten()
+        })
+    };
+    let upper = emote.is_none() && upper;
+    if emote.is_none() {
+        tally.words += 1;
+        tally.caps += usize::from(upper);
+    }
+    let kw = info.map_or(0, |i| i.kw);
+    if kw == tables::KW_BUT && tally.first_but.is_none() {
+        tally.first_but = Some(tokens.len());
+    }
+    tokens.push(Token {
+        valence: emote.or_else(|| info.and_then(|i| i.valence)),
+        booster: match info.and_then(|i| i.boost) {
+            Some(Boost::Incr) => B_INCR,
+            Some(Boost::Decr) => B_DECR,
+            None => 0.0,
+        },
+        kw,
+        upper,
+        // The reference's `negated([word])`: a NEGATE word, or any "n't" form.
+        negation: info.is_some_and(|i| i.negation) || nt,
+    });
+}
+
 /// Whether `word` contains "n't" (the reference's `"n't" in word`). A byte scan: the
 /// generic substring search sets up a two-way searcher per call, which cost more than
 /// the scan for words a few bytes long.
@@ -358,10 +667,19 @@ fn contains_nt(word: &str) -> bool {
 /// an ASCII space (or it starts the text), but never followed by one, so `😀abc` becomes
 /// `grinning faceabc`, and `❤️` (U+2764 U+FE0F) becomes `red heart` + U+FE0F.
 fn replace_emoji(text: &str, out: &mut String) -> bool {
-    if text.is_ascii() {
-        return false; // every emoji key is outside ASCII
-    }
-    let Some(first) = text.find(|c| tables::emoji_description(c).is_some()) else {
+    // Every emoji key is outside ASCII: skip to the first non-ASCII byte, then test only
+    // non-ASCII characters.
+    let Some(ascii) = text.bytes().position(|b| b >= 0x80) else {
+        return false;
+    };
+    let Some(first) = text
+        .get(ascii..)
+        .and_then(|t| {
+            t.char_indices()
+                .find(|&(_, c)| !c.is_ascii() && tables::emoji_description(c).is_some())
+        })
+        .map(|(i, _)| ascii + i)
+    else {
         return false;
     };
     out.clear();
@@ -385,23 +703,27 @@ fn replace_emoji(text: &str, out: &mut String) -> bool {
 }
 
 /// Two- and three-word boosters, as the reference matches them against joined n-grams.
-fn booster_phrase(words: &[&str]) -> Option<f64> {
+fn booster_phrase(words: &[u8]) -> Option<f64> {
     match words {
-        ["just", "enough"] | ["kind", "of"] | ["sort", "of"] => Some(B_DECR),
+        [tables::KW_JUST, tables::KW_ENOUGH]
+        | [tables::KW_KIND, tables::KW_OF]
+        | [tables::KW_SORT, tables::KW_OF] => Some(B_DECR),
         _ => None,
     }
 }
 
 /// `SPECIAL_CASES`: idioms whose valence replaces the word's. The reference also lists the
 /// single word "badass", which can never match an n-gram of two or more words.
-fn special_case(words: &[&str]) -> Option<f64> {
+fn special_case(words: &[u8]) -> Option<f64> {
     match words {
-        ["the", "shit"] | ["the", "bomb"] | ["to", "die", "for"] => Some(3.0),
-        ["bad", "ass"] => Some(1.5),
-        ["bus", "stop"] => Some(0.0),
-        ["yeah", "right"] => Some(-2.0),
-        ["kiss", "of", "death"] => Some(-1.5),
-        ["beating", "heart"] => Some(3.5),
+        [tables::KW_THE, tables::KW_SHIT]
+        | [tables::KW_THE, tables::KW_BOMB]
+        | [tables::KW_TO, tables::KW_DIE, tables::KW_FOR] => Some(3.0),
+        [tables::KW_BAD, tables::KW_ASS] => Some(1.5),
+        [tables::KW_BUS, tables::KW_STOP] => Some(0.0),
+        [tables::KW_YEAH, tables::KW_RIGHT] => Some(-2.0),
+        [tables::KW_KISS, tables::KW_OF, tables::KW_DEATH] => Some(-1.5),
+        [tables::KW_BEATING, tables::KW_HEART] => Some(3.5),
         _ => None,
     }
 }
@@ -409,17 +731,14 @@ fn special_case(words: &[&str]) -> Option<f64> {
 /// The token table of one text, with the rules that read it.
 struct Context<'a> {
     tokens: &'a [Token],
-    lower: &'a str,
     cap_diff: bool,
 }
 
 impl Context<'_> {
-    /// Lowercased token `i`, or "" past either end (so lookahead never panics).
-    fn word(&self, i: usize) -> &str {
-        self.tokens
-            .get(i)
-            .and_then(|t| self.lower.get(t.lower.clone()))
-            .unwrap_or("")
+    /// The keyword id of token `i` (0 when it is no keyword, and past either end, so
+    /// lookahead never panics).
+    fn kw(&self, i: usize) -> u8 {
+        self.tokens.get(i).map_or(0, |t| t.kw)
     }
 
     /// Whether token `i` is a lexicon (or emote) word.
@@ -439,14 +758,16 @@ impl Context<'_> {
 
         // "no" directly before another lexicon word negates that word instead of counting
         // as negative itself.
-        if self.word(i) == "no" && self.in_lexicon(i + 1) {
+        if self.kw(i) == tables::KW_NO && self.in_lexicon(i + 1) {
             valence = 0.0;
         }
         // Reference quirk: this test runs after the one above and overrides it, so in
         // "no no good" the second "no" gets its own (negated) valence back.
-        if (i > 0 && self.word(i - 1) == "no")
-            || (i > 1 && self.word(i - 2) == "no")
-            || (i > 2 && self.word(i - 3) == "no" && matches!(self.word(i - 1), "or" | "nor"))
+        if (i > 0 && self.kw(i - 1) == tables::KW_NO)
+            || (i > 1 && self.kw(i - 2) == tables::KW_NO)
+            || (i > 2
+                && self.kw(i - 3) == tables::KW_NO
+                && matches!(self.kw(i - 1), tables::KW_OR | tables::KW_NOR))
         {
             valence = base * N_SCALAR;
         }
@@ -490,9 +811,10 @@ impl Context<'_> {
         let Some(token) = self.tokens.get(j) else {
             return 0.0;
         };
-        let Some(mut scalar) = token.booster else {
+        let mut scalar = token.booster;
+        if scalar == 0.0 {
             return 0.0;
-        };
+        }
         if valence < 0.0 {
             scalar = -scalar;
         }
@@ -513,7 +835,7 @@ impl Context<'_> {
     /// Negation by the token `distance` places before word `i` (only called when that
     /// token is outside the lexicon and exists).
     fn negation_check(&self, valence: f64, i: usize, distance: usize) -> f64 {
-        let so_or_this = |w: &str| w == "so" || w == "this";
+        let so_or_this = |w: u8| w == tables::KW_SO || w == tables::KW_THIS;
         match distance {
             1 => {
                 if self.negates(i - 1) {
@@ -521,12 +843,12 @@ impl Context<'_> {
                 }
             }
             2 => {
-                let (w2, w1) = (self.word(i - 2), self.word(i - 1));
-                if w2 == "never" && so_or_this(w1) {
+                let (w2, w1) = (self.kw(i - 2), self.kw(i - 1));
+                if w2 == tables::KW_NEVER && so_or_this(w1) {
                     // "never so good": emphasis, not negation.
                     return valence * 1.25;
                 }
-                if w2 == "without" && w1 == "doubt" {
+                if w2 == tables::KW_WITHOUT && w1 == tables::KW_DOUBT {
                     return valence;
                 }
                 if self.negates(i - 2) {
@@ -534,14 +856,14 @@ impl Context<'_> {
                 }
             }
             _ => {
-                let (w3, w2, w1) = (self.word(i - 3), self.word(i - 2), self.word(i - 1));
+                let (w3, w2, w1) = (self.kw(i - 3), self.kw(i - 2), self.kw(i - 1));
                 // Reference quirk: operator precedence makes this
                 // `(never and (so|this)) or (w1 is so|this)`, so any word right after "so"
                 // or "this" is amplified once its third-previous token is reached.
-                if (w3 == "never" && so_or_this(w2)) || so_or_this(w1) {
+                if (w3 == tables::KW_NEVER && so_or_this(w2)) || so_or_this(w1) {
                     return valence * 1.25;
                 }
-                if w3 == "without" && (w2 == "doubt" || w1 == "doubt") {
+                if w3 == tables::KW_WITHOUT && (w2 == tables::KW_DOUBT || w1 == tables::KW_DOUBT) {
                     return valence;
                 }
                 if self.negates(i - 3) {
@@ -554,14 +876,9 @@ impl Context<'_> {
 
     /// Idioms around word `i` (only reached with `i >= 3`).
     fn special_idioms(&self, mut valence: f64, i: usize) -> f64 {
-        let (w3, w2, w1, w0) = (
-            self.word(i - 3),
-            self.word(i - 2),
-            self.word(i - 1),
-            self.word(i),
-        );
+        let (w3, w2, w1, w0) = (self.kw(i - 3), self.kw(i - 2), self.kw(i - 1), self.kw(i));
         // The first preceding idiom found replaces the valence...
-        let preceding: [&[&str]; 5] = [
+        let preceding: [&[u8]; 5] = [
             &[w1, w0],
             &[w2, w1, w0],
             &[w2, w1],
@@ -574,12 +891,12 @@ impl Context<'_> {
         // ...then idioms starting at the word itself override it.
         let n = self.tokens.len();
         if i + 1 < n
-            && let Some(v) = special_case(&[w0, self.word(i + 1)])
+            && let Some(v) = special_case(&[w0, self.kw(i + 1)])
         {
             valence = v;
         }
         if i + 2 < n
-            && let Some(v) = special_case(&[w0, self.word(i + 1), self.word(i + 2)])
+            && let Some(v) = special_case(&[w0, self.kw(i + 1), self.kw(i + 2)])
         {
             valence = v;
         }
@@ -594,10 +911,10 @@ impl Context<'_> {
 
     /// "least" before a word negates it, except in "at least" / "very least".
     fn least_check(&self, valence: f64, i: usize) -> f64 {
-        if i == 0 || self.in_lexicon(i - 1) || self.word(i - 1) != "least" {
+        if i == 0 || self.in_lexicon(i - 1) || self.kw(i - 1) != tables::KW_LEAST {
             return valence;
         }
-        if i > 1 && matches!(self.word(i - 2), "at" | "very") {
+        if i > 1 && matches!(self.kw(i - 2), tables::KW_AT | tables::KW_VERY) {
             return valence;
         }
         valence * N_SCALAR
@@ -745,6 +1062,72 @@ mod tests {
         );
         assert_eq!(polarity_scores(""), s(0.0, 0.0, 0.0, 0.0));
         assert_eq!(polarity_scores("!!!"), s(0.0, 1.0, 0.0, 0.0));
+    }
+
+    #[test]
+    fn non_ascii_words_outside_the_table_need_no_lowercase_copy() {
+        // What `general_token` relies on.
+        for c in (0x80..=0x10ffffu32).filter_map(char::from_u32) {
+            if c.to_lowercase().any(|l| l.is_ascii()) {
+                assert!(c == KELVIN_SIGN || c == '\u{130}', "{c:?}");
+            }
+        }
+        // Each non-ASCII table key holds a character that lowercasing always changes, so
+        // no lowercased word equals it (`is_uppercase` alone would not say that: some
+        // uppercase characters have no lowercase mapping).
+        for (word, _) in tables::WORDS.iter() {
+            assert!(
+                word.is_ascii() || word.chars().any(|c| c.to_lowercase().ne([c])),
+                "{word:?} could be a lowercase word"
+            );
+        }
+        // And the scores agree with the lowercase path on such words.
+        assert_eq!(
+            polarity_scores("DON'Té good"),
+            polarity_scores("don't good")
+        );
+        assert_eq!(
+            polarity_scores("\u{212a}IND of good").compound,
+            polarity_scores("kind of good").compound
+        );
+    }
+
+    #[test]
+    fn padded_hash_is_word_hash() {
+        let mut buf: LowerBuf = [0xa5; FAST_MAX + 8];
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = (i as u8).wrapping_mul(37).wrapping_add(11);
+        }
+        // Every length the fast path hashes: table words, and emote names of any
+        // configured length (up to FAST_MAX, not just tables::MAX_WORD_LEN).
+        for from in 0..FAST_MAX {
+            for len in 0..=FAST_MAX - from {
+                assert_eq!(
+                    hash_padded(&buf, from, len),
+                    crate::hash::word_hash(&buf[from..from + len]),
+                    "{from}+{len}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_fast_and_general_token_paths_agree() {
+        // The same words through the ASCII fast path and, with a non-ASCII neighbour glued
+        // on by a non-breaking space (whitespace, so the same tokens), the general path.
+        for text in [
+            "not BAD at all!!",
+            "the shit",
+            "NO, never so GOOD?? kind of ok",
+            "'don't' Isn't N'T it... ':)' (puke) :D D: <3 ok! a! wow!!",
+            "very least at least yeah right",
+            &"x".repeat(70),
+            &format!("{}good", "!".repeat(70)),
+        ] {
+            let words: Vec<&str> = text.split(' ').collect();
+            let general = words.join("\u{a0}");
+            assert_eq!(polarity_scores(text), polarity_scores(&general), "{text:?}");
+        }
     }
 
     #[test]
