@@ -659,20 +659,6 @@ listen = "127.0.0.1:{metrics}"
         })
     }
 
-    /// Every stored chat message.
-    pub fn stored_messages(&self) -> Vec<mongodb::bson::Document> {
-        use futures_util::TryStreamExt;
-        let coll = self.db().collection::<mongodb::bson::Document>("messages");
-        self.block_on(async {
-            coll.find(mongodb::bson::doc! {})
-                .await
-                .unwrap()
-                .try_collect()
-                .await
-                .unwrap()
-        })
-    }
-
     /// Every document of `collection`.
     pub fn all(&self, collection: &str) -> Vec<mongodb::bson::Document> {
         use futures_util::TryStreamExt;
